@@ -1,0 +1,30 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let package = Package(
+    name: "orthohash",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "orthohash", targets: ["orthohash"]),
+        .library(name: "OrthoHash", targets: ["OrthoHash"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config; see MACHINE.md for the packages.
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Pure Swift core: tensors over flat buffers, layers, loss, data, metrics, trainer. No MPI.
+        .target(
+            name: "OrthoHash",
+            dependencies: ["COpenBLAS", "CZlib"]
+        ),
+        // The command-line tool: parsing and wiring only.
+        .executableTarget(
+            name: "orthohash",
+            dependencies: ["OrthoHash", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash"]),
+    ]
+)

@@ -1,0 +1,136 @@
+// Fixed class codewords in {-1, +1}^(C, K). Dimensions: C = classes, K = bits.
+
+import Foundation
+
+public enum CodebookMethod: String, Codable, CaseIterable, Sendable {
+    /// Sign of a standard Gaussian draw.
+    case N
+    /// Bernoulli(0.5) * 2 - 1.
+    case B
+    /// Maximum Hamming distance by rejection sampling.
+    case O
+}
+
+public struct Codebook: Equatable {
+    public let classes: Int
+    public let bits: Int
+    /// (C, K), entries +-1, row-major.
+    public var values: [Int8]
+
+    public init(classes: Int, bits: Int, values: [Int8]) {
+        precondition(values.count == classes * bits, "codebook values \(values.count) != \(classes) x \(bits)")
+        self.classes = classes; self.bits = bits; self.values = values
+    }
+
+    /// Generates a codebook (ORTHOHASH.md section 4).
+    ///
+    /// `O`: threshold t = 0.61; each class draws Bernoulli candidates until one has normalised
+    /// Hamming distance `(K - c.o_j) / (2K)` >= t to every earlier codeword; after 10,000
+    /// rejections t drops by 0.01 (and the count restarts); below 0.2 it fails. Rows are then
+    /// permuted. Cost O(C^2 K): fine for thousands of classes, not for 81,313 (use B).
+    public static func generate(method: CodebookMethod, classes: Int, bits: Int, seed: UInt64) throws -> Codebook {
+        guard classes >= 1 else { throw OrthoHashError("classes must be at least 1, got \(classes)") }
+        guard bits >= 1 else { throw OrthoHashError("nbit must be at least 1, got \(bits)") }
+        var rng = Xoshiro256(seed: seed, stream: RandomStream.codebook.rawValue)
+        var values = [Int8](repeating: 0, count: classes * bits)
+        switch method {
+        case .B:
+            for i in values.indices { values[i] = rng.next() >> 63 == 1 ? 1 : -1 }
+        case .N:
+            for i in values.indices { values[i] = rng.gaussian() >= 0 ? 1 : -1 }
+        case .O:
+            let words = (bits + 63) / 64
+            var packed = [UInt64](repeating: 0, count: classes * words)
+            var candidate = [Int8](repeating: 0, count: bits)
+            var candidateBits = [UInt64](repeating: 0, count: words)
+            var threshold = 0.61
+            var tries = 0
+            var i = 0
+            while i < classes {
+                for k in 0..<bits { candidate[k] = rng.next() >> 63 == 1 ? 1 : -1 }
+                packBits(candidate, into: &candidateBits)
+                var accepted = true
+                for j in 0..<i {
+                    var hamming = 0
+                    for w in 0..<words { hamming += (candidateBits[w] ^ packed[j * words + w]).nonzeroBitCount }
+                    if Double(hamming) / Double(bits) < threshold { accepted = false; break }
+                }
+                if accepted {
+                    for k in 0..<bits { values[i * bits + k] = candidate[k] }
+                    for w in 0..<words { packed[i * words + w] = candidateBits[w] }
+                    i += 1
+                } else {
+                    tries += 1
+                    if tries >= 10_000 {
+                        tries = 0
+                        threshold -= 0.01
+                        if threshold < 0.2 {
+                            throw OrthoHashError(
+                                "codebook O: cannot place \(classes) codewords of \(bits) bits at normalised Hamming distance >= 0.2",
+                                hint: "use more bits or codebook B")
+                        }
+                    }
+                }
+            }
+            let order = rng.permutation(classes)
+            var permuted = values
+            for (row, source) in order.enumerated() {
+                for k in 0..<bits { permuted[row * bits + k] = values[Int(source) * bits + k] }
+            }
+            values = permuted
+        }
+        return Codebook(classes: classes, bits: bits, values: values)
+    }
+
+    /// Rows scaled to unit length (entries +-1/sqrt(K)), as the cosine layer uses them.
+    public func unitRows() -> FloatBuffer {
+        let out = FloatBuffer(count: classes * bits)
+        let scale = 1 / Float(bits).squareRoot()
+        for i in values.indices { out[i] = Float(values[i]) * scale }
+        return out
+    }
+
+    /// Minimum and mean Hamming distance over all pairs of rows (O(C^2 K / 64)).
+    public func pairwiseHamming() -> (minimum: Int, mean: Double) {
+        guard classes > 1 else { return (0, 0) }
+        let words = (bits + 63) / 64
+        var packed = [UInt64](repeating: 0, count: classes * words)
+        var row = [UInt64](repeating: 0, count: words)
+        for c in 0..<classes {
+            packBits(values[(c * bits)..<((c + 1) * bits)], into: &row)
+            for w in 0..<words { packed[c * words + w] = row[w] }
+        }
+        var minimum = Int.max, total = 0.0
+        packed.withUnsafeBufferPointer { p in
+            for i in 0..<classes {
+                var rowTotal = 0
+                for j in (i + 1)..<classes {
+                    var d = 0
+                    for w in 0..<words { d += (p[i * words + w] ^ p[j * words + w]).nonzeroBitCount }
+                    rowTotal += d
+                    if d < minimum { minimum = d }
+                }
+                total += Double(rowTotal)
+            }
+        }
+        return (minimum, total / (Double(classes) * Double(classes - 1) / 2))
+    }
+
+    /// Checks a loaded codebook: entries must be exactly +-1.
+    public static func validated(classes: Int, bits: Int, values: [Double], file: String) throws -> Codebook {
+        var out = [Int8](repeating: 0, count: values.count)
+        for (i, v) in values.enumerated() {
+            guard v == 1 || v == -1 else {
+                throw OrthoHashError("codebook entry (\(i / bits), \(i % bits)) is \(v), expected +1 or -1", file: file)
+            }
+            out[i] = v > 0 ? 1 : -1
+        }
+        return Codebook(classes: classes, bits: bits, values: out)
+    }
+}
+
+/// Packs +-1 (or >0 / <=0) values into bits, bit k of word k/64 set where the value is positive.
+func packBits<S: Collection>(_ values: S, into words: inout [UInt64]) where S.Element == Int8 {
+    for w in words.indices { words[w] = 0 }
+    for (k, v) in values.enumerated() where v > 0 { words[k >> 6] |= 1 << UInt64(k & 63) }
+}

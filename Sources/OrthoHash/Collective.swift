@@ -1,0 +1,50 @@
+/// What the trainer needs from the processes it runs in. The core never imports MPI: the MPI
+/// implementation lives in its own module; `SingleProcess` is the one-process implementation.
+public protocol Collective: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// In-place sum over all ranks.
+    func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int)
+    func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int)
+    /// Rank `root`'s bytes on every rank.
+    func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8]
+    /// Every rank's bytes, in rank order, on every rank.
+    func allGather(_ bytes: [UInt8]) -> [[UInt8]]
+    func barrier()
+    /// Ends every rank of the job now, printing `[rank r] message` on stderr.
+    func abort(_ message: String, code: Int32) -> Never
+}
+
+public extension Collective {
+    var isCoordinator: Bool { rank == 0 }
+
+    func allReduceSum(_ values: inout [Double]) {
+        let n = values.count
+        values.withUnsafeMutableBufferPointer { allReduceSum($0.baseAddress!, count: n) }
+    }
+}
+
+/// One process, no launcher: every collective is the identity.
+public final class SingleProcess: Collective {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {}
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {}
+    public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] { bytes }
+    public func allGather(_ bytes: [UInt8]) -> [[UInt8]] { [bytes] }
+    public func barrier() {}
+    public func abort(_ message: String, code: Int32) -> Never {
+        FileHandleOutput.stderr("error: \(message)")
+        exit(code)
+    }
+}
+
+import Foundation
+
+/// Line output that is not buffered behind the progress bar.
+public enum FileHandleOutput {
+    public static func stderr(_ line: String) {
+        FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
+    }
+}

@@ -1,0 +1,243 @@
+// Layers of the model, each a forward and a backward side by side. Backward *accumulates* into
+// parameter gradients (`+=`) and overwrites input gradients.
+//
+// Dimensions: B = rows of the local batch, N = rows of the global batch (B x ranks),
+// I = input features of a layer, O = its outputs, K = bits, C = classes.
+
+import Foundation
+
+// MARK: Linear (+ optional bias), PyTorch layout: weight (O, I)
+
+/// `y = x W^T + b`.
+func linearForward(
+    _ y: UnsafeMutablePointer<Float>,        // (B, O)
+    _ x: UnsafePointer<Float>,               // (B, I)
+    _ weight: UnsafePointer<Float>,          // (O, I)
+    _ bias: UnsafePointer<Float>?,           // (O)
+    B: Int, I: Int, O: Int
+) {
+    if let bias {
+        for r in 0..<B { (y + r * O).update(from: bias, count: O) }
+    }
+    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I,
+              beta: bias == nil ? 0 : 1, y, ldc: O)
+}
+
+/// `dW += dy^T x`, `db += sum_rows dy`, `dx = dy W` (skipped when `dx` is nil: the first layer).
+func linearBackward(
+    _ dx: UnsafeMutablePointer<Float>?,      // (B, I)
+    _ dWeight: UnsafeMutablePointer<Float>,  // (O, I)
+    _ dBias: UnsafeMutablePointer<Float>?,   // (O)
+    _ dy: UnsafePointer<Float>,              // (B, O)
+    _ x: UnsafePointer<Float>,               // (B, I)
+    _ weight: UnsafePointer<Float>,          // (O, I)
+    B: Int, I: Int, O: Int
+) {
+    BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I,
+              beta: 1, dWeight, ldc: I)
+    if let dBias {
+        for r in 0..<B {
+            let row = dy + r * O
+            for o in 0..<O { dBias[o] += row[o] }
+        }
+    }
+    if let dx {
+        BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I,
+                  beta: 0, dx, ldc: I)
+    }
+}
+
+// MARK: ReLU, in place
+
+func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count where !(x[i] > 0) { x[i] = 0 }
+}
+
+/// `dx = dy * (y > 0)`, in place over `dy`; `y` is the forward output.
+func reluBackward(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
+    for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
+}
+
+// MARK: BatchNorm1d, PyTorch semantics, synchronised over ranks
+
+/// Batch normalisation over the rows of the *global* batch:
+/// ```
+/// mean = sum x / N,   var = sum (x - mean)^2 / N          (biased, used to normalise)
+/// xhat = (x - mean) / sqrt(var + eps),   y = gamma * xhat + beta
+/// running_mean = (1 - momentum) running_mean + momentum * mean
+/// running_var  = (1 - momentum) running_var  + momentum * var * N / (N - 1)   (unbiased)
+/// ```
+/// The per-channel sums are reduced over ranks in Float64, two passes (mean, then centred
+/// squares) as PyTorch does, so N ranks normalise exactly as one process with the global batch.
+final class BatchNormState {
+    let K: Int
+    var eps: Float = 1e-5
+    var momentum: Float = 0.1
+    let mean: FloatBuffer          // (K) batch mean of the last forward
+    let invStd: FloatBuffer        // (K) 1 / sqrt(var + eps)
+    let sums: UnsafeMutablePointer<Double>  // (2K) scratch for the collectives
+
+    init(K: Int) {
+        self.K = K
+        mean = FloatBuffer(count: K)
+        invStd = FloatBuffer(count: K)
+        sums = .allocate(capacity: 2 * K)
+    }
+
+    deinit { sums.deallocate() }
+}
+
+func batchNormTrainForward(
+    _ y: UnsafeMutablePointer<Float>,        // (B, K)
+    _ xhat: UnsafeMutablePointer<Float>,     // (B, K) cached for backward
+    _ x: UnsafePointer<Float>,               // (B, K)
+    _ gamma: UnsafePointer<Float>, _ beta: UnsafePointer<Float>,   // (K)
+    _ runningMean: UnsafeMutablePointer<Float>, _ runningVar: UnsafeMutablePointer<Float>,  // (K)
+    _ state: BatchNormState, B: Int, collective: Collective
+) {
+    let K = state.K, s = state.sums
+    let N = B * collective.size
+    precondition(N > 1, "BatchNorm in training mode needs more than one row in the global batch, got \(N)")
+    s.update(repeating: 0, count: K)
+    for r in 0..<B {
+        let row = x + r * K
+        for k in 0..<K { s[k] += Double(row[k]) }
+    }
+    collective.allReduceSum(s, count: K)
+    for k in 0..<K { s[k] /= Double(N) }
+    (s + K).update(repeating: 0, count: K)
+    for r in 0..<B {
+        let row = x + r * K
+        for k in 0..<K { let d = Double(row[k]) - s[k]; s[K + k] += d * d }
+    }
+    collective.allReduceSum(s + K, count: K)
+    let m = state.momentum
+    for k in 0..<K {
+        let variance = s[K + k] / Double(N)
+        state.mean[k] = Float(s[k])
+        state.invStd[k] = Float(1.0 / (variance + Double(state.eps)).squareRoot())
+        runningMean[k] = (1 - m) * runningMean[k] + m * Float(s[k])
+        runningVar[k] = (1 - m) * runningVar[k] + m * Float(variance * Double(N) / Double(N - 1))
+    }
+    let mean = state.mean.pointer, invStd = state.invStd.pointer
+    for r in 0..<B {
+        let xr = x + r * K, hr = xhat + r * K, yr = y + r * K
+        for k in 0..<K {
+            let h = (xr[k] - mean[k]) * invStd[k]
+            hr[k] = h
+            yr[k] = gamma[k] * h + beta[k]
+        }
+    }
+}
+
+/// ```
+/// dgamma += sum_rows dy * xhat,   dbeta += sum_rows dy         (local; reduced with all gradients)
+/// dx = gamma * invstd / N * (N dy - sum dy - xhat * sum(dy * xhat))   (sums over the global batch)
+/// ```
+func batchNormTrainBackward(
+    _ dx: UnsafeMutablePointer<Float>,       // (B, K)
+    _ dGamma: UnsafeMutablePointer<Float>, _ dBeta: UnsafeMutablePointer<Float>,  // (K)
+    _ dy: UnsafePointer<Float>,              // (B, K)
+    _ xhat: UnsafePointer<Float>,            // (B, K)
+    _ gamma: UnsafePointer<Float>,           // (K)
+    _ state: BatchNormState, B: Int, collective: Collective
+) {
+    let K = state.K, s = state.sums
+    let N = B * collective.size
+    s.update(repeating: 0, count: 2 * K)
+    for r in 0..<B {
+        let dr = dy + r * K, hr = xhat + r * K
+        for k in 0..<K {
+            s[k] += Double(dr[k])
+            s[K + k] += Double(dr[k] * hr[k])
+        }
+    }
+    for k in 0..<K {
+        dBeta[k] += Float(s[k])
+        dGamma[k] += Float(s[K + k])
+    }
+    collective.allReduceSum(s, count: 2 * K)
+    let invN = 1 / Float(N)
+    for r in 0..<B {
+        let dr = dy + r * K, hr = xhat + r * K, out = dx + r * K
+        for k in 0..<K {
+            let c = gamma[k] * state.invStd[k]
+            out[k] = c * (dr[k] - invN * Float(s[k]) - hr[k] * invN * Float(s[K + k]))
+        }
+    }
+}
+
+/// Evaluation mode: `y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta`.
+func batchNormEvalForward(
+    _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,      // (B, K)
+    _ gamma: UnsafePointer<Float>, _ beta: UnsafePointer<Float>,
+    _ runningMean: UnsafePointer<Float>, _ runningVar: UnsafePointer<Float>,
+    eps: Float, B: Int, K: Int
+) {
+    for r in 0..<B {
+        let xr = x + r * K, yr = y + r * K
+        for k in 0..<K {
+            yr[k] = gamma[k] * (xr[k] - runningMean[k]) / (runningVar[k] + eps).squareRoot() + beta[k]
+        }
+    }
+}
+
+// MARK: Cosine to the codebook
+
+/// Smallest norm used to divide by. The reference divides by |v| with no epsilon; a row of v
+/// that is exactly zero would give NaN there. We divide by max(|v|, 1e-12) instead, which changes
+/// nothing for any row with |v| > 1e-12 (after BatchNorm |v| is about sqrt(K)).
+let minimumNorm: Float = 1e-12
+
+/// ```
+/// vn = v / max(|v|, 1e-12)
+/// u  = vn codebookUnit^T         codebookUnit = codebook / sqrt(K): rows of unit length
+/// ```
+func cosineForward(
+    _ u: UnsafeMutablePointer<Float>,        // (B, C)
+    _ vn: UnsafeMutablePointer<Float>,       // (B, K) cached
+    _ norms: UnsafeMutablePointer<Float>,    // (B)    cached
+    _ v: UnsafePointer<Float>,               // (B, K)
+    _ codebookUnit: UnsafePointer<Float>,    // (C, K)
+    B: Int, K: Int, C: Int
+) {
+    for r in 0..<B {
+        let vr = v + r * K, nr = vn + r * K
+        var sq: Float = 0
+        for k in 0..<K { sq += vr[k] * vr[k] }
+        let norm = max(sq.squareRoot(), minimumNorm)
+        norms[r] = norm
+        let inv = 1 / norm
+        for k in 0..<K { nr[k] = vr[k] * inv }
+    }
+    BLAS.gemm(transA: false, transB: true, m: B, n: C, k: K, vn, lda: K, codebookUnit, ldb: K,
+              beta: 0, u, ldc: C)
+}
+
+/// ```
+/// dvn = du codebookUnit
+/// dv  = (dvn - vn (vn . dvn)) / |v|         (dv = dvn / 1e-12 where the norm was clamped)
+/// ```
+/// `dv` is overwritten; `dvn` is scratch.
+func cosineBackward(
+    _ dv: UnsafeMutablePointer<Float>,       // (B, K)
+    _ dvn: UnsafeMutablePointer<Float>,      // (B, K) scratch
+    _ du: UnsafePointer<Float>,              // (B, C)
+    _ vn: UnsafePointer<Float>, _ norms: UnsafePointer<Float>,
+    _ codebookUnit: UnsafePointer<Float>,    // (C, K)
+    B: Int, K: Int, C: Int
+) {
+    BLAS.gemm(transA: false, transB: false, m: B, n: K, k: C, du, lda: C, codebookUnit, ldb: K,
+              beta: 0, dvn, ldc: K)
+    for r in 0..<B {
+        let g = dvn + r * K, n = vn + r * K, out = dv + r * K
+        let inv = 1 / norms[r]
+        if norms[r] <= minimumNorm {
+            for k in 0..<K { out[k] = g[k] * inv }
+            continue
+        }
+        var dot: Float = 0
+        for k in 0..<K { dot += n[k] * g[k] }
+        for k in 0..<K { out[k] = (g[k] - n[k] * dot) * inv }
+    }
+}

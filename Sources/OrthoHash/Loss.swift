@@ -1,0 +1,241 @@
+// The one loss: margin logits over the cosines to the codebook, then softmax cross-entropy
+// (single-label) or one of the multi-label losses, plus an optional quantization term.
+//
+// Dimensions: B = rows of the local batch, N = rows of the global batch, K = bits, C = classes.
+
+import Foundation
+
+public enum MarginType: String, Codable, CaseIterable, Sendable { case cos, arc }
+public enum MultiLabelLoss: String, Codable, CaseIterable, Sendable { case smooth, bce, imbalance }
+public enum QuantizationType: String, Codable, CaseIterable, Sendable { case cs, l1, l2 }
+
+/// Settings of the loss; defaults are the reference code's (ORTHOHASH.md section 3).
+public struct LossConfig: Codable, Equatable, Sendable {
+    /// s: logits are scaled by it.
+    public var scale: Float = 8
+    /// m: subtracted from the target cosine (cos) or added to the target angle (arc).
+    public var margin: Float = 0.2
+    public var marginType: MarginType = .cos
+    public var multiLabelLoss: MultiLabelLoss = .smooth
+    /// Weight of the classification term.
+    public var ce: Float = 1
+    /// Weight of the quantization term (0: off).
+    public var quan: Float = 0
+    public var quanType: QuantizationType = .cs
+    public init() {}
+}
+
+/// Targets of a local batch: class indices, or a multi-hot (B, C) matrix of 0/1.
+public enum BatchTargets {
+    case single(UnsafePointer<Int32>)
+    case multi(UnsafePointer<Float>)
+}
+
+/// Clamp of the cosine before acos in the arc margin (reference value).
+let arcClamp: Float = 0.99999
+
+/// Margin, loss and its gradient, in place:
+/// ```
+/// cos margin: z = s (u - m y)
+/// arc margin: z = s cos(acos(clamp(u, -0.99999, 0.99999)) + m y)
+/// single-label:         L = mean_n CE(z_n, y_n)
+/// label smoothing:      L = -mean_n sum_c y~ log_softmax(z_n),  y~ = y / sum_c y
+/// bce:                  L = mean_{n,c} BCEWithLogits(z, y)
+/// imbalance:            L = sum w BCE / (sum w + 1e-7), w = 1/C, 1 where y = 1 or (sigmoid(z) >= 0.7) != (y = 1)
+/// ```
+/// On entry `u` holds the cosines (B, C); on return it holds `ce * dL/du` for this rank's rows
+/// of the global batch (means are over the N rows of the global batch, so summing the gradients
+/// of all ranks gives the gradient of the global loss). `scratch` (B, C) is used by the arc margin.
+/// Returns this rank's share of `ce * L` and the number of rows whose largest cosine is a target.
+func marginLoss(
+    _ u: UnsafeMutablePointer<Float>,        // (B, C) in: cosines, out: gradient
+    scratch: UnsafeMutablePointer<Float>?,   // (B, C) needed for arc
+    targets: BatchTargets, B: Int, C: Int, N: Int,
+    config: LossConfig, collective: Collective
+) -> (loss: Double, correct: Int) {
+    let s = config.scale, m = config.margin
+    var correct = 0
+    func target(_ r: Int, _ c: Int) -> Float {
+        switch targets {
+        case .single(let t): return Int(t[r]) == c ? 1 : 0
+        case .multi(let y): return y[r * C + c]
+        }
+    }
+    // Accuracy, on the cosines as the reference does.
+    for r in 0..<B {
+        let row = u + r * C
+        var best = 0
+        for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
+        if target(r, best) > 0 { correct += 1 }
+    }
+    if config.marginType == .arc {
+        guard let scratch else { preconditionFailure("arc margin needs a scratch buffer") }
+        scratch.update(from: u, count: B * C)
+    }
+    // Margin logits z, in place.
+    for r in 0..<B {
+        let row = u + r * C
+        for c in 0..<C {
+            let y = target(r, c)
+            switch config.marginType {
+            case .cos: row[c] = s * (row[c] - m * y)
+            case .arc: row[c] = s * cos(acos(min(max(row[c], -arcClamp), arcClamp)) + m * y)
+            }
+        }
+    }
+    // Loss and dL/dz, in place.
+    var loss = 0.0
+    let invN = 1 / Float(N)
+    switch targets {
+    case .single(let t):
+        for r in 0..<B {
+            let row = u + r * C, tr = Int(t[r])
+            let zTarget = row[tr]
+            let lse = softmaxInPlace(row, C)     // row now holds softmax(z)
+            loss += Double(lse - zTarget)        // -log_softmax(z)[t]
+            row[tr] -= 1
+            for c in 0..<C { row[c] *= invN }
+        }
+        loss *= Double(invN)
+    case .multi(let y):
+        switch config.multiLabelLoss {
+        case .smooth:
+            for r in 0..<B {
+                let row = u + r * C, yr = y + r * C
+                var positives: Float = 0, dot: Float = 0
+                for c in 0..<C { positives += yr[c]; dot += yr[c] * row[c] }
+                precondition(positives > 0, "multi-label row without a positive label reached the loss")
+                let lse = softmaxInPlace(row, C)
+                loss += Double(lse - dot / positives)   // -sum y~ (z - lse)
+                for c in 0..<C { row[c] = (row[c] - yr[c] / positives) * invN }
+            }
+            loss *= Double(invN)
+        case .bce:
+            let scale = invN / Float(C)
+            for i in 0..<(B * C) {
+                let z = u[i], t = y[i]
+                loss += Double(bceWithLogits(z, t)) * Double(scale)
+                u[i] = (sigmoid(z) - t) * scale
+            }
+        case .imbalance:
+            // The weights are constants (no gradient flows through them). Their sum is over the
+            // global batch, so it is reduced over ranks before the loss is formed.
+            var weightSum = [0.0]
+            for i in 0..<(B * C) { weightSum[0] += Double(imbalanceWeight(u[i], y[i], C)) }
+            collective.allReduceSum(&weightSum)
+            let denominator = Float(weightSum[0] + 1e-7)
+            for i in 0..<(B * C) {
+                let z = u[i], t = y[i], w = imbalanceWeight(z, t, C)
+                loss += Double(w * bceWithLogits(z, t) / denominator)
+                u[i] = w * (sigmoid(z) - t) / denominator
+            }
+        }
+    }
+    // Chain rule through the margin: dz/du.
+    let ce = config.ce
+    for r in 0..<B {
+        let row = u + r * C
+        for c in 0..<C {
+            switch config.marginType {
+            case .cos:
+                row[c] *= s * ce
+            case .arc:
+                let x = scratch![r * C + c]
+                if x < -arcClamp || x > arcClamp { row[c] = 0; continue }
+                let y = target(r, c)
+                if y == 0 {
+                    row[c] *= s * ce
+                } else {
+                    // d/du cos(acos(u) + m y) = sin(theta + m y) / sin(theta), theta = acos(u)
+                    let theta = acos(x)
+                    row[c] *= s * ce * sin(theta + m * y) / sin(theta)
+                }
+            }
+        }
+    }
+    return (loss * Double(ce), correct)
+}
+
+/// Replaces `row` by softmax(row); returns log-sum-exp of the original row.
+@inline(__always)
+func softmaxInPlace(_ row: UnsafeMutablePointer<Float>, _ C: Int) -> Float {
+    var maxZ = row[0]
+    for c in 1..<C { maxZ = max(maxZ, row[c]) }
+    var sum: Float = 0
+    for c in 0..<C {
+        let e = exp(row[c] - maxZ)
+        row[c] = e
+        sum += e
+    }
+    let inv = 1 / sum
+    for c in 0..<C { row[c] *= inv }
+    return maxZ + log(sum)
+}
+
+@inline(__always) func sigmoid(_ z: Float) -> Float { 1 / (1 + exp(-z)) }
+
+/// max(z, 0) - z t + log(1 + exp(-|z|)), the stable form PyTorch uses.
+@inline(__always) func bceWithLogits(_ z: Float, _ t: Float) -> Float {
+    max(z, 0) - z * t + log1p(exp(-abs(z)))
+}
+
+@inline(__always) func imbalanceWeight(_ z: Float, _ t: Float, _ C: Int) -> Float {
+    let positive = t == 1
+    return positive || ((sigmoid(z) >= 0.7) != positive) ? 1 : 1 / Float(C)
+}
+
+/// The quantization term and its gradient, accumulated into `dv`; sign(v) is a constant
+/// (sign(0) = 0, as torch.sign):
+/// ```
+/// cs: mean_n (1 - cos(v_n, sign(v_n)))     l1: mean_{n,k} |v - sign v|     l2: mean_{n,k} (v - sign v)^2
+/// ```
+/// Returns this rank's share of `weight * Lq`.
+func quantizationLoss(
+    _ dv: UnsafeMutablePointer<Float>,       // (B, K) accumulated
+    _ v: UnsafePointer<Float>,               // (B, K)
+    B: Int, K: Int, N: Int, type: QuantizationType, weight: Float
+) -> Double {
+    var loss = 0.0
+    @inline(__always) func sgn(_ x: Float) -> Float { x > 0 ? 1 : (x < 0 ? -1 : 0) }
+    switch type {
+    case .cs:
+        let scale = weight / Float(N)
+        for r in 0..<B {
+            let vr = v + r * K, g = dv + r * K
+            var vv: Float = 0, bb: Float = 0, vb: Float = 0
+            for k in 0..<K {
+                let b = sgn(vr[k])
+                vv += vr[k] * vr[k]; bb += b * b; vb += vr[k] * b
+            }
+            // torch.cosine_similarity divides by max(|v| |b|, 1e-8).
+            let normV = vv.squareRoot(), normB = bb.squareRoot()
+            let denominator = max(normV * normB, 1e-8)
+            let cosine = vb / denominator
+            loss += Double(1 - cosine) * Double(scale)
+            if normV * normB > 1e-8 {
+                for k in 0..<K {
+                    // d cos / dv = b / (|v||b|) - cos v / |v|^2
+                    let dcos = sgn(vr[k]) / denominator - cosine * vr[k] / vv
+                    g[k] -= scale * dcos
+                }
+            } else {
+                for k in 0..<K { g[k] -= scale * sgn(vr[k]) / denominator }
+            }
+        }
+    case .l1:
+        let scale = weight / Float(N * K)
+        for i in 0..<(B * K) {
+            let d = v[i] - sgn(v[i])
+            loss += Double(abs(d)) * Double(scale)
+            dv[i] += scale * sgn(d)
+        }
+    case .l2:
+        let scale = weight / Float(N * K)
+        for i in 0..<(B * K) {
+            let d = v[i] - sgn(v[i])
+            loss += Double(d * d) * Double(scale)
+            dv[i] += scale * 2 * d
+        }
+    }
+    return loss
+}

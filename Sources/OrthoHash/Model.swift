@@ -1,0 +1,221 @@
+// The OrthoHash model: backbone, hash layer (Linear without bias + BatchNorm1d), cosine to a
+// fixed codebook, and the loss. One flat parameter buffer and one flat gradient buffer with named
+// views: zeroing the gradients is one fill, synchronising them is one all-reduce.
+//
+// Dimensions: B = rows of the local batch, D = input features, H = hidden width,
+// F = features out of the backbone (D for `linear`), K = bits, C = classes.
+
+import Foundation
+
+public enum BackboneKind: String, Codable, CaseIterable, Sendable {
+    /// Identity: the input is a pre-extracted feature vector.
+    case linear
+    /// Fully connected layers with ReLU (`--hidden`).
+    case mlp
+}
+
+public struct ModelConfig: Codable, Equatable, Sendable {
+    public var inputDim: Int
+    public var backbone: BackboneKind
+    public var hidden: [Int]
+    public var nbit: Int
+    public var classes: Int
+
+    public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int) {
+        self.inputDim = inputDim; self.backbone = backbone
+        self.hidden = backbone == .linear ? [] : hidden
+        self.nbit = nbit; self.classes = classes
+    }
+
+    /// Width of the backbone's output, the input of the hash layer.
+    public var featureDim: Int { hidden.last ?? inputDim }
+}
+
+/// Offsets of one Linear layer's weight (O, I) and bias (O) in the flat parameter buffer.
+struct LinearSlot { let weight: Int; let bias: Int; let inputs: Int; let outputs: Int }
+
+public final class HashModel {
+    public let config: ModelConfig
+    public let loss: LossConfig
+    public let collective: Collective
+    /// Rows per local batch the workspace is sized for.
+    public let batchSize: Int
+
+    public let parameters: FloatBuffer       // (P) all trainable parameters
+    public let gradients: FloatBuffer        // (P) same layout
+    /// Parameters [0, backboneCount) are the backbone's group; the rest (W, gamma, beta) the hash layer's.
+    public let backboneCount: Int
+    public let runningMean: FloatBuffer      // (K)
+    public let runningVar: FloatBuffer       // (K)
+    public var batchesTracked: Int64 = 0
+    public let codebook: Codebook
+    let codebookUnit: FloatBuffer            // (C, K) codebook rows / sqrt(K)
+
+    let backbone: [LinearSlot]
+    let hashWeight: Int                      // (K, F)
+    let bnGamma: Int                         // (K)
+    let bnBeta: Int                          // (K)
+    let bn: BatchNormState
+
+    // Workspace, sized once for `batchSize` rows.
+    let activations: [FloatBuffer]           // (B, H_i) per hidden layer, after ReLU
+    let dActA: FloatBuffer, dActB: FloatBuffer  // (B, max H) ping-pong input gradients
+    let preNorm: FloatBuffer                 // (B, K) W f
+    let xhat: FloatBuffer                    // (B, K)
+    public let codes: FloatBuffer            // (B, K) v, the real-valued code
+    let unitCodes: FloatBuffer               // (B, K) v / |v|
+    let norms: FloatBuffer                   // (B)
+    let dCodes: FloatBuffer                  // (B, K)
+    let dScratch: FloatBuffer                // (B, K)
+    let logits: FloatBuffer                  // (B, C) cosines, then their gradient
+    let logitScratch: FloatBuffer?           // (B, C) arc margin only
+
+    public init(config: ModelConfig, loss: LossConfig, codebook: Codebook, batchSize: Int,
+                collective: Collective = SingleProcess()) {
+        precondition(codebook.classes == config.classes && codebook.bits == config.nbit,
+                     "codebook (\(codebook.classes), \(codebook.bits)) does not match model (\(config.classes), \(config.nbit))")
+        self.config = config; self.loss = loss; self.codebook = codebook
+        self.collective = collective; self.batchSize = batchSize
+        let K = config.nbit, B = batchSize, C = config.classes
+        var offset = 0
+        var slots: [LinearSlot] = []
+        var inputs = config.inputDim
+        for width in config.hidden {
+            slots.append(LinearSlot(weight: offset, bias: offset + width * inputs, inputs: inputs, outputs: width))
+            offset += width * inputs + width
+            inputs = width
+        }
+        backbone = slots
+        backboneCount = offset
+        hashWeight = offset; offset += K * inputs
+        bnGamma = offset; offset += K
+        bnBeta = offset; offset += K
+        parameters = FloatBuffer(count: offset)
+        gradients = FloatBuffer(count: offset)
+        runningMean = FloatBuffer(count: K)
+        runningVar = FloatBuffer(count: K)
+        bn = BatchNormState(K: K)
+        codebookUnit = codebook.unitRows()
+
+        activations = config.hidden.map { FloatBuffer(count: B * $0) }
+        let widest = config.hidden.max() ?? 0
+        dActA = FloatBuffer(count: B * widest)
+        dActB = FloatBuffer(count: B * widest)
+        preNorm = FloatBuffer(count: B * K)
+        xhat = FloatBuffer(count: B * K)
+        codes = FloatBuffer(count: B * K)
+        unitCodes = FloatBuffer(count: B * K)
+        norms = FloatBuffer(count: B)
+        dCodes = FloatBuffer(count: B * K)
+        dScratch = FloatBuffer(count: B * K)
+        logits = FloatBuffer(count: B * C)
+        logitScratch = loss.marginType == .arc ? FloatBuffer(count: B * C) : nil
+        resetParameters(seed: 0)
+    }
+
+    public var parameterCount: Int { parameters.count }
+
+    /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
+    /// and bias (kaiming_uniform with a = sqrt(5)); the hash layer's weight N(0, 0.01^2);
+    /// BatchNorm gamma = 1, beta = 0, running mean 0 and variance 1.
+    public func resetParameters(seed: UInt64) {
+        var rng = Xoshiro256(seed: seed, stream: RandomStream.initialWeights.rawValue)
+        let p = parameters.pointer
+        for slot in backbone {
+            let bound = 1 / Double(slot.inputs).squareRoot()
+            for i in 0..<(slot.outputs * slot.inputs) { p[slot.weight + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
+            for i in 0..<slot.outputs { p[slot.bias + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
+        }
+        for i in 0..<(config.nbit * config.featureDim) { p[hashWeight + i] = Float(rng.gaussian() * 0.01) }
+        for k in 0..<config.nbit { p[bnGamma + k] = 1; p[bnBeta + k] = 0 }
+        runningMean.zero()
+        for k in 0..<config.nbit { runningVar[k] = 1 }
+        batchesTracked = 0
+    }
+
+    /// Forward, loss and backward for one local batch of `batchSize` rows in training mode.
+    /// Gradients are *accumulated* into `gradients` (the caller zeroes them once per step) and
+    /// are this rank's share of the gradient of the global-batch loss: summing over ranks gives it.
+    /// Returns this rank's share of the global loss and its count of correct rows.
+    @discardableResult
+    public func trainStep(_ x: UnsafePointer<Float>,   // (B, D)
+                          targets: BatchTargets) -> (loss: Double, correct: Int) {
+        let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim
+        let N = B * collective.size
+        let p = parameters.pointer, g = gradients.pointer
+        // Backbone forward.
+        var input = x
+        for (i, slot) in backbone.enumerated() {
+            let out = activations[i].pointer
+            linearForward(out, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
+            reluForward(out, count: B * slot.outputs)
+            input = UnsafePointer(out)
+        }
+        let features = input
+        // Hash layer, cosine, loss.
+        linearForward(preNorm.pointer, features, p + hashWeight, nil, B: B, I: F, O: K)
+        batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
+                              runningMean.pointer, runningVar.pointer, bn, B: B, collective: collective)
+        batchesTracked += 1
+        cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
+        var (lossValue, correct) = marginLoss(logits.pointer, scratch: logitScratch?.pointer, targets: targets,
+                                              B: B, C: C, N: N, config: loss, collective: collective)
+        // Backward.
+        cosineBackward(dCodes.pointer, dScratch.pointer, logits.pointer, unitCodes.pointer, norms.pointer,
+                       codebookUnit.pointer, B: B, K: K, C: C)
+        if loss.quan != 0 {
+            lossValue += quantizationLoss(dCodes.pointer, codes.pointer, B: B, K: K, N: N,
+                                          type: loss.quanType, weight: loss.quan)
+        }
+        batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
+                               p + bnGamma, bn, B: B, collective: collective)
+        var dOut = dActA.pointer, dSpare = dActB.pointer
+        linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
+                       p + hashWeight, B: B, I: F, O: K)
+        for i in stride(from: backbone.count - 1, through: 0, by: -1) {
+            let slot = backbone[i]
+            reluBackward(dOut, activations[i].pointer, count: B * slot.outputs)
+            let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
+            linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
+                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs)
+            swap(&dOut, &dSpare)
+        }
+        return (lossValue, correct)
+    }
+
+    /// Real-valued codes v (BatchNorm in evaluation mode) for `rows` rows of `x`, in chunks of
+    /// `batchSize` rows; `out` is (rows, K). Hash codes are sign(v).
+    public func encode(_ x: UnsafePointer<Float>,       // (rows, D)
+                       rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let K = config.nbit, D = config.inputDim, F = config.featureDim
+        let p = parameters.pointer
+        var start = 0
+        while start < rows {
+            let B = min(batchSize, rows - start)
+            var input = x + start * D
+            for (i, slot) in backbone.enumerated() {
+                let a = activations[i].pointer
+                linearForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
+                reluForward(a, count: B * slot.outputs)
+                input = UnsafePointer(a)
+            }
+            linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
+            batchNormEvalForward(out + start * K, preNorm.pointer, p + bnGamma, p + bnBeta,
+                                 runningMean.pointer, runningVar.pointer, eps: bn.eps, B: B, K: K)
+            start += B
+        }
+    }
+
+    /// Named views of the parameters, PyTorch-style names (see README, "export").
+    public var namedParameters: [(name: String, offset: Int, shape: [Int])] {
+        var out: [(String, Int, [Int])] = []
+        for (i, slot) in backbone.enumerated() {
+            out.append(("backbone.fc.\(i).weight", slot.weight, [slot.outputs, slot.inputs]))
+            out.append(("backbone.fc.\(i).bias", slot.bias, [slot.outputs]))
+        }
+        out.append(("hash_fc.0.weight", hashWeight, [config.nbit, config.featureDim]))
+        out.append(("hash_fc.1.weight", bnGamma, [config.nbit]))
+        out.append(("hash_fc.1.bias", bnBeta, [config.nbit]))
+        return out
+    }
+}

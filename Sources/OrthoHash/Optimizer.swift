@@ -1,0 +1,115 @@
+// Optimizers over the flat parameter buffer, with two parameter groups (backbone, hash layer)
+// that differ only in learning rate. Dimension: P = parameters.
+
+import Foundation
+
+public enum OptimizerKind: String, Codable, CaseIterable, Sendable { case adam, sgd }
+public enum SchedulerKind: String, Codable, CaseIterable, Sendable { case step, multistep, none }
+
+public struct OptimizerConfig: Codable, Equatable, Sendable {
+    public var kind: OptimizerKind = .adam
+    /// Learning rate of the hash layer (W, BatchNorm).
+    public var lr: Float = 1e-4
+    /// The backbone's learning rate is this times `lr`.
+    public var backboneLRScale: Float = 0.1
+    /// Coupled L2: added to the gradient before the update (PyTorch's Adam/SGD, not AdamW).
+    public var weightDecay: Float = 5e-4
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var momentum: Float = 0.9
+    public var nesterov: Bool = false
+    public var scheduler: SchedulerKind = .step
+    /// StepLR: every `stepSize` epochs, lr *= gamma. nil: int(0.8 * epochs), as the reference.
+    public var stepSize: Int? = nil
+    /// MultiStepLR: at these epochs, lr *= gamma.
+    public var milestones: [Int] = []
+    public var gamma: Float = 0.1
+    public init() {}
+
+    /// Learning-rate factor of epoch `epoch` (0-based), stepped once per epoch.
+    public func lrFactor(epoch: Int, epochs: Int) -> Float {
+        switch scheduler {
+        case .none: return 1
+        case .step:
+            let step = max(1, stepSize ?? Int(0.8 * Double(epochs)))
+            return pow(gamma, Float(epoch / step))
+        case .multistep:
+            return pow(gamma, Float(milestones.filter { $0 <= epoch }.count))
+        }
+    }
+}
+
+/// Adam (PyTorch's update, L2 coupled) or SGD (momentum, dampening 0, optional Nesterov).
+public final class Optimizer {
+    public let config: OptimizerConfig
+    public let count: Int
+    public let backboneCount: Int
+    /// Adam's first moment, or SGD's momentum buffer.
+    public let m: FloatBuffer                // (P)
+    /// Adam's second moment.
+    public let v: FloatBuffer                // (P)
+    public var step: Int64 = 0
+
+    public init(config: OptimizerConfig, count: Int, backboneCount: Int) {
+        self.config = config; self.count = count; self.backboneCount = backboneCount
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: config.kind == .adam ? count : 0)
+    }
+
+    /// One update with the hash layer's learning rate `lr` (the backbone gets lr x scale).
+    /// ```
+    /// g = grad + wd * p
+    /// Adam: m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+    ///       p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    /// SGD:  buf = mu buf + g (buf = g at t = 1);  d = nesterov ? g + mu buf : buf;  p -= lr d
+    /// ```
+    public func update(parameters: FloatBuffer, gradients: FloatBuffer, lr: Float, threads: Int = 1) {
+        precondition(parameters.count == count && gradients.count == count, "optimizer over \(count) parameters got \(parameters.count)/\(gradients.count)")
+        step += 1
+        let c = config
+        let t = Float(step)
+        let bc1 = 1 - pow(c.beta1, t), bc2Sqrt = (1 - pow(c.beta2, t)).squareRoot()
+        let p = parameters.pointer, g = gradients.pointer, mp = m.pointer, vp = v.pointer
+        let firstStep = step == 1
+        // Elementwise, so it splits across threads with no effect on the result.
+        func run(_ lo: Int, _ hi: Int, _ lr: Float) {
+            guard lo < hi else { return }
+            switch c.kind {
+            case .adam:
+                let stepSize = lr / bc1, b1 = c.beta1, b2 = c.beta2, wd = c.weightDecay, eps = c.eps
+                for i in lo..<hi {
+                    let grad = g[i] + wd * p[i]
+                    let mi = b1 * mp[i] + (1 - b1) * grad
+                    let vi = b2 * vp[i] + (1 - b2) * grad * grad
+                    mp[i] = mi; vp[i] = vi
+                    p[i] -= stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
+                }
+            case .sgd:
+                let mu = c.momentum, wd = c.weightDecay
+                for i in lo..<hi {
+                    let grad = g[i] + wd * p[i]
+                    var d = grad
+                    if mu != 0 {
+                        let buf = firstStep ? grad : mu * mp[i] + grad
+                        mp[i] = buf
+                        d = c.nesterov ? grad + mu * buf : buf
+                    }
+                    p[i] -= lr * d
+                }
+            }
+        }
+        let backboneLR = lr * c.backboneLRScale
+        let chunks = count > 200_000 ? max(1, threads) : 1
+        if chunks == 1 {
+            run(0, backboneCount, backboneLR)
+            run(backboneCount, count, lr)
+        } else {
+            DispatchQueue.concurrentPerform(iterations: chunks) { i in
+                let lo = count * i / chunks, hi = count * (i + 1) / chunks
+                run(lo, min(hi, backboneCount), backboneLR)
+                run(max(lo, backboneCount), hi, lr)
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Foundation
+import OrthoHash
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Training throughput on Fashion-MNIST (mlp 1024,1024, 64 bits, batch 256) with 1 and 2 BLAS threads, and the share of step time in GEMM.")
+    @OptionGroup var data: DataOptions
+    @Option(help: "Backbone.") var backbone: BackboneKind = .mlp
+    @Option(help: "Hidden widths.") var hidden: String = "1024,1024"
+    @Option(help: "Bits.") var nbit: Int = 64
+    @Option(help: "Global batch size.") var batchSize: Int = 256
+    @Option(help: "Timed steps per setting (after 5 warm-up steps).") var steps: Int = 100
+    @Option(help: "Thread counts to compare.") var threads: String = "1,2"
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            var config = TrainConfig()
+            data.apply(to: &config)
+            config.backbone = backbone; config.hidden = try intList(hidden); config.nbit = nbit; config.batchSize = batchSize
+            try config.validate()
+            let splits = try config.loadData()
+            print("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue) \(config.hidden), \(nbit) bits, batch \(batchSize), \(steps) steps")
+            print("threads  samples/s  ms/step  gemm share")
+            for t in try intList(threads) {
+                BLAS.setThreads(t)
+                let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t)
+                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare))
+            }
+        }
+    }
+}

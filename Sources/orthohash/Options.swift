@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import OrthoHash
+
+extension BackboneKind: ExpressibleByArgument {}
+extension MarginType: ExpressibleByArgument {}
+extension MultiLabelLoss: ExpressibleByArgument {}
+extension QuantizationType: ExpressibleByArgument {}
+extension CodebookMethod: ExpressibleByArgument {}
+extension OptimizerKind: ExpressibleByArgument {}
+extension SchedulerKind: ExpressibleByArgument {}
+extension DatasetKind: ExpressibleByArgument {}
+
+func intList(_ text: String) throws -> [Int] {
+    try text.split(separator: ",").map {
+        guard let n = Int($0.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("'\(text)' is not a comma-separated list of integers") }
+        return n
+    }
+}
+
+/// Where the data comes from; shared by train, eval and bench.
+struct DataOptions: ParsableArguments {
+    @Option(help: "fashion-mnist (the Debian package's images) or npy (feature and label files).")
+    var dataset: DatasetKind = .fashionMNIST
+    @Option(help: "Directory of the Fashion-MNIST IDX files.")
+    var dataDir: String = FashionMNIST.defaultDirectory
+    @Option(help: "Training features (.npy, float32/float16, (N, D)).") var trainFeatures: String?
+    @Option(help: "Training labels (.npy: int32/int64 (N,) or 0/1 (N, C) for multi-label).") var trainLabels: String?
+    @Option(help: "Query features (.npy).") var queryFeatures: String?
+    @Option(help: "Query labels (.npy).") var queryLabels: String?
+    @Option(help: "Database features (.npy).") var dbFeatures: String?
+    @Option(help: "Database labels (.npy).") var dbLabels: String?
+    @Option(help: "Number of classes (default: largest training label + 1).") var classes: Int?
+    @Option(help: "Use only the first N training rows.") var trainLimit: Int?
+    @Option(help: "Use only the first N query rows.") var queryLimit: Int?
+    @Option(help: "Use only the first N database rows.") var dbLimit: Int?
+
+    func apply(to c: inout TrainConfig) {
+        c.dataset = dataset; c.dataDir = dataDir
+        c.trainFeatures = trainFeatures; c.trainLabels = trainLabels
+        c.queryFeatures = queryFeatures; c.queryLabels = queryLabels
+        c.dbFeatures = dbFeatures; c.dbLabels = dbLabels
+        c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
+    }
+}
+
+/// The model, loss and optimisation settings. Defaults are the paper's.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "linear (input is a feature vector) or mlp.") var backbone: BackboneKind = .linear
+    @Option(help: "Hidden widths of the mlp backbone.") var hidden: String = "1024,1024"
+    @Option(help: "Bits K of the hash code.") var nbit: Int = 64
+    @Option(help: "Logit scale s.") var scale: Float = 8
+    @Option(help: "Margin m.") var margin: Float = 0.2
+    @Option(help: "cos (OrthoCos) or arc (OrthoArc).") var marginType: MarginType = .cos
+    @Option(help: "Multi-label loss: smooth (label smoothing), bce or imbalance.") var multiLabelLoss: MultiLabelLoss = .smooth
+    @Option(help: "Weight of the classification term.") var ce: Float = 1
+    @Option(help: "Weight of the quantization term (0: off).") var quan: Float = 0
+    @Option(help: "Quantization term: cs, l1 or l2.") var quanType: QuantizationType = .cs
+    @Option(help: "Codebook: B (Bernoulli), N (Gaussian sign) or O (max Hamming distance).") var codebook: CodebookMethod = .B
+    @Option(help: "Load the codebook from a .npy (C, K) of +-1 instead.") var codebookFile: String?
+    @Option(help: "adam or sgd.") var optimizer: OptimizerKind = .adam
+    @Option(help: "Learning rate of the hash layer.") var lr: Float = 1e-4
+    @Option(help: "The backbone's learning rate is this times --lr.") var backboneLrScale: Float = 0.1
+    @Option(help: "Coupled L2 weight decay.") var weightDecay: Float = 5e-4
+    @Option(help: "Adam betas.") var betas: String = "0.9,0.999"
+    @Option(help: "Adam epsilon.") var adamEps: Float = 1e-8
+    @Option(help: "SGD momentum.") var momentum: Float = 0.9
+    @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
+    @Option(help: "step (StepLR), multistep (MultiStepLR) or none; stepped per epoch.") var scheduler: SchedulerKind = .step
+    @Option(help: "StepLR step in epochs (default: int(0.8 x epochs)).") var stepSize: Int?
+    @Option(help: "MultiStepLR milestones (epochs), e.g. 4,7.") var milestones: String = ""
+    @Option(help: "LR decay factor.") var gamma: Float = 0.1
+    @Option(help: "Epochs.") var epochs: Int = 100
+    @Option(help: "Global batch size (split over the ranks).") var batchSize: Int = 256
+    @Option(help: "Seed of the codebook, initial weights and data order.") var seed: UInt64 = 0
+
+    func apply(to c: inout TrainConfig) throws {
+        c.backbone = backbone
+        c.hidden = try intList(hidden)
+        c.nbit = nbit
+        c.loss.scale = scale; c.loss.margin = margin; c.loss.marginType = marginType
+        c.loss.multiLabelLoss = multiLabelLoss; c.loss.ce = ce; c.loss.quan = quan; c.loss.quanType = quanType
+        c.codebook = codebook; c.codebookFile = codebookFile
+        c.optimizer.kind = optimizer; c.optimizer.lr = lr; c.optimizer.backboneLRScale = backboneLrScale
+        c.optimizer.weightDecay = weightDecay
+        let b = betas.split(separator: ",").compactMap { Float($0) }
+        guard b.count == 2 else { throw ValidationError("--betas takes two numbers, e.g. 0.9,0.999") }
+        c.optimizer.beta1 = b[0]; c.optimizer.beta2 = b[1]; c.optimizer.eps = adamEps
+        c.optimizer.momentum = momentum; c.optimizer.nesterov = nesterov
+        c.optimizer.scheduler = scheduler; c.optimizer.stepSize = stepSize
+        c.optimizer.milestones = milestones.isEmpty ? [] : try intList(milestones)
+        c.optimizer.gamma = gamma
+        c.epochs = epochs; c.batchSize = batchSize; c.seed = seed
+    }
+}
+
+struct EvalOptions: ParsableArguments {
+    @Option(help: "Cutoffs R of mAP@R, 'all' or numbers.") var mapAt: String = "all,1000"
+    @Option(help: "Cutoffs k of precision@k.") var precisionAt: String = "100"
+
+    func apply(to c: inout TrainConfig) throws {
+        c.mapAt = mapAt.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        c.precisionAt = try intList(precisionAt)
+    }
+}
+
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "BLAS threads of this process (default: cores / ranks).") var threads: Int?
+
+    func resolvedThreads(ranks: Int) -> Int {
+        threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks))
+    }
+}

@@ -1,0 +1,192 @@
+import ArgumentParser
+import Foundation
+import OrthoHash
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model; writes a run directory.")
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var evaluation: EvalOptions
+    @OptionGroup var runtime: RuntimeOptions
+    @Option(help: "Run directory (config, codebook, metrics, checkpoints, summary).") var runDir: String = "runs/latest"
+    @Option(help: "Evaluate every N epochs (0: only at the end).") var evalEvery: Int = 0
+    @Option(help: "Checkpoint every N epochs (0: only at the end).") var checkpointEvery: Int = 1
+    @Option(help: "Also checkpoint every N steps (0: off), for long epochs.") var checkpointEverySteps: Int = 0
+    @Option(help: "Step checkpoints to keep (the best is kept besides).") var keepCheckpoints: Int = 3
+    @Flag(help: "Continue from the newest valid checkpoint in --run-dir.") var resume = false
+    @Flag(help: "No progress output.") var quiet = false
+
+    func makeConfig() throws -> TrainConfig {
+        var c = TrainConfig()
+        data.apply(to: &c)
+        try model.apply(to: &c)
+        try evaluation.apply(to: &c)
+        c.evalEvery = evalEvery; c.checkpointEvery = checkpointEvery
+        c.checkpointEverySteps = checkpointEverySteps; c.keepCheckpoints = keepCheckpoints
+        return c
+    }
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            let config = try makeConfig()
+            try config.validate()
+            let collective = SingleProcess()
+            let threads = runtime.resolvedThreads(ranks: collective.size)
+            BLAS.setThreads(threads)
+            let splits = try config.loadData()
+            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
+            let trainer = try Trainer(config: config, data: splits, runDir: runDir, collective: collective, threads: threads,
+                                      log: Log(rank: collective.rank, size: collective.size, quiet: quiet))
+            if let summary = try trainer.run(resume: resume), !quiet {
+                let maps = config.mapAt.map { String(format: "mAP@%@ %.4f", $0, summary.map[$0] ?? .nan) }.joined(separator: "  ")
+                print("done: \(maps)  \(String(format: "%.0f", summary.samples_per_second)) samples/s  \(runDir)/summary.json")
+            }
+        }
+    }
+}
+
+/// The run's configuration and a model restored from one of its checkpoints.
+func loadRun(_ runDir: String, checkpoint: String) throws -> (TrainConfig, Checkpoint, String) {
+    let configPath = runDir + "/config.json"
+    guard let data = FileManager.default.contents(atPath: configPath) else {
+        throw OrthoHashError("no such file", file: configPath, hint: "is \(runDir) a run directory made by 'orthohash train'?")
+    }
+    let config = try JSON.decode(TrainConfig.self, from: data, file: configPath)
+    let dir = CheckpointDirectory(runDir: runDir)
+    let path: String
+    switch checkpoint {
+    case "best": path = dir.bestPath
+    case "last":
+        guard let newest = dir.stepCheckpoints().first else { throw OrthoHashError("no checkpoints", file: dir.path) }
+        path = newest
+    default: path = checkpoint
+    }
+    let ck = try Checkpoint.read(path)
+    guard ck.state.config.fixedPart == config.fixedPart else {
+        throw OrthoHashError("checkpoint was made by a different run than \(configPath)", file: path)
+    }
+    return (config, ck, path)
+}
+
+func restoredModel(_ ck: Checkpoint, batchSize: Int = 256) -> HashModel {
+    let model = HashModel(config: ck.state.model, loss: ck.state.config.loss, codebook: ck.codebook, batchSize: batchSize)
+    ck.parameters.withUnsafeBufferPointer { model.parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
+    ck.runningMean.withUnsafeBufferPointer { model.runningMean.pointer.update(from: $0.baseAddress!, count: $0.count) }
+    ck.runningVar.withUnsafeBufferPointer { model.runningVar.pointer.update(from: $0.baseAddress!, count: $0.count) }
+    model.batchesTracked = ck.state.batchesTracked
+    return model
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "mAP and precision of a run's checkpoint on the run's data.")
+    @Option(help: "Run directory.") var runDir: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @Option(help: "Cutoffs R of mAP@R (default: the run's).") var mapAt: String?
+    @Option(help: "Cutoffs k of precision@k (default: the run's).") var precisionAt: String?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            var (config, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            if let mapAt { config.mapAt = mapAt.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            if let precisionAt { config.precisionAt = try intList(precisionAt) }
+            try config.validate()
+            let threads = runtime.resolvedThreads(ranks: 1)
+            BLAS.setThreads(threads)
+            let data = try config.loadData()
+            guard data.inputDim == ck.state.model.inputDim, data.classes == ck.state.model.classes else {
+                throw OrthoHashError("checkpoint expects \(ck.state.model.inputDim)-d inputs and \(ck.state.model.classes) classes, the data has \(data.inputDim) and \(data.classes)", file: path)
+            }
+            let model = restoredModel(ck)
+            let result = try Evaluation.run(model: model, data: data, mapAt: config.mapCutoffs, precisionAt: config.precisionAt, threads: threads)
+            var fields: [String] = []
+            for (name, v) in zip(config.mapAt, result.meanAP) { fields.append(String(format: "\"mAP@%@\": %.6f", name, v)) }
+            for (k, v) in zip(config.precisionAt, result.precision) { fields.append(String(format: "\"P@%d\": %.6f", k, v)) }
+            print("{\"checkpoint\": \"\(path)\", \"epoch\": \(ck.state.epoch), " + fields.joined(separator: ", ") + "}")
+        }
+    }
+}
+
+struct Encode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Binary codes of a feature matrix.",
+        discussion: "Codes are packed like numpy.packbits(v > 0, axis=1) (bitorder 'big'): bit k of a code is bit 7 - k % 8 of byte k / 8; a set bit means v > 0 (sign +1).")
+    @Option(help: "Run directory.") var runDir: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @Option(help: "Features (.npy, (N, D) float32/float16).") var features: String
+    @Option(help: "Output: packed codes, uint8 (N, ceil(K/8)).") var out: String
+    @Option(help: "Also write the real-valued codes v, float32 (N, K).") var outReal: String?
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
+            let x = try NPYFeatures(path: features)
+            guard x.dim == ck.state.model.inputDim else {
+                throw OrthoHashError("features have \(x.dim) columns but the model in \(path) expects \(ck.state.model.inputDim)", file: features)
+            }
+            let model = restoredModel(ck)
+            let K = ck.state.model.nbit, bytesPerCode = (K + 7) / 8, chunk = model.batchSize
+            var packed = [UInt8](repeating: 0, count: x.rows * bytesPerCode)
+            var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
+            let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * K)
+            var start = 0
+            while start < x.rows {
+                let n = min(chunk, x.rows - start)
+                try x.copyRows(start, count: n, into: input.pointer)
+                model.encode(input.pointer, rows: n, into: v.pointer)
+                for r in 0..<n {
+                    for k in 0..<K where v[r * K + k] > 0 { packed[(start + r) * bytesPerCode + k / 8] |= UInt8(0x80) >> UInt8(k % 8) }
+                    if !real.isEmpty { for k in 0..<K { real[(start + r) * K + k] = v[r * K + k] } }
+                }
+                start += n
+            }
+            try NPYWriter.write(path: out, shape: [x.rows, bytesPerCode], uint8: packed)
+            if let outReal { try NPYWriter.write(path: outReal, shape: [x.rows, K], floats: real) }
+            print("encoded \(x.rows) rows to \(K)-bit codes: \(out)")
+        }
+    }
+}
+
+struct CodebookCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "codebook", abstract: "Generate a codebook and print its pairwise Hamming distances.")
+    @Option(help: "Classes C.") var classes: Int
+    @Option(help: "Bits K.") var nbit: Int = 64
+    @Option(help: "B, N or O.") var method: CodebookMethod = .B
+    @Option(help: "Seed.") var seed: UInt64 = 0
+    @Option(help: "Output .npy (int8, (C, K), entries +-1).") var out: String?
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            let cb = try Codebook.generate(method: method, classes: classes, bits: nbit, seed: seed)
+            if let out { try NPYWriter.write(path: out, shape: [classes, nbit], int8: cb.values) }
+            let (minimum, mean) = cb.pairwiseHamming()
+            print(String(format: "codebook %@: %d classes x %d bits  min Hamming %d (%.3f)  mean %.2f (%.3f)%@",
+                         method.rawValue, classes, nbit, minimum, Double(minimum) / Double(nbit), mean, mean / Double(nbit),
+                         out.map { "  -> \($0)" } ?? ""))
+        }
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write the trained weights, BN statistics and codebook as safetensors.")
+    @Option(help: "Run directory.") var runDir: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @Option(help: "Output .safetensors file.") var out: String
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            let (config, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            let model = restoredModel(ck, batchSize: 2)
+            let data = SafeTensors.serialize(SafeTensors.tensors(of: model), metadata: [
+                "format": "pt", "source": "orthohash", "checkpoint": URL(fileURLWithPath: path).lastPathComponent,
+                "backbone": config.backbone.rawValue, "nbit": String(config.nbit), "scale": String(config.loss.scale),
+                "margin": String(config.loss.margin), "margin_type": config.loss.marginType.rawValue,
+            ])
+            try AtomicFile.write(data, to: out)
+            print("exported \(model.parameterCount) parameters, BN statistics and the \(ck.codebook.classes)x\(ck.codebook.bits) codebook to \(out)")
+        }
+    }
+}
