@@ -25,3 +25,22 @@ public enum Benchmark {
                       gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds)
     }
 }
+
+extension Benchmark {
+    /// GFLOP/s of one GEMM shape (row-major), median of `repeats` timed calls after a warm-up.
+    public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, repeats: Int = 30) -> Double {
+        let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
+        var rng = Xoshiro256(seed: 1)
+        for i in 0..<a.count { a[i] = Float(rng.nextDouble()) }
+        for i in 0..<b.count { b[i] = Float(rng.nextDouble()) }
+        var times: [Double] = []
+        for r in 0..<(repeats + 3) {
+            let t = DispatchTime.now().uptimeNanoseconds
+            BLAS.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a.pointer, lda: transA ? m : k,
+                      b.pointer, ldb: transB ? k : n, beta: 0, c.pointer, ldc: n)
+            if r >= 3 { times.append(Double(DispatchTime.now().uptimeNanoseconds - t)) }
+        }
+        times.sort()
+        return 2 * Double(m) * Double(n) * Double(k) / times[times.count / 2]
+    }
+}

@@ -50,12 +50,12 @@ func linearBackward(
 // MARK: ReLU, in place
 
 func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count where !(x[i] > 0) { x[i] = 0 }
+    for i in 0..<count { x[i] = x[i] > 0 ? x[i] : 0 }
 }
 
 /// `dx = dy * (y > 0)`, in place over `dy`; `y` is the forward output.
 func reluBackward(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
+    for i in 0..<count { dy[i] = y[i] > 0 ? dy[i] : 0 }
 }
 
 // MARK: BatchNorm1d, PyTorch semantics, synchronised over ranks

@@ -143,9 +143,12 @@ public final class Trainer {
         if stored != wanted {
             let a = (try? JSONSerialization.jsonObject(with: stored) as? [String: Any]) ?? [:]
             let b = (try? JSONSerialization.jsonObject(with: wanted) as? [String: Any]) ?? [:]
-            let differing = Set(a.keys).union(b.keys).sorted().filter { key in
-                "\(a[key].map { "\($0)" } ?? "nil")" != "\(b[key].map { "\($0)" } ?? "nil")"
+            func text(_ v: Any?) -> String {
+                guard let v else { return "nil" }
+                let data = try? JSONSerialization.data(withJSONObject: ["v": v], options: [.sortedKeys, .fragmentsAllowed])
+                return data.map { String(decoding: $0, as: UTF8.self) } ?? "\(v)"
             }
+            let differing = Set(a.keys).union(b.keys).sorted().filter { text(a[$0]) != text(b[$0]) }
             throw OrthoHashError("checkpoint does not match this run's settings (differs in: \(differing.joined(separator: ", ")))",
                                  file: file, hint: "resume with the flags of the original run, see \(runDir)/config.json")
         }
@@ -240,8 +243,11 @@ public final class Trainer {
                     for i in 0..<B { for c in 0..<C { multiTargets[i * C + c] = Float(labels[Int(indices[i]) * C + c]) } }
                     targets = .multi(UnsafePointer(multiTargets.pointer))
                 }
+                let t1 = DispatchTime.now().uptimeNanoseconds
                 model.gradients.zero()
+                let t2 = DispatchTime.now().uptimeNanoseconds
                 let (localLoss, correct) = singleTargets.withUnsafeBufferPointer { _ in model.trainStep(input.pointer, targets: targets) }
+                let t3 = DispatchTime.now().uptimeNanoseconds
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
                 control[0] = localLoss; control[1] = Double(correct)
                 control[2] = localLoss.isFinite && gradientsFinite() ? 0 : 1
@@ -250,7 +256,10 @@ public final class Trainer {
                     throw OrthoHashError("non-finite loss or gradient at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
                 }
+                let t4 = DispatchTime.now().uptimeNanoseconds
                 optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads)
+                let t5 = DispatchTime.now().uptimeNanoseconds
+                PROF[0] += t1 - started; PROF[1] += t2 - t1; PROF[2] += t3 - t2; PROF[3] += t4 - t3; PROF[4] += t5 - t4
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 lastLoss = control[0]
                 stepLosses.append(control[0])
@@ -324,11 +333,18 @@ public final class Trainer {
         return nil
     }
 
+    /// True when no gradient is NaN or Inf: x * 0 is 0 for finite x and NaN otherwise.
     func gradientsFinite() -> Bool {
-        let g = model.gradients.pointer
-        var sum: Float = 0
-        for i in 0..<model.gradients.count { sum += g[i] * 0 }   // NaN/Inf propagate; finite values add 0
-        return sum == 0
+        let g = model.gradients.pointer, n = model.gradients.count
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= n {
+            acc += UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self) * 0
+            i += 16
+        }
+        var tail: Float = 0
+        while i < n { tail += g[i] * 0; i += 1 }
+        return acc.sum() + tail == 0
     }
 
     func drawBar(epoch: Int, step: Int, of steps: Int) {
@@ -426,3 +442,5 @@ public func loadCodebook(_ path: String, classes: Int, bits: Int) throws -> Code
     }
     return try Codebook.validated(classes: classes, bits: bits, values: (0..<(classes * bits)).map { a.double(at: $0) }, file: path)
 }
+
+public nonisolated(unsafe) var PROF = [UInt64](repeating: 0, count: 5)

@@ -13,8 +13,24 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps per setting (after 5 warm-up steps).") var steps: Int = 100
     @Option(help: "Thread counts to compare.") var threads: String = "1,2"
 
+    @Flag(help: "Also time each GEMM of the step.") var gemms = false
+
     func run() throws {
         try OrthoHashCommand.guarded {
+            if gemms {
+                let shapes: [(String, Bool, Bool, Int, Int, Int)] = [
+                    ("fc0 fwd", false, true, 256, 1024, 784), ("fc1 fwd", false, true, 256, 1024, 1024),
+                    ("hash fwd", false, true, 256, 64, 1024), ("hash dW", true, false, 64, 1024, 256),
+                    ("hash dx", false, false, 256, 1024, 64), ("fc1 dW", true, false, 1024, 1024, 256),
+                    ("fc1 dx", false, false, 256, 1024, 1024), ("fc0 dW", true, false, 1024, 784, 256)]
+                for t in try intList(threads) {
+                    BLAS.setThreads(t)
+                    for (name, ta, tb, m, n, k) in shapes {
+                        print(String(format: "threads %d  %-9@ (%4d x %4d x %4d)  %6.1f GFLOP/s", t, name, m, n, k,
+                                     Benchmark.gemm(transA: ta, transB: tb, m: m, n: n, k: k)))
+                    }
+                }
+            }
             var config = TrainConfig()
             data.apply(to: &config)
             config.backbone = backbone; config.hidden = try intList(hidden); config.nbit = nbit; config.batchSize = batchSize
@@ -24,8 +40,9 @@ struct Bench: ParsableCommand {
             print("threads  samples/s  ms/step  gemm share")
             for t in try intList(threads) {
                 BLAS.setThreads(t)
+                for i in 0..<5 { PROF[i] = 0 }
                 let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t)
-                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare))
+                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare)); print(PROF.map { Double($0) / 1e6 / Double(steps + 5) })
             }
         }
     }

@@ -1,0 +1,221 @@
+import CZlib
+import XCTest
+@testable import OrthoHash
+
+/// A fresh temporary directory for one test.
+func temporaryDirectory(_ name: String = #function) -> String {
+    let dir = NSTemporaryDirectory() + "orthohash-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))"
+    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// A .npy file written by hand: header dict text and raw data.
+func writeNPY(_ path: String, descr: String, shape: String, fortran: Bool = false, data: [UInt8], magic: [UInt8]? = nil) {
+    var header = "{'descr': '\(descr)', 'fortran_order': \(fortran ? "True" : "False"), 'shape': \(shape), }"
+    header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+    var bytes: [UInt8] = magic ?? [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+    bytes += [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
+    bytes += Array(header.utf8) + data
+    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+}
+
+func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
+
+func writeGzip(_ path: String, _ data: [UInt8]) {
+    let gz = gzopen(path, "wb")!
+    _ = data.withUnsafeBytes { gzwrite(gz, $0.baseAddress, UInt32($0.count)) }
+    gzclose(gz)
+}
+
+func bigEndian(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+
+/// Asserts that `body` throws an OrthoHashError naming `file` and containing `fragment`.
+func assertUserError(_ fragment: String, file expectedFile: String?, _ body: () throws -> Void,
+                     file: StaticString = #filePath, line: UInt = #line) {
+    do {
+        try body()
+        XCTFail("expected an error containing '\(fragment)'", file: file, line: line)
+    } catch let error as OrthoHashError {
+        let text = "\(error)"
+        XCTAssertTrue(text.contains(fragment), "'\(text)' lacks '\(fragment)'", file: file, line: line)
+        if let expectedFile { XCTAssertTrue(text.contains(expectedFile), "'\(text)' does not name \(expectedFile)", file: file, line: line) }
+        XCTAssertFalse(text.contains("\n"), "error is not one line: \(text)", file: file, line: line)
+    } catch {
+        XCTFail("unexpected error type: \(error)", file: file, line: line)
+    }
+}
+
+final class IDXTests: XCTestCase {
+    func testValidImagesAndLabels() throws {
+        let dir = temporaryDirectory()
+        writeGzip(dir + "/i.gz", bigEndian(2051) + bigEndian(2) + bigEndian(2) + bigEndian(3) + Array(0..<12))
+        writeGzip(dir + "/l.gz", bigEndian(2049) + bigEndian(2) + [4, 9])
+        let images = try IDX.readImages(dir + "/i.gz")
+        XCTAssertEqual(images.rows, 2); XCTAssertEqual(images.dim, 6); XCTAssertEqual(images.pixels, Array(0..<12))
+        XCTAssertEqual(try IDX.readLabels(dir + "/l.gz"), [4, 9])
+    }
+
+    func testMalformed() {
+        let dir = temporaryDirectory()
+        writeGzip(dir + "/magic.gz", bigEndian(2049) + bigEndian(1) + bigEndian(1) + bigEndian(1) + [0])
+        assertUserError("wrong magic 2049", file: "magic.gz") { _ = try IDX.readImages(dir + "/magic.gz") }
+        writeGzip(dir + "/short.gz", bigEndian(2051) + bigEndian(10) + bigEndian(28) + bigEndian(28) + Array(repeating: 0, count: 100))
+        assertUserError("truncated", file: "short.gz") { _ = try IDX.readImages(dir + "/short.gz") }
+        writeGzip(dir + "/labels.gz", bigEndian(2049) + bigEndian(5) + [1, 2])
+        assertUserError("truncated", file: "labels.gz") { _ = try IDX.readLabels(dir + "/labels.gz") }
+        writeGzip(dir + "/header.gz", [0, 0])
+        assertUserError("truncated IDX header", file: "header.gz") { _ = try IDX.readLabels(dir + "/header.gz") }
+        assertUserError("apt-get install -y dataset-fashion-mnist", file: "/nonexistent") {
+            _ = try FashionMNIST.load(directory: "/nonexistent")
+        }
+    }
+
+    /// The real images from the Debian package.
+    func testRealFashionMNIST() throws {
+        let data = try FashionMNIST.load()
+        XCTAssertEqual(data.train.rows, 60_000); XCTAssertEqual(data.query.rows, 10_000); XCTAssertEqual(data.database.rows, 60_000)
+        XCTAssertEqual(data.inputDim, 784); XCTAssertEqual(data.classes, 10)
+        guard case .single(let labels) = data.train.labels else { return XCTFail() }
+        XCTAssertEqual(Set(labels).count, 10)
+        // Standardised pixels: mean about 0 and std about 1 over the first 1000 images.
+        let x = FloatBuffer(count: 1000 * 784)
+        try data.train.features.copyRows(0, count: 1000, into: x.pointer)
+        let mean = x.array.reduce(0.0) { $0 + Double($1) } / Double(x.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.05)
+    }
+}
+
+final class NPYTests: XCTestCase {
+    func testFloat32Float16AndLabels() throws {
+        let dir = temporaryDirectory()
+        writeNPY(dir + "/f32.npy", descr: "<f4", shape: "(2, 3)", data: bytes([Float(1), 2, 3, 4, 5, 6]))
+        writeNPY(dir + "/f16.npy", descr: "<f2", shape: "(2, 3)", data: bytes([Float16(1), 2, 3, 4, 5, 6.5]))
+        writeNPY(dir + "/y64.npy", descr: "<i8", shape: "(2,)", data: bytes([Int64(3), 0]))
+        writeNPY(dir + "/y32.npy", descr: "<i4", shape: "(2,)", data: bytes([Int32(1), 2]))
+        writeNPY(dir + "/multi.npy", descr: "|u1", shape: "(2, 3)", data: [1, 0, 1, 0, 1, 0])
+        let a = try NPYFeatures(path: dir + "/f32.npy"), b = try NPYFeatures(path: dir + "/f16.npy")
+        XCTAssertEqual(a.rows, 2); XCTAssertEqual(a.dim, 3)
+        let row = FloatBuffer(count: 3)
+        try b.copyRow(1, into: row.pointer)
+        XCTAssertEqual(row.array, [4, 5, 6.5])
+        XCTAssertEqual(try Labels.load(path: dir + "/y64.npy"), .single([3, 0]))
+        XCTAssertEqual(try Labels.load(path: dir + "/y32.npy"), .single([1, 2]))
+        XCTAssertEqual(try Labels.load(path: dir + "/multi.npy"), .multi(classes: 3, [1, 0, 1, 0, 1, 0]))
+        // Round trip through the writer.
+        try NPYWriter.write(path: dir + "/w.npy", shape: [3, 2], floats: [1, 2, 3, 4, 5, 6])
+        let w = try NPYFeatures(path: dir + "/w.npy")
+        try w.copyRow(2, into: row.pointer)
+        XCTAssertEqual(Array(row.array.prefix(2)), [5, 6])
+    }
+
+    func testMalformedFiles() {
+        let dir = temporaryDirectory()
+        assertUserError("no such file", file: dir + "/missing.npy") { _ = try NPYFeatures(path: dir + "/missing.npy") }
+        writeNPY(dir + "/magic.npy", descr: "<f4", shape: "(1, 1)", data: bytes([Float(1)]), magic: Array("NOTNPY".utf8))
+        assertUserError("wrong magic", file: "magic.npy") { _ = try NPYFeatures(path: dir + "/magic.npy") }
+        writeNPY(dir + "/short.npy", descr: "<f4", shape: "(10, 4)", data: bytes([Float(1), 2]))
+        assertUserError("truncated", file: "short.npy") { _ = try NPYFeatures(path: dir + "/short.npy") }
+        FileManager.default.createFile(atPath: dir + "/tiny.npy", contents: Data([0x93, 0x4E]))
+        assertUserError("truncated", file: "tiny.npy") { _ = try NPYFeatures(path: dir + "/tiny.npy") }
+        writeNPY(dir + "/c8.npy", descr: "<c8", shape: "(1, 1)", data: bytes([Float(1), 0]))
+        assertUserError("unsupported dtype '<c8'", file: "c8.npy") { _ = try NPYFeatures(path: dir + "/c8.npy") }
+        writeNPY(dir + "/f8.npy", descr: "<f8", shape: "(1, 1)", data: bytes([Double(1)]))
+        assertUserError("unsupported dtype f8 for features", file: "f8.npy") { _ = try NPYFeatures(path: dir + "/f8.npy") }
+        writeNPY(dir + "/big.npy", descr: ">f4", shape: "(1, 1)", data: bytes([Float(1)]))
+        assertUserError("big-endian", file: "big.npy") { _ = try NPYFeatures(path: dir + "/big.npy") }
+        writeNPY(dir + "/fortran.npy", descr: "<f4", shape: "(2, 2)", fortran: true, data: bytes([Float(1), 2, 3, 4]))
+        assertUserError("Fortran order", file: "fortran.npy") { _ = try NPYFeatures(path: dir + "/fortran.npy") }
+        writeNPY(dir + "/ylabels.npy", descr: "<f4", shape: "(2,)", data: bytes([Float(1), 2]))
+        assertUserError("unsupported dtype f4 for labels", file: "ylabels.npy") { _ = try Labels.load(path: dir + "/ylabels.npy") }
+        writeNPY(dir + "/neg.npy", descr: "<i8", shape: "(3,)", data: bytes([Int64(1), -2, 0]))
+        assertUserError("label -2 at row 1 is negative", file: "neg.npy") { _ = try Labels.load(path: dir + "/neg.npy") }
+        writeNPY(dir + "/nopos.npy", descr: "|u1", shape: "(2, 3)", data: [1, 0, 0, 0, 0, 0])
+        assertUserError("multi-label row 1 has no positive label", file: "nopos.npy") { _ = try Labels.load(path: dir + "/nopos.npy") }
+        writeNPY(dir + "/nan.npy", descr: "<f4", shape: "(2, 2)", data: bytes([Float(1), 2, .nan, 4]))
+        let nan = try! NPYFeatures(path: dir + "/nan.npy")
+        let row = FloatBuffer(count: 2)
+        assertUserError("row 1 holds NaN or Inf", file: "nan.npy") { try nan.copyRow(1, into: row.pointer) }
+        writeNPY(dir + "/inf16.npy", descr: "<f2", shape: "(1, 2)", data: bytes([Float16(1), .infinity]))
+        let inf = try! NPYFeatures(path: dir + "/inf16.npy")
+        assertUserError("row 0 holds NaN or Inf", file: "inf16.npy") { try inf.copyRow(0, into: row.pointer) }
+    }
+}
+
+/// A small synthetic npy benchmark: `classes` Gaussian clusters in D dimensions.
+struct SyntheticNPY {
+    let dir: String
+    var config: TrainConfig
+
+    init(dir: String, train: Int = 512, query: Int = 64, db: Int = 256, D: Int = 16, classes: Int = 4, seed: UInt64 = 1) {
+        self.dir = dir
+        var rng = Xoshiro256(seed: seed, stream: 77)
+        let centres = (0..<(classes * D)).map { _ in Float(rng.gaussian() * 2) }
+        func split(_ name: String, _ n: Int) {
+            var x: [Float] = [], y: [Int64] = []
+            for _ in 0..<n {
+                let c = rng.nextInt(below: classes)
+                y.append(Int64(c))
+                for d in 0..<D { x.append(centres[c * D + d] + Float(rng.gaussian())) }
+            }
+            writeNPY("\(dir)/\(name)_x.npy", descr: "<f4", shape: "(\(n), \(D))", data: bytes(x))
+            writeNPY("\(dir)/\(name)_y.npy", descr: "<i8", shape: "(\(n),)", data: bytes(y))
+        }
+        split("train", train); split("query", query); split("db", db)
+        var c = TrainConfig()
+        c.dataset = .npy
+        c.trainFeatures = dir + "/train_x.npy"; c.trainLabels = dir + "/train_y.npy"
+        c.queryFeatures = dir + "/query_x.npy"; c.queryLabels = dir + "/query_y.npy"
+        c.dbFeatures = dir + "/db_x.npy"; c.dbLabels = dir + "/db_y.npy"
+        c.nbit = 16; c.batchSize = 64; c.epochs = 3; c.optimizer.lr = 1e-2
+        c.mapAt = ["all", "10"]; c.precisionAt = [10]
+        config = c
+    }
+}
+
+final class SplitValidationTests: XCTestCase {
+    func testMismatchesAreNamed() throws {
+        let dir = temporaryDirectory()
+        let s = SyntheticNPY(dir: dir)
+        XCTAssertEqual(try s.config.loadData().classes, 4)
+        var c = s.config
+        writeNPY(dir + "/short_y.npy", descr: "<i8", shape: "(3,)", data: bytes([Int64(0), 1, 2]))
+        c.trainLabels = dir + "/short_y.npy"
+        assertUserError("3 labels but 512 feature rows", file: "short_y.npy") { _ = try c.loadData() }
+        c = s.config
+        writeNPY(dir + "/wide_x.npy", descr: "<f4", shape: "(64, 17)", data: bytes([Float](repeating: 0, count: 64 * 17)))
+        c.queryFeatures = dir + "/wide_x.npy"
+        assertUserError("feature dimension 17 does not match the training features' 16", file: "wide_x.npy") { _ = try c.loadData() }
+        c = s.config
+        c.classes = 3
+        assertUserError("out of range for 3 classes", file: "_y.npy") { _ = try c.loadData() }
+        c = s.config
+        writeNPY(dir + "/multi_y.npy", descr: "|u1", shape: "(64, 4)", data: (0..<256).map { $0 % 4 == 0 ? 1 : 0 })
+        c.queryLabels = dir + "/multi_y.npy"
+        assertUserError("multi-label but the training labels are not", file: "multi_y.npy") { _ = try c.loadData() }
+    }
+
+    func testFlagChecks() throws {
+        let dir = temporaryDirectory()
+        var c = SyntheticNPY(dir: dir).config
+        c.nbit = 0
+        assertUserError("--nbit must be at least 1", file: nil) { try c.validate() }
+        c.nbit = 16; c.batchSize = 1024
+        let data = try c.loadData()
+        assertUserError("--batch-size 1024 is larger than the training set (512 rows)", file: "train_x.npy") {
+            _ = try Trainer(config: c, data: data, runDir: dir)
+        }
+        c.batchSize = 64; c.trainLabels = nil
+        assertUserError("--dataset npy needs --train-labels", file: nil) { try c.validate() }
+    }
+
+    func testNaNInTrainingFeaturesStopsWithFileAndRow() throws {
+        let dir = temporaryDirectory()
+        var s = SyntheticNPY(dir: dir, train: 128)
+        var x = [Float](repeating: 0.5, count: 128 * 16)
+        x[70 * 16 + 3] = .nan
+        writeNPY(dir + "/train_x.npy", descr: "<f4", shape: "(128, 16)", data: bytes(x))
+        s.config.epochs = 1
+        let trainer = try Trainer(config: s.config, data: try s.config.loadData(), runDir: dir + "/run", log: Log(quiet: true))
+        assertUserError("row 70 holds NaN or Inf", file: "train_x.npy") { try trainer.run() }
+    }
+}

@@ -1,0 +1,118 @@
+// Values checked against numbers worked out by hand from the definitions in ORTHOHASH.md.
+
+import XCTest
+@testable import OrthoHash
+
+final class HandComputedTests: XCTestCase {
+    let one = SingleProcess()
+
+    /// One channel, x = [1, 3]: mean 2, biased var 1, unbiased var 2.
+    func testBatchNormPyTorchSemantics() {
+        let x = FloatBuffer([1, 3]), y = FloatBuffer(count: 2), xhat = FloatBuffer(count: 2)
+        let gamma = FloatBuffer([2]), beta = FloatBuffer([0.5])
+        let rm = FloatBuffer([0]), rv = FloatBuffer([1])
+        batchNormTrainForward(y.pointer, xhat.pointer, x.pointer, gamma.pointer, beta.pointer, rm.pointer, rv.pointer,
+                              BatchNormState(K: 1), B: 2, collective: one)
+        let s = 1 / (1 + 1e-5).squareRoot()
+        XCTAssertEqual(Double(y[0]), 2 * -s + 0.5, accuracy: 1e-6)
+        XCTAssertEqual(Double(y[1]), 2 * s + 0.5, accuracy: 1e-6)
+        XCTAssertEqual(rm[0], 0.2, accuracy: 1e-7)                 // 0.9 * 0 + 0.1 * 2
+        XCTAssertEqual(rv[0], 0.9 + 0.1 * 2, accuracy: 1e-6)      // unbiased variance 2
+    }
+
+    /// Two classes, cosines (0.5, -0.5), target 0, s = 8, m = 0.2:
+    /// z = (8 * 0.3, -4) = (2.4, -4); CE = log(1 + exp(-6.4)).
+    func testCosineMarginCrossEntropy() {
+        let u = FloatBuffer([0.5, -0.5])
+        var config = LossConfig()
+        config.scale = 8; config.margin = 0.2
+        let t: [Int32] = [0]
+        let result = t.withUnsafeBufferPointer {
+            marginLoss(u.pointer, scratch: nil, targets: .single($0.baseAddress!), B: 1, C: 2, N: 1, config: config, collective: one)
+        }
+        XCTAssertEqual(result.loss, log(1 + exp(-6.4)), accuracy: 1e-6)
+        XCTAssertEqual(result.correct, 1)
+        // dL/du_0 = s (p_0 - 1), p_0 = 1 / (1 + exp(-6.4))
+        XCTAssertEqual(Double(u[0]), 8 * (1 / (1 + exp(-6.4)) - 1), accuracy: 1e-5)
+    }
+
+    /// Arc margin on the target: z = s cos(acos(0.5) + 0.2) = s cos(pi/3 + 0.2).
+    func testArcMarginLogit() {
+        let u = FloatBuffer([0.5, 0.1])
+        var config = LossConfig()
+        config.marginType = .arc; config.scale = 1
+        let scratch = FloatBuffer(count: 2)
+        let t: [Int32] = [0]
+        let loss = t.withUnsafeBufferPointer {
+            marginLoss(u.pointer, scratch: scratch.pointer, targets: .single($0.baseAddress!), B: 1, C: 2, N: 1, config: config, collective: one).loss
+        }
+        let z0 = cos(Double.pi / 3 + 0.2), z1 = 0.1
+        XCTAssertEqual(loss, log(exp(z0) + exp(z1)) - z0, accuracy: 1e-6)
+    }
+
+    /// Label smoothing with targets {0, 2} of 3: y~ = (1/2, 0, 1/2).
+    func testLabelSmoothing() {
+        let u = FloatBuffer([0.2, 0.0, -0.4])
+        let y = FloatBuffer([1, 0, 1])
+        var config = LossConfig()
+        config.scale = 2; config.margin = 0.1
+        let loss = marginLoss(u.pointer, scratch: nil, targets: .multi(y.pointer), B: 1, C: 3, N: 1, config: config, collective: one).loss
+        let z = [2 * (0.2 - 0.1), 0.0, 2 * (-0.4 - 0.1)]
+        let lse = log(z.map { exp($0) }.reduce(0, +))
+        XCTAssertEqual(loss, -(0.5 * (z[0] - lse) + 0.5 * (z[2] - lse)), accuracy: 1e-6)
+    }
+
+    /// Quantization cs for v = (2, -1): cos(v, sign v) = 3 / (sqrt(5) sqrt(2)).
+    func testQuantizationCosine() {
+        let v = FloatBuffer([2, -1]), dv = FloatBuffer(count: 2)
+        let loss = quantizationLoss(dv.pointer, v.pointer, B: 1, K: 2, N: 1, type: .cs, weight: 1)
+        XCTAssertEqual(loss, 1 - 3 / (5.0.squareRoot() * 2.0.squareRoot()), accuracy: 1e-6)
+        let l1 = quantizationLoss(dv.pointer, v.pointer, B: 1, K: 2, N: 1, type: .l1, weight: 1)
+        XCTAssertEqual(l1, (1 + 0) / 2, accuracy: 1e-6)
+        let l2 = quantizationLoss(dv.pointer, v.pointer, B: 1, K: 2, N: 1, type: .l2, weight: 1)
+        XCTAssertEqual(l2, (1 + 0) / 2, accuracy: 1e-6)
+    }
+
+    /// PyTorch's Adam with coupled weight decay, one parameter, two steps, worked by hand.
+    func testAdamMatchesPyTorchUpdate() {
+        var c = OptimizerConfig()
+        c.lr = 0.1; c.weightDecay = 0.5; c.backboneLRScale = 1
+        let opt = Optimizer(config: c, count: 1, backboneCount: 0)
+        let p = FloatBuffer([1]), g = FloatBuffer([0.2])
+        opt.update(parameters: p, gradients: g, lr: 0.1)
+        // g' = 0.2 + 0.5 * 1 = 0.7; m = 0.07, v = 0.00049; mhat = 0.7, vhat = 0.49 -> step = 0.1 * 0.7 / (0.7 + 1e-8)
+        XCTAssertEqual(Double(p[0]), 1 - 0.1 * 0.7 / (0.7 + 1e-8), accuracy: 1e-6)
+        let p1 = Double(p[0])
+        opt.update(parameters: p, gradients: g, lr: 0.1)
+        let g2 = 0.2 + 0.5 * p1
+        let m = 0.9 * 0.07 + 0.1 * g2, v = 0.999 * 0.00049 + 0.001 * g2 * g2
+        let expected = p1 - 0.1 / (1 - 0.81) * m / ((v).squareRoot() / (1 - 0.999 * 0.999).squareRoot() + 1e-8)
+        XCTAssertEqual(Double(p[0]), expected, accuracy: 1e-6)
+    }
+
+    func testSGDNesterovAndGroups() {
+        var c = OptimizerConfig()
+        c.kind = .sgd; c.momentum = 0.5; c.nesterov = true; c.weightDecay = 0; c.backboneLRScale = 0.1
+        let opt = Optimizer(config: c, count: 2, backboneCount: 1)   // [backbone, hash]
+        let p = FloatBuffer([0, 0]), g = FloatBuffer([1, 1])
+        opt.update(parameters: p, gradients: g, lr: 1)
+        // buf = g = 1; d = g + 0.5 * buf = 1.5; backbone lr 0.1
+        XCTAssertEqual(p[0], -0.15, accuracy: 1e-7)
+        XCTAssertEqual(p[1], -1.5, accuracy: 1e-7)
+        opt.update(parameters: p, gradients: g, lr: 1)
+        // buf = 0.5 + 1 = 1.5; d = 1 + 0.75 = 1.75
+        XCTAssertEqual(p[1], -3.25, accuracy: 1e-6)
+    }
+
+    func testSchedules() {
+        var c = OptimizerConfig()
+        XCTAssertEqual(c.lrFactor(epoch: 79, epochs: 100), 1)
+        XCTAssertEqual(c.lrFactor(epoch: 80, epochs: 100), 0.1, accuracy: 1e-7)   // step = int(0.8 * 100)
+        XCTAssertEqual(c.lrFactor(epoch: 7, epochs: 10), 1)                        // step = 8
+        XCTAssertEqual(c.lrFactor(epoch: 8, epochs: 10), 0.1, accuracy: 1e-7)
+        c.scheduler = .multistep; c.milestones = [4, 7]
+        XCTAssertEqual(c.lrFactor(epoch: 3, epochs: 10), 1)
+        XCTAssertEqual(c.lrFactor(epoch: 4, epochs: 10), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(c.lrFactor(epoch: 9, epochs: 10), 0.01, accuracy: 1e-8)
+    }
+}

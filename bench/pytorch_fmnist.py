@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""PyTorch reference for the Fashion-MNIST configuration of orthohash, for side-by-side figures.
+
+Not part of the product: it needs torch (pip install "torch==2.13.0+cpu"), which orthohash does not.
+Same model (MLP 784-1024-1024 + Linear(no bias) + BatchNorm1d, cosine margin loss against a
+Bernoulli codebook), optimiser (Adam, coupled weight decay 5e-4, backbone lr x0.1), schedule
+(StepLR int(0.8 epochs)), batch 256 with the last partial batch dropped, and the same mAP
+(Hamming ranking, ties by database index).
+
+  python3 bench/pytorch_fmnist.py --threads 2 --bench-steps 100       # samples/s only
+  python3 bench/pytorch_fmnist.py --threads 2 --epochs 10             # train + mAP
+"""
+import argparse, gzip, json, time
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+D = "/usr/share/datasets/fashion-mnist"
+
+
+def load(prefix):
+    with gzip.open(f"{D}/{prefix}-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784).astype(np.float32)
+    with gzip.open(f"{D}/{prefix}-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return torch.from_numpy((x / 255.0 - 0.2860) / 0.3530), torch.from_numpy(y)
+
+
+class Model(nn.Module):
+    def __init__(self, hidden, nbit, nclass, s, m):
+        super().__init__()
+        layers, d = [], 784
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        self.backbone = nn.Sequential(*layers)
+        self.hash_fc = nn.Sequential(nn.Linear(d, nbit, bias=False), nn.BatchNorm1d(nbit))
+        nn.init.normal_(self.hash_fc[0].weight, std=0.01)
+        self.register_buffer("centroids", torch.bernoulli(torch.ones(nclass, nbit) * 0.5) * 2 - 1)
+        self.s, self.m = s, m
+
+    def forward(self, x):
+        v = self.hash_fc(self.backbone(x))
+        u = F.normalize(v, dim=1) @ F.normalize(self.centroids, dim=1).t()
+        return u, v
+
+
+def mean_ap(qb, qy, db, dy, R):
+    nbit = qb.shape[1]
+    aps = []
+    idx = torch.arange(db.shape[0])
+    for i in range(0, qb.shape[0], 500):
+        d = 0.5 * (nbit - qb[i:i + 500] @ db.t())                     # Hamming distances
+        key = d * db.shape[0] + idx                                      # ties by database index
+        order = key.argsort(dim=1)[:, :R]
+        rel = (dy[order] == qy[i:i + 500, None]).float()
+        cum = rel.cumsum(1)
+        prec = cum / torch.arange(1, R + 1)
+        n = rel.sum(1)
+        aps.append(torch.where(n > 0, (prec * rel).sum(1) / n.clamp(min=1), torch.zeros_like(n)))
+    return torch.cat(aps).mean().item()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--nbit", type=int, default=64)
+    p.add_argument("--backbone-lr-scale", type=float, default=0.1)
+    p.add_argument("--bench-steps", type=int, default=0, help="only time this many steps (after 5 warm-up steps)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    xtr, ytr = load("train")
+    xte, yte = load("t10k")
+    model = Model([1024, 1024], a.nbit, 10, 8.0, 0.2)
+    lr = 1e-4
+    opt = torch.optim.Adam([{"params": model.backbone.parameters(), "lr": lr * a.backbone_lr_scale},
+                            {"params": model.hash_fc.parameters()}], lr=lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(0.8 * a.epochs)), gamma=0.1)
+    B = 256
+
+    def step(idx):
+        x, y = xtr[idx], ytr[idx]
+        u, _ = model(x)
+        z = model.s * (u - model.m * F.one_hot(y, 10).float())
+        loss = F.cross_entropy(z, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    model.train()
+    if a.bench_steps:
+        perm = torch.randperm(xtr.shape[0])
+        for i in range(5):
+            step(perm[i * B:(i + 1) * B])
+        t = time.perf_counter()
+        for i in range(5, 5 + a.bench_steps):
+            step(perm[i * B:(i + 1) * B])
+        dt = time.perf_counter() - t
+        print(json.dumps({"threads": a.threads, "samples_per_second": a.bench_steps * B / dt, "ms_per_step": 1000 * dt / a.bench_steps}))
+        return
+    seconds = 0.0
+    for epoch in range(a.epochs):
+        perm = torch.randperm(xtr.shape[0])
+        t = time.perf_counter()
+        for i in range(xtr.shape[0] // B):
+            step(perm[i * B:(i + 1) * B])
+        seconds += time.perf_counter() - t
+        sched.step()
+    model.eval()
+    with torch.no_grad():
+        qb = torch.sign(model(xte)[1]); db = torch.sign(model(xtr)[1])
+    qb[qb == 0] = -1; db[db == 0] = -1
+    print(json.dumps({"map_all": mean_ap(qb, yte, db, ytr, db.shape[0]), "map_1000": mean_ap(qb, yte, db, ytr, 1000),
+                      "samples_per_second": a.epochs * (xtr.shape[0] // B) * B / seconds, "nbit": a.nbit}))
+
+
+if __name__ == "__main__":
+    main()
