@@ -26,5 +26,7 @@ let package = Package(
             dependencies: ["OrthoHash", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash"]),
+        // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
+        .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHash"]),
     ]
 )

@@ -1,0 +1,143 @@
+// The command-line tool, run as a user runs it: exit status, one-line errors naming the file,
+// and the train -> eval -> encode -> export flow on a small generated data set.
+
+import Foundation
+import XCTest
+import OrthoHash
+
+struct Run { var status: Int32; var stdout: String; var stderr: String }
+
+func orthohash(_ arguments: [String]) throws -> Run {
+    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidates = [here.appendingPathComponent("orthohash"), Bundle.main.bundleURL.appendingPathComponent("orthohash")]
+    guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+        throw XCTSkip("orthohash binary not found next to the tests")
+    }
+    let p = Process()
+    p.executableURL = binary
+    p.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+}
+
+func tempDir(_ name: String = #function) -> String {
+    let dir = NSTemporaryDirectory() + "orthohash-cli-\(getpid())-\(name.filter { $0.isLetter })-\(UInt32.random(in: 0...UInt32.max))"
+    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// Writes train/query/db features and labels: 3 Gaussian clusters in 8 dimensions.
+func writeData(_ dir: String) throws -> [String] {
+    var rng = Xoshiro256(seed: 3)
+    let centres = (0..<24).map { _ in Float(rng.gaussian() * 3) }
+    for (name, n) in [("train", 256), ("query", 30), ("db", 120)] {
+        var x: [Float] = [], y: [Int64] = []
+        for _ in 0..<n {
+            let c = rng.nextInt(below: 3)
+            y.append(Int64(c))
+            for d in 0..<8 { x.append(centres[c * 8 + d] + Float(rng.gaussian())) }
+        }
+        try NPYWriter.write(path: "\(dir)/\(name)_x.npy", shape: [n, 8], floats: x)
+        try NPYWriter.write(path: "\(dir)/\(name)_y.npy", shape: [n], int64: y)
+    }
+    return ["--dataset", "npy", "--train-features", "\(dir)/train_x.npy", "--train-labels", "\(dir)/train_y.npy",
+            "--query-features", "\(dir)/query_x.npy", "--query-labels", "\(dir)/query_y.npy",
+            "--db-features", "\(dir)/db_x.npy", "--db-labels", "\(dir)/db_y.npy",
+            "--nbit", "12", "--batch-size", "32", "--lr", "0.01", "--map-at", "all,10", "--quiet"]
+}
+
+/// A failed command: status 1, one line on stderr that starts with "error:" and contains `fragments`, no trace.
+func assertFails(_ r: Run, _ fragments: String..., file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(r.status, 1, "stderr: \(r.stderr)", file: file, line: line)
+    let lines = r.stderr.split(separator: "\n")
+    XCTAssertEqual(lines.count, 1, "expected one line, got: \(r.stderr)", file: file, line: line)
+    XCTAssertTrue(r.stderr.hasPrefix("error: "), r.stderr, file: file, line: line)
+    for f in fragments { XCTAssertTrue(r.stderr.contains(f), "'\(r.stderr)' lacks '\(f)'", file: file, line: line) }
+    XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), file: file, line: line)
+}
+
+final class CLITests: XCTestCase {
+    func testTrainEvalEncodeExport() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let run = dir + "/run"
+        let train = try orthohash(["train"] + args + ["--epochs", "2", "--run-dir", run])
+        XCTAssertEqual(train.status, 0, train.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+        for key in ["map", "samples_per_second", "train_seconds", "epochs", "world_size"] { XCTAssertNotNil(summary[key], key) }
+        let map = summary["map"] as! [String: Double]
+        XCTAssertGreaterThan(map["all"]!, 0.8, "3 separated clusters")
+
+        let eval = try orthohash(["eval", "--run-dir", run, "--checkpoint", "best"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let e = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(e["mAP@all"] as! Double, map["all"]!, accuracy: 1e-6, "eval reproduces the run's figure")
+
+        let enc = try orthohash(["encode", "--run-dir", run, "--features", dir + "/query_x.npy", "--out", dir + "/codes.npy", "--out-real", dir + "/v.npy"])
+        XCTAssertEqual(enc.status, 0, enc.stderr)
+        let codes = try NPYArray(path: dir + "/codes.npy"), v = try NPYArray(path: dir + "/v.npy")
+        XCTAssertEqual(codes.shape, [30, 2]); XCTAssertEqual(codes.type, .uint8); XCTAssertEqual(v.shape, [30, 12])
+        // Bit k of a row is bit 7 - k % 8 of byte k / 8, set where v > 0.
+        for r in 0..<30 {
+            for k in 0..<12 {
+                let bit = (Int(codes.double(at: r * 2 + k / 8)) >> (7 - k % 8)) & 1
+                XCTAssertEqual(bit == 1, v.double(at: r * 12 + k) > 0)
+            }
+        }
+        let export = try orthohash(["export", "--run-dir", run, "--out", dir + "/model.safetensors"])
+        XCTAssertEqual(export.status, 0, export.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/model.safetensors"))
+
+        // Resume of a finished run with other settings: refused, naming the checkpoint.
+        let other = try orthohash(["train"] + args + ["--epochs", "2", "--run-dir", run, "--resume", "--nbit", "16"])
+        assertFails(other, "checkpoint does not match", "nbit", ".ohck")
+        // A corrupt checkpoint on eval.
+        let last = CheckpointDirectory(runDir: run).stepCheckpoints()[0]
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: last)))
+        bytes[100] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: last))
+        assertFails(try orthohash(["eval", "--run-dir", run, "--checkpoint", "last"]), "corrupt checkpoint: checksum mismatch", last)
+        // Encode features of the wrong width.
+        try NPYWriter.write(path: dir + "/wide.npy", shape: [2, 9], floats: Array(repeating: 0, count: 18))
+        assertFails(try orthohash(["encode", "--run-dir", run, "--checkpoint", "best", "--features", dir + "/wide.npy", "--out", dir + "/c.npy"]),
+                    "wide.npy", "9 columns")
+    }
+
+    func testBadInputIsOneLine() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        func replacing(_ flag: String, _ value: String) -> [String] {
+            var a = args
+            a[a.firstIndex(of: flag)! + 1] = value
+            return a
+        }
+        assertFails(try orthohash(["train"] + replacing("--train-features", dir + "/missing.npy") + ["--run-dir", dir + "/r"]),
+                    "missing.npy: no such file")
+        assertFails(try orthohash(["train"] + replacing("--nbit", "0") + ["--run-dir", dir + "/r"]), "--nbit must be at least 1")
+        assertFails(try orthohash(["train"] + replacing("--batch-size", "512") + ["--run-dir", dir + "/r"]),
+                    "train_x.npy", "larger than the training set (256 rows)")
+        FileManager.default.createFile(atPath: dir + "/junk.npy", contents: Data("hello world, not numpy".utf8))
+        assertFails(try orthohash(["train"] + replacing("--db-features", dir + "/junk.npy") + ["--run-dir", dir + "/r"]), "junk.npy", "wrong magic")
+        assertFails(try orthohash(["train"] + args + ["--classes", "2", "--run-dir", dir + "/r"]), "out of range for 2 classes")
+        try NPYWriter.write(path: dir + "/cb.npy", shape: [3, 4], int8: Array(repeating: 1, count: 12))
+        assertFails(try orthohash(["train"] + args + ["--codebook-file", dir + "/cb.npy", "--run-dir", dir + "/r"]),
+                    "cb.npy", "does not match 3 classes x 12 bits")
+        assertFails(try orthohash(["train", "--data-dir", dir + "/nowhere", "--run-dir", dir + "/r"]),
+                    "no such file", "apt-get install -y dataset-fashion-mnist")
+        assertFails(try orthohash(["eval", "--run-dir", dir + "/not-a-run"]), "config.json: no such file")
+        assertFails(try orthohash(["codebook", "--classes", "40", "--nbit", "4", "--method", "O"]), "cannot place 40 codewords")
+    }
+
+    func testCodebookCommand() throws {
+        let dir = tempDir()
+        let r = try orthohash(["codebook", "--classes", "10", "--nbit", "16", "--method", "O", "--seed", "1", "--out", dir + "/cb.npy"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("min Hamming"), r.stdout)
+        let cb = try loadCodebook(dir + "/cb.npy", classes: 10, bits: 16)
+        XCTAssertTrue(r.stdout.contains("min Hamming \(cb.pairwiseHamming().minimum) "), r.stdout)
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what orthohash needs from Debian, if it is missing: OpenBLAS, Open MPI, zlib,
+# pkg-config and the Fashion-MNIST images. Run as root (or with sudo available).
+set -euo pipefail
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: the Swift toolchain is not on PATH (https://swift.org/install)" >&2; exit 1; }
