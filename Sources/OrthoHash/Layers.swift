@@ -24,6 +24,8 @@ func linearForward(
 }
 
 /// `dW += dy^T x`, `db += sum_rows dy`, `dx = dy W` (skipped when `dx` is nil: the first layer).
+/// With `accumulate` false the parameter gradients are overwritten instead, which spares the
+/// caller a pass to zero them.
 func linearBackward(
     _ dx: UnsafeMutablePointer<Float>?,      // (B, I)
     _ dWeight: UnsafeMutablePointer<Float>,  // (O, I)
@@ -31,11 +33,12 @@ func linearBackward(
     _ dy: UnsafePointer<Float>,              // (B, O)
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
-    B: Int, I: Int, O: Int
+    B: Int, I: Int, O: Int, accumulate: Bool = true
 ) {
     BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I,
-              beta: 1, dWeight, ldc: I)
+              beta: accumulate ? 1 : 0, dWeight, ldc: I)
     if let dBias {
+        if !accumulate { dBias.update(repeating: 0, count: O) }
         for r in 0..<B {
             let row = dy + r * O
             for o in 0..<O { dBias[o] += row[o] }
@@ -140,10 +143,14 @@ func batchNormTrainBackward(
     _ dy: UnsafePointer<Float>,              // (B, K)
     _ xhat: UnsafePointer<Float>,            // (B, K)
     _ gamma: UnsafePointer<Float>,           // (K)
-    _ state: BatchNormState, B: Int, collective: Collective
+    _ state: BatchNormState, B: Int, collective: Collective, accumulate: Bool = true
 ) {
     let K = state.K, s = state.sums
     let N = B * collective.size
+    if !accumulate {
+        dGamma.update(repeating: 0, count: K)
+        dBeta.update(repeating: 0, count: K)
+    }
     s.update(repeating: 0, count: 2 * K)
     for r in 0..<B {
         let dr = dy + r * K, hr = xhat + r * K

@@ -134,12 +134,13 @@ public final class HashModel {
     }
 
     /// Forward, loss and backward for one local batch of `batchSize` rows in training mode.
-    /// Gradients are *accumulated* into `gradients` (the caller zeroes them once per step) and
-    /// are this rank's share of the gradient of the global-batch loss: summing over ranks gives it.
+    /// Gradients are *accumulated* into `gradients`, or overwrite them when `accumulate` is false
+    /// (the training loop's case: no pass to zero them). They are this rank's share of the
+    /// gradient of the global-batch loss: summing over ranks gives it.
     /// Returns this rank's share of the global loss and its count of correct rows.
     @discardableResult
     public func trainStep(_ x: UnsafePointer<Float>,   // (B, D)
-                          targets: BatchTargets) -> (loss: Double, correct: Int) {
+                          targets: BatchTargets, accumulate: Bool = true) -> (loss: Double, correct: Int) {
         let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim
         let N = B * collective.size
         let p = parameters.pointer, g = gradients.pointer
@@ -168,16 +169,16 @@ public final class HashModel {
                                           type: loss.quanType, weight: loss.quan)
         }
         batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
-                               p + bnGamma, bn, B: B, collective: collective)
+                               p + bnGamma, bn, B: B, collective: collective, accumulate: accumulate)
         var dOut = dActA.pointer, dSpare = dActB.pointer
         linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
-                       p + hashWeight, B: B, I: F, O: K)
+                       p + hashWeight, B: B, I: F, O: K, accumulate: accumulate)
         for i in stride(from: backbone.count - 1, through: 0, by: -1) {
             let slot = backbone[i]
             reluBackward(dOut, activations[i].pointer, count: B * slot.outputs)
             let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
             linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
-                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs)
+                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, accumulate: accumulate)
             swap(&dOut, &dSpare)
         }
         return (lossValue, correct)

@@ -244,9 +244,9 @@ public final class Trainer {
                     targets = .multi(UnsafePointer(multiTargets.pointer))
                 }
                 let t1 = DispatchTime.now().uptimeNanoseconds
-                model.gradients.zero()
                 let t2 = DispatchTime.now().uptimeNanoseconds
-                let (localLoss, correct) = singleTargets.withUnsafeBufferPointer { _ in model.trainStep(input.pointer, targets: targets) }
+                // The backward pass overwrites the gradients: no zeroing pass.
+                let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: false)
                 let t3 = DispatchTime.now().uptimeNanoseconds
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
                 control[0] = localLoss; control[1] = Double(correct)
@@ -336,15 +336,23 @@ public final class Trainer {
     /// True when no gradient is NaN or Inf: x * 0 is 0 for finite x and NaN otherwise.
     func gradientsFinite() -> Bool {
         let g = model.gradients.pointer, n = model.gradients.count
-        var acc = SIMD16<Float>()
-        var i = 0
-        while i + 16 <= n {
-            acc += UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self) * 0
-            i += 16
+        let parts = n > 100_000 ? max(1, threads) : 1
+        var sums = [Float](repeating: 0, count: parts)
+        sums.withUnsafeMutableBufferPointer { out in
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let lo = n * part / parts, hi = n * (part + 1) / parts
+                var acc = SIMD16<Float>()
+                var i = lo
+                while i + 16 <= hi {
+                    acc += UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self) * 0
+                    i += 16
+                }
+                var tail: Float = 0
+                while i < hi { tail += g[i] * 0; i += 1 }
+                out[part] = acc.sum() + tail
+            }
         }
-        var tail: Float = 0
-        while i < n { tail += g[i] * 0; i += 1 }
-        return acc.sum() + tail == 0
+        return sums.allSatisfy { $0 == 0 }
     }
 
     func drawBar(epoch: Int, step: Int, of steps: Int) {

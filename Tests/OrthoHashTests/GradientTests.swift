@@ -190,6 +190,10 @@ final class GradientTests: XCTestCase {
             model.gradients.zero()
             _ = run()
             let analytic = model.gradients.array
+            // Overwriting (the training loop's mode) gives the same gradients over any old content.
+            for i in 0..<model.parameterCount { model.gradients[i] = .nan }
+            _ = labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: false) }
+            XCTAssertEqual(model.gradients.array, analytic)
             assertGradient("model (\(backbone), \(margin), \(quan))", model.parameters.pointer, count: model.parameterCount,
                            analytic: analytic, h: 1e-3, tolerance: 5e-3, loss: run)
         }
