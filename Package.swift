@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "orthohash", targets: ["orthohash"]),
-        .library(name: "OrthoHash", targets: ["OrthoHash"]),
+        .library(name: "OrthoHash", targets: ["OrthoHash", "OrthoHashMPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -15,15 +15,21 @@ let package = Package(
         // System libraries, found through pkg-config; see MACHINE.md for the packages.
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // Flags-only system library: the include and link flags of Open MPI for the C shim.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // Pure Swift core: tensors over flat buffers, layers, loss, data, metrics, trainer. No MPI.
         .target(
             name: "OrthoHash",
             dependencies: ["COpenBLAS", "CZlib"]
         ),
+        // The MPI implementation of Collective.
+        .target(name: "OrthoHashMPI", dependencies: ["OrthoHash", "CMPIShim"]),
         // The command-line tool: parsing and wiring only.
         .executableTarget(
             name: "orthohash",
-            dependencies: ["OrthoHash", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["OrthoHash", "OrthoHashMPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash"]),
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).

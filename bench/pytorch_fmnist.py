@@ -70,6 +70,7 @@ def main():
     p.add_argument("--backbone-lr-scale", type=float, default=0.1)
     p.add_argument("--bench-steps", type=int, default=0, help="only time this many steps (after 5 warm-up steps)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -107,9 +108,12 @@ def main():
     for epoch in range(a.epochs):
         perm = torch.randperm(xtr.shape[0])
         t = time.perf_counter()
+        total = 0.0
         for i in range(xtr.shape[0] // B):
-            step(perm[i * B:(i + 1) * B])
+            total += step(perm[i * B:(i + 1) * B]).item()
         seconds += time.perf_counter() - t
+        if a.verbose:
+            print(f"epoch {epoch + 1} loss {total / (xtr.shape[0] // B):.4f} lr {opt.param_groups[1]['lr']:.1e}", flush=True)
         sched.step()
     model.eval()
     with torch.no_grad():

@@ -77,7 +77,9 @@ public struct Checkpoint {
         return out
     }
 
-    public func write(to path: String) throws { try AtomicFile.write(serialized(), to: path) }
+    public func write(to path: String, pauseBeforeRename: Double = 0) throws {
+        try AtomicFile.write(serialized(), to: path, pauseBeforeRename: pauseBeforeRename)
+    }
 
     public static func read(_ path: String) throws -> Checkpoint {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -145,6 +147,12 @@ public struct CheckpointDirectory {
             do { return (file, try Checkpoint.read(file)) } catch { warn("skipping \(error)") }
         }
         return nil
+    }
+
+    /// Removes temporary files left by a writer that was killed mid-write (never valid checkpoints).
+    public func removeStaleTemporaries() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        for name in names where name.hasPrefix(".") && name.contains(".tmp-") { try? FileManager.default.removeItem(atPath: path + "/" + name) }
     }
 
     /// Deletes all but the newest `keep` step checkpoints.

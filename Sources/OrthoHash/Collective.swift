@@ -18,11 +18,17 @@ public protocol Collective: AnyObject {
 public extension Collective {
     var isCoordinator: Bool { rank == 0 }
 
+    /// Labels later collectives with the training step, for watchdog messages (MPI only).
+    func setStep(_ step: Int) { (self as? StepLabelled)?.labelStep(step) }
+
     func allReduceSum(_ values: inout [Double]) {
         let n = values.count
         values.withUnsafeMutableBufferPointer { allReduceSum($0.baseAddress!, count: n) }
     }
 }
+
+/// Implementations that name the current step in their error messages.
+public protocol StepLabelled { func labelStep(_ step: Int) }
 
 /// One process, no launcher: every collective is the identity.
 public final class SingleProcess: Collective {

@@ -196,7 +196,7 @@ public enum NPYWriter {
 /// Whole-file writes that never leave a partial file under the final name: write a temporary
 /// file in the same directory, fsync it, rename it over the target, fsync the directory.
 public enum AtomicFile {
-    public static func write(_ data: Data, to path: String) throws {
+    public static func write(_ data: Data, to path: String, pauseBeforeRename: Double = 0) throws {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
@@ -217,6 +217,7 @@ public enum AtomicFile {
             unlink(temporary)
             throw OrthoHashError("cannot write: \(String(cString: strerror(errno)))", file: path)
         }
+        if pauseBeforeRename > 0 { usleep(UInt32(pauseBeforeRename * 1e6)) }   // fault-injection tests only
         guard rename(temporary, path) == 0 else {
             unlink(temporary)
             throw OrthoHashError("cannot rename into place: \(String(cString: strerror(errno)))", file: path)

@@ -43,6 +43,10 @@ public final class Trainer {
     public var log: Log
     /// Test hook: stop (as if killed) after this many global steps.
     public var stopAfterSteps: Int? = nil
+    /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
+    public var verify = false
+    /// Fault-injection hooks for the tests (environment variables, read once).
+    let hooks = TestHooks()
     /// Print a progress bar within an epoch (rank 0, terminal only).
     public var progressBar: Bool = isatty(1) != 0
 
@@ -186,14 +190,17 @@ public final class Trainer {
     /// Rank 0 writes a step checkpoint and prunes old ones.
     func writeCheckpoint() throws {
         guard collective.isCoordinator else { return }
-        try snapshot().write(to: checkpoints.stepPath(state.globalStep))
+        try snapshot().write(to: checkpoints.stepPath(state.globalStep), pauseBeforeRename: hooks.checkpointPause)
         checkpoints.prune(keep: config.keepCheckpoints)
     }
 
     /// Trains to the end (or to `stopAfterSteps`) and returns the summary (nil if stopped early).
     @discardableResult
     public func run(resume: Bool = false) throws -> Summary? {
-        try FileManager.default.createDirectory(atPath: checkpoints.path, withIntermediateDirectories: true)
+        if collective.isCoordinator {
+            try FileManager.default.createDirectory(atPath: checkpoints.path, withIntermediateDirectories: true)
+            checkpoints.removeStaleTemporaries()
+        }
         try prepare(resume: resume)
         if collective.isCoordinator {
             try AtomicFile.write(JSON.encode(config), to: runDir + "/config.json")
@@ -218,7 +225,8 @@ public final class Trainer {
         var indices = [Int32](repeating: 0, count: B)
         var singleTargets = [Int32](repeating: 0, count: B)
         let multiTargets = FloatBuffer(count: data.isMultiLabel ? B * C : 0)   // (B, C)
-        var control = [Double](repeating: 0, count: 3)                   // loss, correct, non-finite flag
+        // Control word, reduced once per step: loss, correct count, and one non-finite flag per rank.
+        var control = [Double](repeating: 0, count: 2 + collective.size)
         let steps = stepsPerEpoch
         log.info("training: \(data.train.rows) rows, \(steps) steps/epoch of \(N) (\(collective.size) rank\(collective.size > 1 ? "s" : "") x \(B)), \(config.nbit) bits, \(C) classes, \(model.parameterCount) parameters, \(threads) BLAS thread\(threads > 1 ? "s" : "")")
         var lastLoss = 0.0
@@ -231,6 +239,8 @@ public final class Trainer {
             var lastBar = Date.distantPast
             while state.stepInEpoch < steps {
                 let started = DispatchTime.now().uptimeNanoseconds
+                collective.setStep(state.globalStep + 1)
+                hooks.beforeStep(rank: rank, step: state.globalStep + 1)
                 let first = state.stepInEpoch * N + rank * B
                 for i in 0..<B { indices[i] = permutation[first + i] }
                 try indices.withUnsafeBufferPointer { try data.train.features.gather($0, into: input.pointer) }
@@ -249,17 +259,20 @@ public final class Trainer {
                 let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: false)
                 let t3 = DispatchTime.now().uptimeNanoseconds
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
+                for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
-                control[2] = localLoss.isFinite && gradientsFinite() ? 0 : 1
+                control[2 + rank] = localLoss.isFinite && gradientsFinite() ? 0 : 1
                 collective.allReduceSum(&control)
-                if control[2] != 0 {
-                    throw OrthoHashError("non-finite loss or gradient at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
+                if let bad = control[2...].firstIndex(where: { $0 != 0 }) {
+                    let who = collective.size > 1 ? " on rank \(bad - 2)" : ""
+                    throw OrthoHashError("non-finite loss or gradient\(who) at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
                 }
                 let t4 = DispatchTime.now().uptimeNanoseconds
                 optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads)
                 let t5 = DispatchTime.now().uptimeNanoseconds
                 PROF[0] += t1 - started; PROF[1] += t2 - t1; PROF[2] += t3 - t2; PROF[3] += t4 - t3; PROF[4] += t5 - t4
+                if verify { try verifyIdentical() }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 lastLoss = control[0]
                 stepLosses.append(control[0])
@@ -331,6 +344,16 @@ public final class Trainer {
             }
         }
         return nil
+    }
+
+    /// Checks that every rank holds bitwise the same parameters and BN statistics (verify mode).
+    func verifyIdentical() throws {
+        var checksum = Checksum()
+        checksum.add(model.parameters); checksum.add(model.runningMean); checksum.add(model.runningVar)
+        let all = collective.allGather(withUnsafeBytes(of: checksum.value) { Array($0) })
+        if let other = all.firstIndex(where: { $0 != all[0] }) {
+            throw OrthoHashError("verify: parameters on rank \(other) differ from rank 0's after step \(state.globalStep + 1)")
+        }
     }
 
     /// True when no gradient is NaN or Inf: x * 0 is 0 for finite x and NaN otherwise.
@@ -423,8 +446,18 @@ public enum Evaluation {
                            collective: Collective = SingleProcess(), threads: Int = 1) throws -> RetrievalResult {
         let q = try encode(model: model, features: data.query.features, collective: collective)
         let db = try encode(model: model, features: data.database.features, collective: collective)
-        return retrievalMetrics(query: q, queryLabels: data.query.labels, database: db, databaseLabels: data.database.labels,
-                                mapAt: mapAt, precisionAt: precisionAt, threads: threads)
+        // Rank 0 computes the figures once and hands them to the others.
+        var figures = [Double](repeating: 0, count: mapAt.count + precisionAt.count)
+        if collective.isCoordinator {
+            let r = retrievalMetrics(query: q, queryLabels: data.query.labels, database: db, databaseLabels: data.database.labels,
+                                     mapAt: mapAt, precisionAt: precisionAt, threads: threads)
+            figures = r.meanAP + r.precision
+        }
+        if collective.size > 1 {
+            let bytes = collective.broadcast(figures.withUnsafeBytes { Array($0) }, root: 0)
+            figures = bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        }
+        return RetrievalResult(meanAP: Array(figures[..<mapAt.count]), precision: Array(figures[mapAt.count...]))
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrthoHash
+import OrthoHashMPI
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train a model; writes a run directory.")
@@ -16,6 +17,9 @@ struct Train: ParsableCommand {
     @Option(help: "Step checkpoints to keep (the best is kept besides).") var keepCheckpoints: Int = 3
     @Flag(help: "Continue from the newest valid checkpoint in --run-dir.") var resume = false
     @Flag(help: "No progress output.") var quiet = false
+    @Option(help: "Under MPI: seconds a collective may wait for the other ranks before the job is aborted, naming the ranks that did not arrive.")
+    var collectiveTimeout: Double = 300
+    @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
 
     func makeConfig() throws -> TrainConfig {
         var c = TrainConfig()
@@ -28,20 +32,32 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        try OrthoHashCommand.guarded {
-            let config = try makeConfig()
-            try config.validate()
-            let collective = SingleProcess()
-            let threads = runtime.resolvedThreads(ranks: collective.size)
-            BLAS.setThreads(threads)
-            let splits = try config.loadData()
-            try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true)
-            let trainer = try Trainer(config: config, data: splits, runDir: runDir, collective: collective, threads: threads,
-                                      log: Log(rank: collective.rank, size: collective.size, quiet: quiet))
-            if let summary = try trainer.run(resume: resume), !quiet {
-                let maps = config.mapAt.map { String(format: "mAP@%@ %.4f", $0, summary.map[$0] ?? .nan) }.joined(separator: "  ")
-                print("done: \(maps)  \(String(format: "%.0f", summary.samples_per_second)) samples/s  \(runDir)/summary.json")
-            }
+        // Under an MPI launcher every rank runs this; a user error on any rank ends them all.
+        let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: collectiveTimeout) : nil
+        let collective: Collective = mpi ?? SingleProcess()
+        do {
+            try train(collective: collective)
+            mpi?.finalize()
+        } catch let error as OrthoHashError {
+            if let mpi { mpi.abort("error: \(error)", code: 1) }
+            FileHandleOutput.stderr("error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    func train(collective: Collective) throws {
+        let config = try makeConfig()
+        try config.validate()
+        let threads = runtime.resolvedThreads(ranks: collective.size)
+        BLAS.setThreads(threads)
+        let splits = try config.loadData()
+        if collective.isCoordinator { try FileManager.default.createDirectory(atPath: runDir, withIntermediateDirectories: true) }
+        let trainer = try Trainer(config: config, data: splits, runDir: runDir, collective: collective, threads: threads,
+                                  log: Log(rank: collective.rank, size: collective.size, quiet: quiet))
+        trainer.verify = verify
+        if let summary = try trainer.run(resume: resume), !quiet, collective.isCoordinator {
+            let maps = config.mapAt.map { String(format: "mAP@%@ %.4f", $0, summary.map[$0] ?? .nan) }.joined(separator: "  ")
+            print("done: \(maps)  \(String(format: "%.0f", summary.samples_per_second)) samples/s  \(runDir)/summary.json")
         }
     }
 }

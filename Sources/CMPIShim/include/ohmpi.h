@@ -1,0 +1,32 @@
+#ifndef OHMPI_H
+#define OHMPI_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// 1 if this process was started by an MPI launcher (mpirun, srun --mpi=pmix, ...).
+int ohmpi_launched(void);
+/// MPI_Init_thread (MPI_THREAD_FUNNELED), duplicates COMM_WORLD for collectives and for the
+/// watchdog's notes. Returns 0 on success (failures abort).
+int ohmpi_init(void);
+void ohmpi_finalize(void);
+int ohmpi_rank(void);
+int ohmpi_size(void);
+/// Seconds a collective may wait before the job is aborted (<= 0: forever).
+void ohmpi_set_timeout(double seconds);
+/// A label for messages: the current training step (-1: none).
+void ohmpi_set_step(int64_t step);
+
+/// In-place sums over all ranks. `what` names the collective in error messages.
+void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what);
+void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what);
+/// Root's `count` bytes into every rank's buffer.
+void ohmpi_bcast_bytes(void *buffer, size_t count, int root, const char *what);
+/// Every rank's `count` (may differ per rank) bytes, concatenated in rank order into `receive`
+/// (sized by the caller from `counts`, which this fills first when `receive` is NULL).
+void ohmpi_allgather_counts(int64_t my_count, int64_t *counts, const char *what);
+void ohmpi_allgatherv_bytes(const void *send, int64_t my_count, void *receive, const int64_t *counts, const char *what);
+void ohmpi_barrier(const char *what);
+/// Prints `[rank r] message` on stderr and ends every rank of the job.
+void ohmpi_abort(const char *message, int code) __attribute__((noreturn));
+
+#endif

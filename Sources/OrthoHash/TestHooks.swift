@@ -1,0 +1,32 @@
+import Foundation
+
+/// Fault injection for the tests, read from the environment once. Never set in normal use.
+/// - `ORTHOHASH_TEST_HANG_RANK` + `ORTHOHASH_TEST_HANG_STEP`: that rank stops (sleeps forever,
+///   outside MPI) before that step, so its peers' watchdog must fire.
+/// - `ORTHOHASH_TEST_STEP_SLEEP_MS`: every step sleeps this long (slows a run so a test can kill it).
+/// - `ORTHOHASH_TEST_CHECKPOINT_PAUSE`: seconds between writing a checkpoint's temporary file and
+///   renaming it (so a test can kill the writer mid-write).
+struct TestHooks {
+    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double
+
+    init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
+        hangStep = environment["ORTHOHASH_TEST_HANG_STEP"].flatMap(Int.init)
+        stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
+        checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
+    }
+
+    func beforeStep(rank: Int, step: Int) {
+        if stepSleep > 0 { usleep(stepSleep * 1000) }
+        if rank == hangRank && step == hangStep { while true { sleep(1000) } }
+    }
+}
+
+/// FNV-1a over the bytes of float buffers: equal values give equal checksums, bit for bit.
+struct Checksum {
+    var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    mutating func add(_ buffer: FloatBuffer) {
+        let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
+        for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
+    }
+}

@@ -1,0 +1,65 @@
+import CMPIShim
+import OrthoHash
+
+/// The MPI implementation of `Collective`, over the C shim. Every call is a non-blocking MPI
+/// collective polled against `--collective-timeout`; a failure or a timeout ends the whole job.
+public final class MPICollective: Collective, StepLabelled {
+    public let rank: Int
+    public let size: Int
+
+    /// True when an MPI launcher started this process; otherwise use `SingleProcess`.
+    public static var launched: Bool { ohmpi_launched() != 0 }
+
+    public init(timeoutSeconds: Double) {
+        _ = ohmpi_init()
+        rank = Int(ohmpi_rank())
+        size = Int(ohmpi_size())
+        ohmpi_set_timeout(timeoutSeconds)
+    }
+
+    public func finalize() { ohmpi_finalize() }
+
+    public func labelStep(_ step: Int) { ohmpi_set_step(Int64(step)) }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+        ohmpi_allreduce_sum_f32(buffer, count, "all-reduce (float32 x \(count))")
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {
+        ohmpi_allreduce_sum_f64(buffer, count, "all-reduce (float64 x \(count))")
+    }
+
+    public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] {
+        // The size first, so receivers can size their buffer.
+        var count = [Double(bytes.count)]
+        if rank != root { count[0] = 0 }
+        count.withUnsafeMutableBufferPointer { ohmpi_allreduce_sum_f64($0.baseAddress!, 1, "broadcast size") }
+        var out = rank == root ? bytes : [UInt8](repeating: 0, count: Int(count[0]))
+        if !out.isEmpty { out.withUnsafeMutableBytes { ohmpi_bcast_bytes($0.baseAddress!, $0.count, Int32(root), "broadcast") } }
+        return out
+    }
+
+    public func allGather(_ bytes: [UInt8]) -> [[UInt8]] {
+        var counts = [Int64](repeating: 0, count: size)
+        counts.withUnsafeMutableBufferPointer { ohmpi_allgather_counts(Int64(bytes.count), $0.baseAddress!, "all-gather sizes") }
+        let total = Int(counts.reduce(0, +))
+        var all = [UInt8](repeating: 0, count: max(total, 1))
+        bytes.withUnsafeBytes { send in
+            all.withUnsafeMutableBytes { receive in
+                counts.withUnsafeBufferPointer { c in
+                    ohmpi_allgatherv_bytes(send.baseAddress, Int64(bytes.count), receive.baseAddress!, c.baseAddress!, "all-gather")
+                }
+            }
+        }
+        var out: [[UInt8]] = []
+        var offset = 0
+        for c in counts { out.append(Array(all[offset..<(offset + Int(c))])); offset += Int(c) }
+        return out
+    }
+
+    public func barrier() { ohmpi_barrier("barrier") }
+
+    public func abort(_ message: String, code: Int32) -> Never {
+        ohmpi_abort(message, code)
+    }
+}
