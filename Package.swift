@@ -19,10 +19,12 @@ let package = Package(
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // Vectorised elementwise kernels with run-time CPU dispatch (no MPI, no BLAS).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off"])]),
         // Pure Swift core: tensors over flat buffers, layers, loss, data, metrics, trainer. No MPI.
         .target(
             name: "OrthoHash",
-            dependencies: ["COpenBLAS", "CZlib"]
+            dependencies: ["COpenBLAS", "CZlib", "CKernels"]
         ),
         // The MPI implementation of Collective.
         .target(name: "OrthoHashMPI", dependencies: ["OrthoHash", "CMPIShim"]),

@@ -4,6 +4,7 @@
 // Dimensions: B = rows of the local batch, N = rows of the global batch (B x ranks),
 // I = input features of a layer, O = its outputs, K = bits, C = classes.
 
+import CKernels
 import Foundation
 
 // MARK: Linear (+ optional bias), PyTorch layout: weight (O, I)
@@ -37,13 +38,7 @@ func linearBackward(
 ) {
     BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I,
               beta: accumulate ? 1 : 0, dWeight, ldc: I)
-    if let dBias {
-        if !accumulate { dBias.update(repeating: 0, count: O) }
-        for r in 0..<B {
-            let row = dy + r * O
-            for o in 0..<O { dBias[o] += row[o] }
-        }
-    }
+    if let dBias { oh_column_sums(dBias, dy, B, O, accumulate ? 1 : 0) }
     if let dx {
         BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I,
                   beta: 0, dx, ldc: I)
@@ -53,12 +48,12 @@ func linearBackward(
 // MARK: ReLU, in place
 
 func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count { x[i] = x[i] > 0 ? x[i] : 0 }
+    oh_relu(x, count)
 }
 
 /// `dx = dy * (y > 0)`, in place over `dy`; `y` is the forward output.
 func reluBackward(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count { dy[i] = y[i] > 0 ? dy[i] : 0 }
+    oh_relu_backward(dy, y, count)
 }
 
 // MARK: BatchNorm1d, PyTorch semantics, synchronised over ranks

@@ -1,6 +1,7 @@
 // Optimizers over the flat parameter buffer, with two parameter groups (backbone, hash layer)
 // that differ only in learning rate. Dimension: P = parameters.
 
+import CKernels
 import Foundation
 
 public enum OptimizerKind: String, Codable, CaseIterable, Sendable { case adam, sgd }
@@ -77,29 +78,7 @@ public final class Optimizer {
             guard lo < hi else { return }
             switch c.kind {
             case .adam:
-                let stepSize = lr / bc1, b1 = c.beta1, b2 = c.beta2, wd = c.weightDecay, eps = c.eps
-                // Eight lanes at a time (AVX), then the tail; the same arithmetic in both.
-                typealias V = SIMD8<Float>
-                var i = lo
-                while i + 8 <= hi {
-                    let pv = UnsafeRawPointer(p + i).loadUnaligned(as: V.self)
-                    let grad = UnsafeRawPointer(g + i).loadUnaligned(as: V.self) + wd * pv
-                    let mi = b1 * UnsafeRawPointer(mp + i).loadUnaligned(as: V.self) + (1 - b1) * grad
-                    let vi = b2 * UnsafeRawPointer(vp + i).loadUnaligned(as: V.self) + (1 - b2) * grad * grad
-                    UnsafeMutableRawPointer(mp + i).storeBytes(of: mi, as: V.self)
-                    UnsafeMutableRawPointer(vp + i).storeBytes(of: vi, as: V.self)
-                    let updated = pv - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
-                    UnsafeMutableRawPointer(p + i).storeBytes(of: updated, as: V.self)
-                    i += 8
-                }
-                while i < hi {
-                    let grad = g[i] + wd * p[i]
-                    let mi = b1 * mp[i] + (1 - b1) * grad
-                    let vi = b2 * vp[i] + (1 - b2) * grad * grad
-                    mp[i] = mi; vp[i] = vi
-                    p[i] -= stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
-                    i += 1
-                }
+                oh_adam(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
             case .sgd:
                 let mu = c.momentum, wd = c.weightDecay
                 for i in lo..<hi {

@@ -2,6 +2,7 @@
 // forward/backward, one all-reduce of the flat gradient, the update; evaluation, checkpoints,
 // metrics and the summary. Dimensions: N = global batch, B = local batch (N / ranks), D, K, C.
 
+import CKernels
 import Foundation
 
 /// Progress from rank 0; warnings and errors from any rank, prefixed with it when there are several.
@@ -356,26 +357,18 @@ public final class Trainer {
         }
     }
 
-    /// True when no gradient is NaN or Inf: x * 0 is 0 for finite x and NaN otherwise.
+    /// True when no gradient is NaN or Inf.
     func gradientsFinite() -> Bool {
         let g = model.gradients.pointer, n = model.gradients.count
-        let parts = n > 100_000 ? max(1, threads) : 1
-        var sums = [Float](repeating: 0, count: parts)
-        sums.withUnsafeMutableBufferPointer { out in
+        let parts = n > 200_000 ? max(1, threads) : 1
+        var finite = [Int32](repeating: 1, count: parts)
+        finite.withUnsafeMutableBufferPointer { out in
             DispatchQueue.concurrentPerform(iterations: parts) { part in
                 let lo = n * part / parts, hi = n * (part + 1) / parts
-                var acc = SIMD16<Float>()
-                var i = lo
-                while i + 16 <= hi {
-                    acc += UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self) * 0
-                    i += 16
-                }
-                var tail: Float = 0
-                while i < hi { tail += g[i] * 0; i += 1 }
-                out[part] = acc.sum() + tail
+                out[part] = oh_all_finite(g + lo, hi - lo)
             }
         }
-        return sums.allSatisfy { $0 == 0 }
+        return finite.allSatisfy { $0 == 1 }
     }
 
     func drawBar(epoch: Int, step: Int, of steps: Int) {

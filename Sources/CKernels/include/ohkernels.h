@@ -1,0 +1,21 @@
+#ifndef OHKERNELS_H
+#define OHKERNELS_H
+#include <stddef.h>
+
+// Elementwise kernels of the training step, in C so that the compiler vectorises them and picks
+// AVX-512 / AVX2 / baseline code at run time (target_clones): one binary for every x86-64 CPU.
+
+/// PyTorch's Adam with coupled L2 over [0, n):
+/// g = grad + wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
+void oh_adam(float *p, const float *grad, float *m, float *v, size_t n,
+             float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
+/// 1 if every value is finite.
+int oh_all_finite(const float *x, size_t n);
+/// x = max(x, 0) in place (NaN stays NaN).
+void oh_relu(float *x, size_t n);
+/// dy = y > 0 ? dy : 0.
+void oh_relu_backward(float *dy, const float *y, size_t n);
+/// db (+)= column sums of dy (rows, cols).
+void oh_column_sums(float *db, const float *dy, size_t rows, size_t cols, int accumulate);
+
+#endif
