@@ -36,5 +36,7 @@ let package = Package(
         .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash"]),
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
         .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHash"]),
+        // Runs `mpirun -np N orthohash ...` as a subprocess.
+        .testTarget(name: "MPITests", dependencies: ["orthohash", "OrthoHash"]),
     ]
 )

@@ -6,14 +6,17 @@ import Foundation
 /// - `ORTHOHASH_TEST_STEP_SLEEP_MS`: every step sleeps this long (slows a run so a test can kill it).
 /// - `ORTHOHASH_TEST_CHECKPOINT_PAUSE`: seconds between writing a checkpoint's temporary file and
 ///   renaming it (so a test can kill the writer mid-write).
+/// - `ORTHOHASH_TEST_STOP_AFTER_STEPS`: end the run (exit 0, no summary) after that many global
+///   steps, as if interrupted, so a test can resume it.
 struct TestHooks {
-    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double
+    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double, stopAfterSteps: Int?
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
         hangStep = environment["ORTHOHASH_TEST_HANG_STEP"].flatMap(Int.init)
         stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
         checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
+        stopAfterSteps = environment["ORTHOHASH_TEST_STOP_AFTER_STEPS"].flatMap(Int.init)
     }
 
     func beforeStep(rank: Int, step: Int) {

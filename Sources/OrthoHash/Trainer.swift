@@ -42,8 +42,10 @@ public final class Trainer {
     public let collective: Collective
     public let threads: Int
     public var log: Log
-    /// Test hook: stop (as if killed) after this many global steps.
+    /// Stop (as if interrupted) after this many global steps (tests, benchmarks).
     public var stopAfterSteps: Int? = nil
+    /// Rank 0 appends `step,loss` of every global step to this file (full precision).
+    public var stepLogPath: String? = nil
     /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
     public var verify = false
     /// Fault-injection hooks for the tests (environment variables, read once).
@@ -64,6 +66,7 @@ public final class Trainer {
         self.config = config; self.data = data; self.runDir = runDir; self.collective = collective
         self.threads = threads; self.log = log
         checkpoints = CheckpointDirectory(runDir: runDir)
+        stopAfterSteps = hooks.stopAfterSteps
         try config.validate()
         guard config.batchSize <= data.train.rows else {
             throw OrthoHashError("--batch-size \(config.batchSize) is larger than the training set (\(data.train.rows) rows)", file: data.train.features.name)
@@ -231,6 +234,13 @@ public final class Trainer {
         let steps = stepsPerEpoch
         log.info("training: \(data.train.rows) rows, \(steps) steps/epoch of \(N) (\(collective.size) rank\(collective.size > 1 ? "s" : "") x \(B)), \(config.nbit) bits, \(C) classes, \(model.parameterCount) parameters, \(threads) BLAS thread\(threads > 1 ? "s" : "")")
         var lastLoss = 0.0
+        let stepLog: FileHandle? = collective.isCoordinator ? stepLogPath.flatMap { path in
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+            let h = FileHandle(forWritingAtPath: path)
+            h?.seekToEndOfFile()
+            return h
+        } : nil
+        defer { try? stepLog?.close() }
 
         while state.epoch < config.epochs {
             let epoch = state.epoch
@@ -254,11 +264,8 @@ public final class Trainer {
                     for i in 0..<B { for c in 0..<C { multiTargets[i * C + c] = Float(labels[Int(indices[i]) * C + c]) } }
                     targets = .multi(UnsafePointer(multiTargets.pointer))
                 }
-                let t1 = DispatchTime.now().uptimeNanoseconds
-                let t2 = DispatchTime.now().uptimeNanoseconds
                 // The backward pass overwrites the gradients: no zeroing pass.
                 let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: false)
-                let t3 = DispatchTime.now().uptimeNanoseconds
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
@@ -269,14 +276,12 @@ public final class Trainer {
                     throw OrthoHashError("non-finite loss or gradient\(who) at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
                 }
-                let t4 = DispatchTime.now().uptimeNanoseconds
                 optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads)
-                let t5 = DispatchTime.now().uptimeNanoseconds
-                PROF[0] += t1 - started; PROF[1] += t2 - t1; PROF[2] += t3 - t2; PROF[3] += t4 - t3; PROF[4] += t5 - t4
                 if verify { try verifyIdentical() }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 lastLoss = control[0]
                 stepLosses.append(control[0])
+                stepLog?.write(String(format: "%d,%.17g\n", state.globalStep + 1, control[0]).data(using: .utf8)!)
                 state.epochLossSum += control[0]
                 state.epochCorrect += Int(control[1])
                 state.epochSamples += N
@@ -476,5 +481,3 @@ public func loadCodebook(_ path: String, classes: Int, bits: Int) throws -> Code
     }
     return try Codebook.validated(classes: classes, bits: bits, values: (0..<(classes * bits)).map { a.double(at: $0) }, file: path)
 }
-
-public nonisolated(unsafe) var PROF = [UInt64](repeating: 0, count: 5)

@@ -40,9 +40,8 @@ struct Bench: ParsableCommand {
             print("threads  samples/s  ms/step  gemm share")
             for t in try intList(threads) {
                 BLAS.setThreads(t)
-                for i in 0..<5 { PROF[i] = 0 }
                 let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t)
-                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare)); print(PROF.map { Double($0) / 1e6 / Double(steps + 5) })
+                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare))
             }
         }
     }

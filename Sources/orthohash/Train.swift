@@ -20,6 +20,7 @@ struct Train: ParsableCommand {
     @Option(help: "Under MPI: seconds a collective may wait for the other ranks before the job is aborted, naming the ranks that did not arrive.")
     var collectiveTimeout: Double = 300
     @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
+    @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
 
     func makeConfig() throws -> TrainConfig {
         var c = TrainConfig()
@@ -55,6 +56,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: config, data: splits, runDir: runDir, collective: collective, threads: threads,
                                   log: Log(rank: collective.rank, size: collective.size, quiet: quiet))
         trainer.verify = verify
+        if logSteps { trainer.stepLogPath = runDir + "/steps.csv" }
         if let summary = try trainer.run(resume: resume), !quiet, collective.isCoordinator {
             let maps = config.mapAt.map { String(format: "mAP@%@ %.4f", $0, summary.map[$0] ?? .nan) }.joined(separator: "  ")
             print("done: \(maps)  \(String(format: "%.0f", summary.samples_per_second)) samples/s  \(runDir)/summary.json")

@@ -1,0 +1,251 @@
+// Data-parallel training over real Open MPI: `mpirun` runs the built `orthohash` binary.
+//
+// Tolerances: N ranks sum the same gradients in a different order (per-rank partial sums, then
+// the all-reduce), so float32 results differ from one process by rounding, which Adam's
+// normalisation can amplify over steps. Over 24 steps of this small problem that stays below
+// 1e-4 relative in the loss and 1e-3 of the parameter scale; a wrong data split or a missing
+// BatchNorm synchronisation gives differences of order 1e-1 (checked by hand while writing this).
+
+import Foundation
+import XCTest
+import OrthoHash
+
+struct Job { var status: Int32; var stdout: String; var stderr: String; var seconds: Double }
+
+func binary() throws -> String {
+    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for url in [here.appendingPathComponent("orthohash"), Bundle.main.bundleURL.appendingPathComponent("orthohash")]
+    where FileManager.default.isExecutableFile(atPath: url.path) { return url.path }
+    throw XCTSkip("orthohash binary not found")
+}
+
+/// Environment for mpirun as root on one machine, one BLAS thread per rank.
+func mpiEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env["OMPI_MCA_mpi_yield_when_idle"] = "1"
+    for (k, v) in extra { env[k] = v }
+    return env
+}
+
+/// Starts `mpirun -np N orthohash ARGS` (or the binary alone for np = 0).
+func launch(np: Int, _ args: [String], env: [String: String] = [:]) throws -> (Process, Pipe, Pipe) {
+    let p = Process()
+    let exe = try binary()
+    if np == 0 {
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+    } else {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["mpirun", "-np", String(np), "--oversubscribe", "--bind-to", "none",
+                       "-x", "OPENBLAS_NUM_THREADS"] + env.keys.filter { $0.hasPrefix("ORTHOHASH_TEST") }.flatMap { ["-x", $0] } + [exe] + args
+    }
+    p.environment = mpiEnvironment(env)
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    try p.run()
+    return (p, out, err)
+}
+
+func finish(_ job: (Process, Pipe, Pipe), started: Date = Date()) -> Job {
+    let (p, out, err) = job
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return Job(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self),
+               seconds: Date().timeIntervalSince(started))
+}
+
+func mpirun(np: Int, _ args: [String], env: [String: String] = [:]) throws -> Job {
+    let start = Date()
+    return finish(try launch(np: np, args, env: env), started: start)
+}
+
+func tempDir(_ name: String = #function) -> String {
+    let dir = NSTemporaryDirectory() + "orthohash-mpi-\(getpid())-\(name.filter { $0.isLetter })-\(UInt32.random(in: 0...UInt32.max))"
+    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// 4 Gaussian clusters, 512 training rows of 16 features; batch 64 -> 8 steps per epoch.
+func writeData(_ dir: String) throws -> [String] {
+    var rng = Xoshiro256(seed: 9)
+    let centres = (0..<64).map { _ in Float(rng.gaussian() * 1.5) }
+    for (name, n) in [("train", 512), ("query", 64), ("db", 256)] {
+        var x: [Float] = [], y: [Int64] = []
+        for _ in 0..<n {
+            let c = rng.nextInt(below: 4)
+            y.append(Int64(c))
+            for d in 0..<16 { x.append(centres[c * 16 + d] + Float(rng.gaussian())) }
+        }
+        try NPYWriter.write(path: "\(dir)/\(name)_x.npy", shape: [n, 16], floats: x)
+        try NPYWriter.write(path: "\(dir)/\(name)_y.npy", shape: [n], int64: y)
+    }
+    return ["train", "--dataset", "npy", "--train-features", "\(dir)/train_x.npy", "--train-labels", "\(dir)/train_y.npy",
+            "--query-features", "\(dir)/query_x.npy", "--query-labels", "\(dir)/query_y.npy",
+            "--db-features", "\(dir)/db_x.npy", "--db-labels", "\(dir)/db_y.npy",
+            "--backbone", "mlp", "--hidden", "32", "--nbit", "16", "--batch-size", "64", "--lr", "0.003",
+            "--epochs", "3", "--map-at", "all,20", "--threads", "1", "--quiet", "--log-steps"]
+}
+
+func stepLosses(_ runDir: String) throws -> [Double] {
+    try String(contentsOfFile: runDir + "/steps.csv", encoding: .utf8).split(separator: "\n").map { Double($0.split(separator: ",")[1])! }
+}
+
+func finalParameters(_ runDir: String) throws -> [Float] {
+    try Checkpoint.read(CheckpointDirectory(runDir: runDir).stepCheckpoints()[0]).parameters
+}
+
+func summaryMAP(_ runDir: String) throws -> Double {
+    let s = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/summary.json"))) as! [String: Any]
+    return (s["map"] as! [String: Double])["all"]!
+}
+
+func assertClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+    let scale = a.map { abs($0) }.max() ?? 1
+    let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
+    XCTAssertLessThan(worst / scale, 1e-3, "\(what): max difference \(worst) vs scale \(scale)", file: file, line: line)
+}
+
+final class MPITests: XCTestCase {
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun") else { throw XCTSkip("mpirun is not installed") }
+    }
+
+    /// 1, 2 and 4 ranks train the same model as one process with the same global batch; verify
+    /// mode checks after every step that all ranks hold bitwise identical parameters.
+    func testRanksTrainTheSameModel() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let single = try mpirun(np: 0, args + ["--run-dir", dir + "/np0"])
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let reference = try stepLosses(dir + "/np0"), referenceParameters = try finalParameters(dir + "/np0")
+        XCTAssertEqual(reference.count, 24)
+        for np in [1, 2, 4] {
+            let run = dir + "/np\(np)"
+            let job = try mpirun(np: np, args + ["--run-dir", run, "--verify"])
+            XCTAssertEqual(job.status, 0, "np \(np): \(job.stderr)")
+            let losses = try stepLosses(run)
+            XCTAssertEqual(losses.count, 24)
+            for (a, b) in zip(losses, reference) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b), "np \(np)") }
+            assertClose(try finalParameters(run), referenceParameters, "np \(np) parameters")
+            XCTAssertEqual(try summaryMAP(run), try summaryMAP(dir + "/np0"), accuracy: 0.005, "np \(np) mAP")
+            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+            XCTAssertEqual(summary["world_size"] as? Int, np)
+        }
+        // Evaluation is sharded over ranks and gathered: the same figure as evaluating that model in one process.
+        let eval = try mpirun(np: 0, ["eval", "--run-dir", dir + "/np2", "--checkpoint", "last"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        let e = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(e["mAP@all"] as! Double, try summaryMAP(dir + "/np2"), accuracy: 1e-6)
+        // A batch the ranks cannot split evenly is refused, by every rank, before any work.
+        let odd = try mpirun(np: 4, args + ["--run-dir", dir + "/odd", "--batch-size", "66"])
+        XCTAssertNotEqual(odd.status, 0)
+        XCTAssertTrue(odd.stderr.contains("--batch-size 66 is not divisible by the 4 ranks"), odd.stderr)
+    }
+
+    /// Stopped at step 12 of 24 and resumed: byte-identical parameters with the same ranks;
+    /// with another number of ranks (2 -> 1, 1 -> 2, 2 -> 4) within the tolerance above.
+    func testResumeExactAndAcrossRankCounts() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--checkpoint-every-steps", "4"]
+        let full = try mpirun(np: 2, args + ["--run-dir", dir + "/full"])
+        XCTAssertEqual(full.status, 0, full.stderr)
+        let target = try finalParameters(dir + "/full")
+        for (first, second) in [(2, 2), (2, 1), (1, 2), (2, 4)] {
+            let run = dir + "/cut\(first)to\(second)"
+            let cut = try mpirun(np: first, args + ["--run-dir", run], env: ["ORTHOHASH_TEST_STOP_AFTER_STEPS": "13"])
+            XCTAssertEqual(cut.status, 0, cut.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/summary.json"))
+            let resumed = try mpirun(np: second, args + ["--run-dir", run, "--resume"])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            let parameters = try finalParameters(run)
+            if first == second {
+                XCTAssertEqual(parameters, target, "same ranks: byte-identical")
+            } else {
+                assertClose(parameters, target, "\(first) -> \(second) ranks")
+            }
+        }
+    }
+
+    /// A rank that stops answering: the others' watchdog aborts the job naming it.
+    func testWatchdogNamesTheMissingRank() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let job = try mpirun(np: 4, args + ["--run-dir", dir + "/hang", "--collective-timeout", "3"],
+                             env: ["ORTHOHASH_TEST_HANG_RANK": "2", "ORTHOHASH_TEST_HANG_STEP": "3"])
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertLessThan(job.seconds, 30, "aborted promptly")
+        XCTAssertTrue(job.stderr.contains("waited more than 3 s (--collective-timeout); ranks that did not arrive: 2"), job.stderr)
+        XCTAssertTrue(job.stderr.contains("at step 3"), job.stderr)
+    }
+
+    /// A user error on the ranks ends the whole job with the rank named, never a hang.
+    func testErrorOnRanksEndsTheJob() throws {
+        let dir = tempDir()
+        var args = try writeData(dir)
+        args[args.firstIndex(of: "--lr")! + 1] = "1e30"
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/nan"])
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertTrue(job.stderr.contains("[rank 0] error: non-finite loss or gradient on rank 0 at step"), job.stderr)
+    }
+
+    /// kill -9 of a rank while training, and of rank 0 while it writes a checkpoint: mpirun exits
+    /// non-zero within 30 s, every checkpoint on disk is intact, and --resume finishes the run.
+    func testKilledRankThenResume() throws {
+        for (name, extra) in [("training", ["ORTHOHASH_TEST_STEP_SLEEP_MS": "60"]),
+                              ("checkpoint", ["ORTHOHASH_TEST_STEP_SLEEP_MS": "20", "ORTHOHASH_TEST_CHECKPOINT_PAUSE": "4"])] {
+            let dir = tempDir(name)
+            let run = dir + "/run"
+            let args = try writeData(dir) + ["--checkpoint-every-steps", "4", "--epochs", "6", "--run-dir", run]
+            let start = Date()
+            let job = try launch(np: 2, args, env: extra)
+            // Wait for the first checkpoint (or, in the checkpoint case, for a write in progress).
+            let ckdir = run + "/checkpoints"
+            var victim: Int32? = nil
+            while Date().timeIntervalSince(start) < 60 && victim == nil {
+                usleep(100_000)
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: ckdir)) ?? []
+                let ready = name == "training" ? names.contains { $0.hasPrefix("step-") } : names.contains { $0.contains(".tmp-") }
+                guard ready else { continue }
+                let ranks = try rankProcesses(run)
+                guard ranks.count == 2 else { continue }
+                // Training: any rank. Checkpoint: the writer (rank 0), whose pid the temporary file's name carries.
+                victim = name == "training" ? ranks.last! : writerProcess(ckdir)
+            }
+            guard let victim else { job.0.terminate(); return XCTFail("\(name): no checkpoint appeared") }
+            kill(victim, SIGKILL)
+            let killedAt = Date()
+            let result = finish(job)
+            XCTAssertNotEqual(result.status, 0, name)
+            XCTAssertLessThan(Date().timeIntervalSince(killedAt), 30, "\(name): mpirun exits promptly")
+            for file in CheckpointDirectory(runDir: run).stepCheckpoints() {
+                XCTAssertNoThrow(try Checkpoint.read(file), "\(name): \(file) is intact")
+            }
+            let resumed = try mpirun(np: 2, args + ["--resume"])
+            XCTAssertEqual(resumed.status, 0, "\(name): \(resumed.stderr)")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/summary.json"))
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: ckdir).filter { $0.contains(".tmp-") }
+            XCTAssertEqual(leftovers, [], "stale temporary files are cleaned on resume")
+        }
+    }
+}
+
+/// Pids of the orthohash processes of a run (not mpirun's), found by their command line.
+func rankProcesses(_ runDir: String) throws -> [Int32] {
+    var out: [Int32] = []
+    for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+        guard let pid = Int32(entry),
+              let cmd = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        let args = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        if let first = args.first, first.hasSuffix("/orthohash"), args.contains(runDir) { out.append(pid) }
+    }
+    return out.sorted()
+}
+
+/// The process writing a checkpoint: temporary files are named `.NAME.tmp-PID`.
+func writerProcess(_ directory: String) -> Int32? {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    return names.first { $0.contains(".tmp-") }.flatMap { Int32($0.split(separator: "-").last ?? "") }
+}
