@@ -13,7 +13,7 @@ python3 -c "import torch" 2>/dev/null && have_torch=1
 out=$(mktemp)
 for r in $(seq "$rounds"); do
   for t in 1 2; do
-    .build/release/orthohash bench --steps "$steps" --threads "$t" | awk -v t="$t" '$1 == t { print "orthohash", t, $2, $4 }' >> "$out"
+    .build/release/orthohash bench --steps "$steps" --threads "$t" | awk -v t="$t" '$1 == 1 && $2 == t { print "orthohash", t, $3, $5 }' >> "$out"
     if [ $have_torch = 1 ]; then
       python3 bench/pytorch_fmnist.py --threads "$t" --bench-steps "$steps" |
         python3 -c 'import json,sys; d=json.load(sys.stdin); print("pytorch", d["threads"], d["samples_per_second"], "-")' >> "$out"

@@ -2,15 +2,23 @@ import Foundation
 
 /// Throughput of the training loop (gather, forward, backward, update), as `orthohash bench` prints it.
 public enum Benchmark {
-    public struct Result { public var samplesPerSecond: Double; public var millisecondsPerStep: Double; public var gemmShare: Double }
+    public struct Result {
+        public var samplesPerSecond: Double
+        public var millisecondsPerStep: Double
+        public var gemmShare: Double
+        /// Per step: gradient all-reduce, and BatchNorm-statistics + control-word reductions (MPI only).
+        public var allReduceMilliseconds: Double
+        public var batchNormSyncMilliseconds: Double
+    }
 
-    public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5) throws -> Result {
+    public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
+                                collective: Collective = SingleProcess()) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
         c.epochs = 1
         c.checkpointEvery = 0
-        let trainer = try Trainer(config: c, data: data, runDir: dir, threads: threads, log: Log(quiet: true))
+        let trainer = try Trainer(config: c, data: data, runDir: dir, collective: collective, threads: threads, log: Log(quiet: true))
         trainer.progressBar = false
         trainer.stopAfterSteps = warmup
         try trainer.run()
@@ -18,11 +26,15 @@ public enum Benchmark {
         let before = trainer.trainSeconds
         BLAS.resetTimer(); BLAS.timing = true
         defer { BLAS.timing = false }
+        let timed = collective as? TimedCollective
+        timed?.resetTimers()
         trainer.stopAfterSteps = warmup + steps
         try trainer.continueRun()
         let seconds = trainer.trainSeconds - before
         return Result(samplesPerSecond: Double(steps * c.batchSize) / seconds, millisecondsPerStep: 1000 * seconds / Double(steps),
-                      gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds)
+                      gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds,
+                      allReduceMilliseconds: 1000 * (timed?.floatReduceSeconds ?? 0) / Double(steps),
+                      batchNormSyncMilliseconds: 1000 * (timed?.doubleReduceSeconds ?? 0) / Double(steps))
     }
 }
 

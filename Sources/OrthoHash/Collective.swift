@@ -27,6 +27,14 @@ public extension Collective {
     }
 }
 
+/// Implementations that time their reductions (benchmarks): float32 all-reduces carry the
+/// gradients, float64 ones the BatchNorm statistics and the control word.
+public protocol TimedCollective: AnyObject {
+    var floatReduceSeconds: Double { get }
+    var doubleReduceSeconds: Double { get }
+    func resetTimers()
+}
+
 /// Implementations that name the current step in their error messages.
 public protocol StepLabelled { func labelStep(_ step: Int) }
 

@@ -1,9 +1,10 @@
 import CMPIShim
+import Foundation
 import OrthoHash
 
 /// The MPI implementation of `Collective`, over the C shim. Every call is a non-blocking MPI
 /// collective polled against `--collective-timeout`; a failure or a timeout ends the whole job.
-public final class MPICollective: Collective, StepLabelled {
+public final class MPICollective: Collective, StepLabelled, TimedCollective {
     public let rank: Int
     public let size: Int
 
@@ -21,12 +22,20 @@ public final class MPICollective: Collective, StepLabelled {
 
     public func labelStep(_ step: Int) { ohmpi_set_step(Int64(step)) }
 
+    public private(set) var floatReduceSeconds = 0.0
+    public private(set) var doubleReduceSeconds = 0.0
+    public func resetTimers() { floatReduceSeconds = 0; doubleReduceSeconds = 0 }
+
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
-        ohmpi_allreduce_sum_f32(buffer, count, "all-reduce (float32 x \(count))")
+        let start = DispatchTime.now().uptimeNanoseconds
+        ohmpi_allreduce_sum_f32(buffer, count, "all-reduce of \(count) float32 (gradients)")
+        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {
-        ohmpi_allreduce_sum_f64(buffer, count, "all-reduce (float64 x \(count))")
+        let start = DispatchTime.now().uptimeNanoseconds
+        ohmpi_allreduce_sum_f64(buffer, count, "all-reduce of \(count) float64 (BatchNorm statistics or control word)")
+        doubleReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] {

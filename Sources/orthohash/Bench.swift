@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrthoHash
+import OrthoHashMPI
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,13 +37,19 @@ struct Bench: ParsableCommand {
             config.backbone = backbone; config.hidden = try intList(hidden); config.nbit = nbit; config.batchSize = batchSize
             try config.validate()
             let splits = try config.loadData()
-            print("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue) \(config.hidden), \(nbit) bits, batch \(batchSize), \(steps) steps")
-            print("threads  samples/s  ms/step  gemm share")
+            // Under mpirun: data-parallel over the ranks, rank 0 prints, with the time in collectives.
+            let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: 300) : nil
+            let collective: Collective = mpi ?? SingleProcess()
+            let say = { (line: String) in if collective.isCoordinator { print(line) } }
+            say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue) \(config.hidden), \(nbit) bits, batch \(batchSize), \(steps) steps, \(collective.size) rank(s)")
+            say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step")
             for t in try intList(threads) {
                 BLAS.setThreads(t)
-                let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t)
-                print(String(format: "%7d  %9.0f  %7.2f  %9.1f%%", t, r.samplesPerSecond, r.millisecondsPerStep, 100 * r.gemmShare))
+                let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, collective: collective)
+                say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", collective.size, t, r.samplesPerSecond,
+                           r.millisecondsPerStep, 100 * r.gemmShare, r.allReduceMilliseconds, r.batchNormSyncMilliseconds))
             }
+            mpi?.finalize()
         }
     }
 }

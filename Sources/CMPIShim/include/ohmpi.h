@@ -5,8 +5,9 @@
 
 /// 1 if this process was started by an MPI launcher (mpirun, srun --mpi=pmix, ...).
 int ohmpi_launched(void);
-/// MPI_Init_thread (MPI_THREAD_FUNNELED), duplicates COMM_WORLD for collectives and for the
-/// watchdog's notes. Returns 0 on success (failures abort).
+/// MPI_Init_thread, duplicates COMM_WORLD for collectives and for the watchdog's notes, and
+/// starts the watchdog thread when the library offers MPI_THREAD_MULTIPLE (otherwise collectives
+/// are non-blocking and polled against the deadline). Returns 0 on success (failures abort).
 int ohmpi_init(void);
 void ohmpi_finalize(void);
 int ohmpi_rank(void);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Data-parallel throughput on this machine: 2 ranks x 1 BLAS thread (mpirun, shared memory) against
+# 1 rank x 2 threads, Fashion-MNIST MLP 784-1024-1024, 64 bits, global batch 256. They alternate
+# for ROUNDS rounds; medians, their ratio, and the time per step in the gradient all-reduce and in
+# the BatchNorm/control-word reductions are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${STEPS:-100}
+rounds=${ROUNDS:-3}
+ranks=${RANKS:-2}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+swift build -c release 2>&1 | tail -1
+out=$(mktemp)
+for r in $(seq "$rounds"); do
+  .build/release/orthohash bench --steps "$steps" --threads "$ranks" | awk '$1 == 1 { print "single", $3, $6, $7 }' >> "$out"
+  mpirun -np "$ranks" --bind-to core .build/release/orthohash bench --steps "$steps" --threads 1 |
+    awk -v n="$ranks" '$1 == n { print "mpi", $3, $6, $7 }' >> "$out"
+done
+python3 - "$out" "$ranks" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+n = sys.argv[2]
+def med(who, col): return statistics.median(float(r[col]) for r in rows if r[0] == who)
+s, m = med("single", 1), med("mpi", 1)
+print(f"median of {len(rows) // 2} rounds (samples/s)")
+print(f"1 rank x {n} threads: {s:8.0f}")
+print(f"{n} ranks x 1 thread: {m:8.0f}   all-reduce {med('mpi', 2):.2f} ms/step, BN-sync + control {med('mpi', 3):.2f} ms/step")
+print(f"ratio ({n} ranks / 1 rank): {m / s:.2f}x")
+PY
+rm -f "$out"
