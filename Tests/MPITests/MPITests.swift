@@ -232,6 +232,53 @@ final class MPITests: XCTestCase {
     }
 }
 
+/// The package's root (for hostfiles/), from this file's path.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command]
+    p.environment = mpiEnvironment(env)
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out; p.standardError = err
+    let start = Date()
+    try p.run()
+    return finish((p, out, err), started: start)
+}
+
+final class MultiHostTests: XCTestCase {
+    /// Three hosts made of network namespaces, over TCP, launched by mpirun with a hostfile and a
+    /// launcher in place of ssh: the same result as the same three ranks on one host.
+    func testThreeHostsOverTCP() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
+            throw XCTSkip("needs root and iproute2 to make network namespaces")
+        }
+        let prefix = "oht\(getpid() % 10000)"
+        let env = ["NETNS_PREFIX": prefix]
+        let up = try shell("\(packageRoot)/hostfiles/netns-hosts.sh up 3", env: env)
+        defer { _ = try? shell("\(packageRoot)/hostfiles/netns-hosts.sh down", env: env) }
+        XCTAssertEqual(up.status, 0, up.stderr)
+        let dir = tempDir()
+        var args = try writeData(dir)
+        args[args.firstIndex(of: "--batch-size")! + 1] = "96"
+        let oneHost = try mpirun(np: 3, args + ["--run-dir", dir + "/onehost"])
+        XCTAssertEqual(oneHost.status, 0, oneHost.stderr)
+        let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", "\(packageRoot)/hostfiles/netns-test", "-np", "3",
+                       "--map-by", "node", "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
+                       "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
+                       "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",
+                       "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "-x", "NETNS_PREFIX",
+                       try binary()] + args + ["--run-dir", dir + "/hosts", "--verify"]
+        let hosts = try shell("timeout 300 " + command.map { "'\($0)'" }.joined(separator: " "), env: env)
+        XCTAssertEqual(hosts.status, 0, hosts.stderr)
+        XCTAssertEqual(try stepLosses(dir + "/hosts").count, 15)
+        for (a, b) in zip(try stepLosses(dir + "/hosts"), try stepLosses(dir + "/onehost")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
+        assertClose(try finalParameters(dir + "/hosts"), try finalParameters(dir + "/onehost"), "3 hosts vs 1 host")
+        XCTAssertEqual(try summaryMAP(dir + "/hosts"), try summaryMAP(dir + "/onehost"), accuracy: 0.005)
+    }
+}
+
 /// Pids of the orthohash processes of a run (not mpirun's), found by their command line.
 func rankProcesses(_ runDir: String) throws -> [Int32] {
     var out: [Int32] = []
