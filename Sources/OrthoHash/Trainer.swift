@@ -50,8 +50,10 @@ public final class Trainer {
     public var verify = false
     /// Fault-injection hooks for the tests (environment variables, read once).
     let hooks = TestHooks()
-    /// Print a progress bar within an epoch (rank 0, terminal only).
-    public var progressBar: Bool = isatty(1) != 0
+    /// Print a progress bar within an epoch (rank 0, terminal only). Not under an MPI launcher:
+    /// Open MPI gives ranks a pseudo-terminal even when mpirun's own output goes to a file.
+    public var progressBar: Bool = isatty(1) != 0 && ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] == nil
+        && ProcessInfo.processInfo.environment["PMIX_RANK"] == nil
 
     public private(set) var model: HashModel!
     public private(set) var optimizer: Optimizer!

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Launches `orthohash train` data-parallel with mpirun, choosing ranks, BLAS threads per rank and
+# process binding from the cores per node.
+#
+#   deploy/launch.sh [--hostfile FILE] [--nodes N] [--ranks-per-node R] [--cores-per-node C] -- TRAIN ARGS...
+#
+# Defaults: this machine only; C = its cores; R = C (one single-threaded rank per core, which
+# measured as fast as one rank using all cores here, see README); threads per rank = C / R.
+# The global --batch-size must be divisible by N x R. Always safe to pass --resume: with no
+# checkpoint in --run-dir the run starts from scratch.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+hostfile="" nodes=1 rpn="" cores=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hostfile) hostfile=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
+    --ranks-per-node) rpn=$2; shift 2 ;;
+    --cores-per-node) cores=$2; shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+cores=${cores:-$(nproc)}
+rpn=${rpn:-$cores}
+threads=$(( cores / rpn ))
+[ "$threads" -ge 1 ] || { echo "launch: --ranks-per-node $rpn exceeds the $cores cores per node" >&2; exit 2; }
+np=$(( nodes * rpn ))
+binary=${ORTHOHASH:-$here/.build/release/orthohash}
+args=(-np "$np" --map-by "ppr:$rpn:node:PE=$threads" --bind-to core -x OPENBLAS_NUM_THREADS="$threads")
+[ -n "$hostfile" ] && args+=(--hostfile "$hostfile")
+[ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
+# More ranks than cores on one machine (tests, laptops) need --oversubscribe.
+[ "$nodes" -eq 1 ] && [ -z "$hostfile" ] && [ "$rpn" -gt "$(nproc)" ] && args+=(--oversubscribe)
+echo "launch: $np rank(s) ($nodes node(s) x $rpn), $threads BLAS thread(s) each" >&2
+exec mpirun "${args[@]}" "$binary" train --threads "$threads" "$@"
