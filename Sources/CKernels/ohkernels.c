@@ -40,6 +40,17 @@ void oh_relu(float *restrict x, size_t n) {
 }
 
 OH_CLONES
+void oh_bias_relu(float *restrict y, const float *restrict bias, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = y + r * cols;
+        for (size_t c = 0; c < cols; c++) {
+            float x = row[c] + bias[c];
+            row[c] = x > 0.0f ? x : (x != x ? x : 0.0f);
+        }
+    }
+}
+
+OH_CLONES
 void oh_relu_backward(float *restrict dy, const float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }

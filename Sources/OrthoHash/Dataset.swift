@@ -11,10 +11,11 @@ public protocol FeatureSource: AnyObject {
     var dim: Int { get }
     /// Copies row `row` into `out` (D floats); throws naming the file and row if it is not finite.
     func copyRow(_ row: Int, into out: UnsafeMutablePointer<Float>) throws
+    /// Copies the rows `indices` into `out` (indices.count, D).
+    func gather(_ indices: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) throws
 }
 
 public extension FeatureSource {
-    /// Copies the rows `indices` into `out` (indices.count, D).
     func gather(_ indices: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) throws {
         for (i, r) in indices.enumerated() { try copyRow(Int(r), into: out + i * dim) }
     }
@@ -41,6 +42,13 @@ public final class DenseFeatures: FeatureSource {
 
     public func copyRow(_ row: Int, into out: UnsafeMutablePointer<Float>) throws {
         storage.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + row * dim, count: dim) }
+    }
+
+    public func gather(_ indices: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) throws {
+        let d = dim
+        storage.withUnsafeBufferPointer { s in
+            for (i, r) in indices.enumerated() { (out + i * d).update(from: s.baseAddress! + Int(r) * d, count: d) }
+        }
     }
 }
 

@@ -45,6 +45,18 @@ func linearBackward(
     }
 }
 
+/// `y = relu(x W^T + b)`: the GEMM, then bias and ReLU in one pass over y.
+func linearReluForward(
+    _ y: UnsafeMutablePointer<Float>,        // (B, O)
+    _ x: UnsafePointer<Float>,               // (B, I)
+    _ weight: UnsafePointer<Float>,          // (O, I)
+    _ bias: UnsafePointer<Float>,            // (O)
+    B: Int, I: Int, O: Int
+) {
+    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: 0, y, ldc: O)
+    oh_bias_relu(y, bias, B, O)
+}
+
 // MARK: ReLU, in place
 
 func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {

@@ -148,8 +148,7 @@ public final class HashModel {
         var input = x
         for (i, slot) in backbone.enumerated() {
             let out = activations[i].pointer
-            linearForward(out, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
-            reluForward(out, count: B * slot.outputs)
+            linearReluForward(out, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
             input = UnsafePointer(out)
         }
         let features = input
@@ -196,8 +195,7 @@ public final class HashModel {
             var input = x + start * D
             for (i, slot) in backbone.enumerated() {
                 let a = activations[i].pointer
-                linearForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
-                reluForward(a, count: B * slot.outputs)
+                linearReluForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
                 input = UnsafePointer(a)
             }
             linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)

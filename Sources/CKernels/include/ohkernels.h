@@ -13,6 +13,8 @@ void oh_adam(float *p, const float *grad, float *m, float *v, size_t n,
 int oh_all_finite(const float *x, size_t n);
 /// x = max(x, 0) in place (NaN stays NaN).
 void oh_relu(float *x, size_t n);
+/// y = max(y + bias, 0) row by row, y (rows, cols), in place (NaN stays NaN).
+void oh_bias_relu(float *y, const float *bias, size_t rows, size_t cols);
 /// dy = y > 0 ? dy : 0.
 void oh_relu_backward(float *dy, const float *y, size_t n);
 /// db (+)= column sums of dy (rows, cols).
