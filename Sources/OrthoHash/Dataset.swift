@@ -93,13 +93,6 @@ public enum Labels: Equatable {
 
     public var isMulti: Bool { if case .multi = self { return true } else { return false } }
 
-    func prefix(_ n: Int) -> Labels {
-        switch self {
-        case .single(let l): return .single(Array(l.prefix(n)))
-        case .multi(let c, let m): return .multi(classes: c, Array(m.prefix(n * c)))
-        }
-    }
-
     /// Labels from a .npy file: 1-D integers (single-label) or a 2-D 0/1 matrix (multi-label).
     public static func load(path: String, limit: Int? = nil) throws -> Labels {
         let a = try NPYArray(path: path)

@@ -229,7 +229,9 @@ public final class Trainer {
         let rank = collective.rank
         let input = FloatBuffer(count: B * D)                            // (B, D)
         var indices = [Int32](repeating: 0, count: B)
-        var singleTargets = [Int32](repeating: 0, count: B)
+        // Targets of the local batch, in buffers made once (pointers must outlive the step).
+        let singleTargets = UnsafeMutablePointer<Int32>.allocate(capacity: B)
+        defer { singleTargets.deallocate() }
         let multiTargets = FloatBuffer(count: data.isMultiLabel ? B * C : 0)   // (B, C)
         // Control word, reduced once per step: loss, correct count, and one non-finite flag per rank.
         var control = [Double](repeating: 0, count: 2 + collective.size)
@@ -261,7 +263,7 @@ public final class Trainer {
                 switch data.train.labels {
                 case .single(let labels):
                     for i in 0..<B { singleTargets[i] = labels[Int(indices[i])] }
-                    targets = .single(singleTargets.withUnsafeBufferPointer { $0.baseAddress! })
+                    targets = .single(UnsafePointer(singleTargets))
                 case .multi(_, let labels):
                     for i in 0..<B { for c in 0..<C { multiTargets[i * C + c] = Float(labels[Int(indices[i]) * C + c]) } }
                     targets = .multi(UnsafePointer(multiTargets.pointer))
