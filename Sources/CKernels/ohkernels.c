@@ -7,9 +7,12 @@
 #define OH_CLONES
 #endif
 
-OH_CLONES
-void oh_adam(float *restrict p, const float *restrict grad, float *restrict m, float *restrict v, size_t n,
-             float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
+// One body for both entry points; `zero_grad` is a constant at each call site, so the compiler
+// emits two loops, neither with a branch inside.
+static inline __attribute__((always_inline))
+void adam_body(float *restrict p, float *restrict grad, float *restrict m, float *restrict v, size_t n,
+               float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt,
+               int zero_grad) {
     const float inv_bc2 = 1.0f / bc2_sqrt;
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] + weight_decay * p[i];
@@ -18,7 +21,20 @@ void oh_adam(float *restrict p, const float *restrict grad, float *restrict m, f
         m[i] = mi;
         v[i] = vi;
         p[i] -= step_size * mi / (sqrtf(vi) * inv_bc2 + eps);
+        if (zero_grad) grad[i] = 0.0f;
     }
+}
+
+OH_CLONES
+void oh_adam(float *restrict p, const float *restrict grad, float *restrict m, float *restrict v, size_t n,
+             float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
+    adam_body(p, (float *)grad, m, v, n, step_size, beta1, beta2, weight_decay, eps, bc2_sqrt, 0);
+}
+
+OH_CLONES
+void oh_adam_zero_grad(float *restrict p, float *restrict grad, float *restrict m, float *restrict v, size_t n,
+                       float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
+    adam_body(p, grad, m, v, n, step_size, beta1, beta2, weight_decay, eps, bc2_sqrt, 1);
 }
 
 OH_CLONES

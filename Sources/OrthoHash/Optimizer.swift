@@ -65,7 +65,10 @@ public final class Optimizer {
     ///       p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     /// SGD:  buf = mu buf + g (buf = g at t = 1);  d = nesterov ? g + mu buf : buf;  p -= lr d
     /// ```
-    public func update(parameters: FloatBuffer, gradients: FloatBuffer, lr: Float, threads: Int = 1) {
+    /// With `zeroGradients` the gradients are set to 0 in the same pass (the training loop's case:
+    /// its next backward pass accumulates into them, so no BLAS call needs a pass to clear its output).
+    public func update(parameters: FloatBuffer, gradients: FloatBuffer, lr: Float, threads: Int = 1,
+                       zeroGradients: Bool = false) {
         precondition(parameters.count == count && gradients.count == count, "optimizer over \(count) parameters got \(parameters.count)/\(gradients.count)")
         step += 1
         let c = config
@@ -78,7 +81,11 @@ public final class Optimizer {
             guard lo < hi else { return }
             switch c.kind {
             case .adam:
-                oh_adam(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
+                if zeroGradients {
+                    oh_adam_zero_grad(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
+                } else {
+                    oh_adam(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
+                }
             case .sgd:
                 let mu = c.momentum, wd = c.weightDecay
                 for i in lo..<hi {
@@ -90,6 +97,7 @@ public final class Optimizer {
                         d = c.nesterov ? grad + mu * buf : buf
                     }
                     p[i] -= lr * d
+                    if zeroGradients { g[i] = 0 }
                 }
             }
         }

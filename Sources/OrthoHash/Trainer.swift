@@ -268,8 +268,9 @@ public final class Trainer {
                     for i in 0..<B { for c in 0..<C { multiTargets[i * C + c] = Float(labels[Int(indices[i]) * C + c]) } }
                     targets = .multi(UnsafePointer(multiTargets.pointer))
                 }
-                // The backward pass overwrites the gradients: no zeroing pass.
-                let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: false)
+                // The gradients are zero here (initially, and the optimizer clears them as it
+                // reads them), so the backward pass accumulates: its GEMMs run with beta = 1.
+                let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: true)
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
@@ -280,7 +281,8 @@ public final class Trainer {
                     throw OrthoHashError("non-finite loss or gradient\(who) at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
                 }
-                optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads)
+                optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads,
+                                 zeroGradients: true)
                 if verify { try verifyIdentical() }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 lastLoss = control[0]

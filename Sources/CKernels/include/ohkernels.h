@@ -9,6 +9,10 @@
 /// g = grad + wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
 void oh_adam(float *p, const float *grad, float *m, float *v, size_t n,
              float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
+/// oh_adam, and grad = 0 afterwards in the same pass: the next backward pass accumulates into it
+/// (GEMMs with beta = 1, which skips BLAS's separate pass to clear the output).
+void oh_adam_zero_grad(float *p, float *grad, float *m, float *v, size_t n,
+                       float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
 /// 1 if every value is finite.
 int oh_all_finite(const float *x, size_t n);
 /// x = max(x, 0) in place (NaN stays NaN).
