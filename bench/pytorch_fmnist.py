@@ -71,12 +71,18 @@ def main():
     p.add_argument("--bench-steps", type=int, default=0, help="only time this many steps (after 5 warm-up steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
+    p.add_argument("--codebook-file", help="use this (C, K) +-1 codebook (.npy) instead of the seed's draw")
+    p.add_argument("--save-codebook", help="write the codebook used to this .npy file (int8)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     xtr, ytr = load("train")
     xte, yte = load("t10k")
     model = Model([1024, 1024], a.nbit, 10, 8.0, 0.2)
+    if a.codebook_file:
+        model.centroids.copy_(torch.from_numpy(np.load(a.codebook_file).astype(np.float32)))
+    if a.save_codebook:
+        np.save(a.save_codebook, model.centroids.numpy().astype(np.int8))
     lr = 1e-4
     opt = torch.optim.Adam([{"params": model.backbone.parameters(), "lr": lr * a.backbone_lr_scale},
                             {"params": model.hash_fc.parameters()}], lr=lr, weight_decay=5e-4)

@@ -5,6 +5,7 @@
 // Dimensions: B = rows of the local batch, D = input features, H = hidden width,
 // F = features out of the backbone (D for `linear`), K = bits, C = classes.
 
+import CKernels
 import Foundation
 
 public enum BackboneKind: String, Codable, CaseIterable, Sendable {
@@ -115,6 +116,11 @@ public final class HashModel {
 
     public var parameterCount: Int { parameters.count }
 
+    /// Whether every gradient the last `trainStep` left in `gradients` is finite. Each layer's
+    /// slice is checked right after its GEMM wrote it, while it is still in cache: a separate pass
+    /// over the whole buffer afterwards read it from memory (about 1% of a step).
+    public private(set) var gradientsFinite = true
+
     /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
     /// and bias (kaiming_uniform with a = sqrt(5)); the hash layer's weight N(0, 0.01^2);
     /// BatchNorm gamma = 1, beta = 0, running mean 0 and variance 1.
@@ -169,17 +175,22 @@ public final class HashModel {
         }
         batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
                                p + bnGamma, bn, B: B, collective: collective, accumulate: accumulate)
+        var finite = oh_all_finite(g + bnGamma, 2 * K) != 0     // gamma and beta are adjacent
         var dOut = dActA.pointer, dSpare = dActB.pointer
         linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
                        p + hashWeight, B: B, I: F, O: K, accumulate: accumulate)
+        finite = finite && oh_all_finite(g + hashWeight, K * F) != 0
         for i in stride(from: backbone.count - 1, through: 0, by: -1) {
             let slot = backbone[i]
             reluBackward(dOut, activations[i].pointer, count: B * slot.outputs)
             let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
             linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
                            p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, accumulate: accumulate)
+            // Weight (O, I) then bias (O): one contiguous slice.
+            finite = finite && oh_all_finite(g + slot.weight, slot.outputs * (slot.inputs + 1)) != 0
             swap(&dOut, &dSpare)
         }
+        gradientsFinite = finite
         return (lossValue, correct)
     }
 

@@ -274,7 +274,7 @@ public final class Trainer {
                 collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
-                control[2 + rank] = localLoss.isFinite && gradientsFinite() ? 0 : 1
+                control[2 + rank] = localLoss.isFinite && model.gradientsFinite ? 0 : 1
                 collective.allReduceSum(&control)
                 if let bad = control[2...].firstIndex(where: { $0 != 0 }) {
                     let who = collective.size > 1 ? " on rank \(bad - 2)" : ""
@@ -366,20 +366,6 @@ public final class Trainer {
         if let other = all.firstIndex(where: { $0 != all[0] }) {
             throw OrthoHashError("verify: parameters on rank \(other) differ from rank 0's after step \(state.globalStep + 1)")
         }
-    }
-
-    /// True when no gradient is NaN or Inf.
-    func gradientsFinite() -> Bool {
-        let g = model.gradients.pointer, n = model.gradients.count
-        let parts = n > 200_000 ? max(1, threads) : 1
-        var finite = [Int32](repeating: 1, count: parts)
-        finite.withUnsafeMutableBufferPointer { out in
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let lo = n * part / parts, hi = n * (part + 1) / parts
-                out[part] = oh_all_finite(g + lo, hi - lo)
-            }
-        }
-        return finite.allSatisfy { $0 == 1 }
     }
 
     func drawBar(epoch: Int, step: Int, of steps: Int) {

@@ -179,6 +179,40 @@ final class TrainingTests: XCTestCase {
     }
 }
 
+final class GradientCheckFlagTests: XCTestCase {
+    /// The finiteness check inside the backward pass covers every parameter's gradient: a NaN
+    /// planted at the first and last position of each named tensor's gradient (the step
+    /// accumulates onto it) is reported, and a clean step is not.
+    func testEveryGradientSliceIsChecked() throws {
+        let config = ModelConfig(inputDim: 5, backbone: .mlp, hidden: [4, 3], nbit: 6, classes: 3)
+        let model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
+                              batchSize: 4)
+        model.resetParameters(seed: 2)
+        var rng = Xoshiro256(seed: 3)
+        let x = FloatBuffer((0..<20).map { _ in Float(rng.gaussian()) })
+        let labels: [Int32] = [0, 1, 2, 1]
+        func step() -> Bool {
+            labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: true) }
+            return model.gradientsFinite
+        }
+        model.gradients.zero()
+        XCTAssertTrue(step())
+        var positions = 0
+        for (name, offset, shape) in model.namedParameters {
+            for i in Set([offset, offset + shape.reduce(1, *) - 1]) {
+                model.gradients.zero()
+                model.gradients[i] = .nan
+                XCTAssertFalse(step(), "NaN in the gradient of \(name) at \(i) not reported")
+                positions += 1
+            }
+        }
+        XCTAssertEqual(positions, 2 * model.namedParameters.count)
+        model.gradients.zero()
+        model.gradients[model.parameterCount - 1] = .infinity
+        XCTAssertFalse(step())
+    }
+}
+
 final class ExportTests: XCTestCase {
     func testSafetensorsLayout() throws {
         let model = HashModel(config: ModelConfig(inputDim: 3, backbone: .mlp, hidden: [2], nbit: 4, classes: 2), loss: LossConfig(),
