@@ -80,3 +80,24 @@ void oh_column_sums(float *restrict db, const float *restrict dy, size_t rows, s
         for (size_t c = 0; c < cols; c++) db[c] += row[c];
     }
 }
+
+OH_CLONES
+void oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        y[i] = 0.0f;
+    }
+}
+
+OH_CLONES
+void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
+    if (!accumulate)
+        for (size_t c = 0; c < cols; c++) db[c] = 0;
+    for (size_t r = 0; r < rows; r++) {
+        float *row = dy + r * cols;
+        for (size_t c = 0; c < cols; c++) {
+            db[c] += row[c];
+            row[c] = 0.0f;
+        }
+    }
+}

@@ -26,34 +26,40 @@ func linearForward(
 
 /// `dW += dy^T x`, `db += sum_rows dy`, `dx = dy W` (skipped when `dx` is nil: the first layer).
 /// With `accumulate` false the parameter gradients are overwritten instead, which spares the
-/// caller a pass to zero them.
+/// caller a pass to zero them. `dxIsClear` says `dx` holds zeros already (the GEMM then adds into
+/// it instead of clearing it first); `clearDy` sets `dy` to 0 once it has been read.
 func linearBackward(
     _ dx: UnsafeMutablePointer<Float>?,      // (B, I)
     _ dWeight: UnsafeMutablePointer<Float>,  // (O, I)
     _ dBias: UnsafeMutablePointer<Float>?,   // (O)
-    _ dy: UnsafePointer<Float>,              // (B, O)
+    _ dy: UnsafeMutablePointer<Float>,       // (B, O)
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
-    B: Int, I: Int, O: Int, accumulate: Bool = true
+    B: Int, I: Int, O: Int, accumulate: Bool = true, dxIsClear: Bool = false, clearDy: Bool = false
 ) {
     BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I,
               beta: accumulate ? 1 : 0, dWeight, ldc: I)
-    if let dBias { oh_column_sums(dBias, dy, B, O, accumulate ? 1 : 0) }
     if let dx {
         BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I,
-                  beta: 0, dx, ldc: I)
+                  beta: dxIsClear ? 1 : 0, dx, ldc: I)
+    }
+    if let dBias {
+        if clearDy { oh_column_sums_clear(dBias, dy, B, O, accumulate ? 1 : 0) } else { oh_column_sums(dBias, dy, B, O, accumulate ? 1 : 0) }
+    } else if clearDy {
+        memset(dy, 0, B * O * MemoryLayout<Float>.stride)
     }
 }
 
-/// `y = relu(x W^T + b)`: the GEMM, then bias and ReLU in one pass over y.
+/// `y = relu(x W^T + b)`: the GEMM, then bias and ReLU in one pass over y. `yIsClear` says `y`
+/// holds zeros already (the GEMM adds into it instead of clearing it first).
 func linearReluForward(
     _ y: UnsafeMutablePointer<Float>,        // (B, O)
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
     _ bias: UnsafePointer<Float>,            // (O)
-    B: Int, I: Int, O: Int
+    B: Int, I: Int, O: Int, yIsClear: Bool = false
 ) {
-    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: 0, y, ldc: O)
+    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: yIsClear ? 1 : 0, y, ldc: O)
     oh_bias_relu(y, bias, B, O)
 }
 
@@ -66,6 +72,11 @@ func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
 /// `dx = dy * (y > 0)`, in place over `dy`; `y` is the forward output.
 func reluBackward(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
     oh_relu_backward(dy, y, count)
+}
+
+/// `reluBackward`, then `y = 0` (its last read in a training step).
+func reluBackwardClearing(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    oh_relu_backward_clear(dy, y, count)
 }
 
 // MARK: BatchNorm1d, PyTorch semantics, synchronised over ranks

@@ -59,8 +59,12 @@ public final class HashModel {
     let bn: BatchNormState
 
     // Workspace, sized once for `batchSize` rows.
+    // `activations`, `dActA` and `dActB` hold zeros between training steps: the last pass of a
+    // step that reads each one clears it, so the next step's GEMMs add into them (beta = 1) and
+    // no pass is spent clearing them. `encode` has its own buffers for that reason.
     let activations: [FloatBuffer]           // (B, H_i) per hidden layer, after ReLU
     let dActA: FloatBuffer, dActB: FloatBuffer  // (B, max H) ping-pong input gradients
+    let encodeActivations: [FloatBuffer]     // (B, H_i) for `encode`
     let preNorm: FloatBuffer                 // (B, K) W f
     let xhat: FloatBuffer                    // (B, K)
     public let codes: FloatBuffer            // (B, K) v, the real-valued code
@@ -99,6 +103,7 @@ public final class HashModel {
         codebookUnit = codebook.unitRows()
 
         activations = config.hidden.map { FloatBuffer(count: B * $0) }
+        encodeActivations = config.hidden.map { FloatBuffer(count: B * $0) }
         let widest = config.hidden.max() ?? 0
         dActA = FloatBuffer(count: B * widest)
         dActB = FloatBuffer(count: B * widest)
@@ -154,7 +159,7 @@ public final class HashModel {
         var input = x
         for (i, slot) in backbone.enumerated() {
             let out = activations[i].pointer
-            linearReluForward(out, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
+            linearReluForward(out, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs, yIsClear: true)
             input = UnsafePointer(out)
         }
         let features = input
@@ -178,14 +183,16 @@ public final class HashModel {
         var finite = oh_all_finite(g + bnGamma, 2 * K) != 0     // gamma and beta are adjacent
         var dOut = dActA.pointer, dSpare = dActB.pointer
         linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
-                       p + hashWeight, B: B, I: F, O: K, accumulate: accumulate)
+                       p + hashWeight, B: B, I: F, O: K, accumulate: accumulate, dxIsClear: true)
         finite = finite && oh_all_finite(g + hashWeight, K * F) != 0
         for i in stride(from: backbone.count - 1, through: 0, by: -1) {
             let slot = backbone[i]
-            reluBackward(dOut, activations[i].pointer, count: B * slot.outputs)
+            // activations[i] is read for the last time here (the layer above used it as its input).
+            reluBackwardClearing(dOut, activations[i].pointer, count: B * slot.outputs)
             let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
             linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
-                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, accumulate: accumulate)
+                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, accumulate: accumulate,
+                           dxIsClear: true, clearDy: true)
             // Weight (O, I) then bias (O): one contiguous slice.
             finite = finite && oh_all_finite(g + slot.weight, slot.outputs * (slot.inputs + 1)) != 0
             swap(&dOut, &dSpare)
@@ -205,7 +212,7 @@ public final class HashModel {
             let B = min(batchSize, rows - start)
             var input = x + start * D
             for (i, slot) in backbone.enumerated() {
-                let a = activations[i].pointer
+                let a = encodeActivations[i].pointer
                 linearReluForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
                 input = UnsafePointer(a)
             }

@@ -213,6 +213,32 @@ final class GradientCheckFlagTests: XCTestCase {
     }
 }
 
+final class WorkspaceTests: XCTestCase {
+    /// The step leaves its workspace clear for the next one (whose GEMMs add into it): repeating
+    /// a step, with an `encode` in between, gives bitwise the gradients of the first.
+    func testRepeatedStepsGiveIdenticalGradients() throws {
+        for hidden in [[], [4], [4, 3]] {
+            let config = ModelConfig(inputDim: 5, backbone: hidden.isEmpty ? .linear : .mlp, hidden: hidden, nbit: 6, classes: 3)
+            let model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
+                                  batchSize: 4)
+            model.resetParameters(seed: 2)
+            var rng = Xoshiro256(seed: 3)
+            let x = FloatBuffer((0..<20).map { _ in Float(rng.gaussian()) })
+            let labels: [Int32] = [0, 1, 2, 1]
+            func gradients() -> [Float] {
+                _ = labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: false) }
+                return model.gradients.array
+            }
+            let first = gradients()
+            XCTAssertEqual(gradients(), first, "\(hidden)")
+            let out = FloatBuffer(count: 4 * 6)
+            model.encode(x.pointer, rows: 4, into: out.pointer)
+            XCTAssertEqual(gradients(), first, "\(hidden): after encode")
+            XCTAssertTrue(out.array.allSatisfy { $0.isFinite })
+        }
+    }
+}
+
 final class ExportTests: XCTestCase {
     func testSafetensorsLayout() throws {
         let model = HashModel(config: ModelConfig(inputDim: 3, backbone: .mlp, hidden: [2], nbit: 4, classes: 2), loss: LossConfig(),

@@ -23,5 +23,10 @@ void oh_bias_relu(float *y, const float *bias, size_t rows, size_t cols);
 void oh_relu_backward(float *dy, const float *y, size_t n);
 /// db (+)= column sums of dy (rows, cols).
 void oh_column_sums(float *db, const float *dy, size_t rows, size_t cols, int accumulate);
+/// oh_relu_backward, then y = 0: the training step's last read of y, which leaves the buffer
+/// clear for the next step's GEMM to accumulate into (beta = 1, no clearing pass).
+void oh_relu_backward_clear(float *dy, float *y, size_t n);
+/// oh_column_sums, then dy = 0 (the last read of dy in the step, as above).
+void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int accumulate);
 
 #endif
