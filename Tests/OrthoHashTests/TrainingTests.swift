@@ -179,60 +179,63 @@ final class TrainingTests: XCTestCase {
     }
 }
 
-final class GradientCheckFlagTests: XCTestCase {
+/// The training step's own bookkeeping: the finiteness flag and the workspace it leaves clear.
+final class TrainStepTests: XCTestCase {
+    /// A 5-input model with `hidden` layers (none: linear backbone), 6 bits, 3 classes, and one
+    /// batch of 4 rows; `step(accumulate)` runs a training step on it.
+    struct Fixture {
+        let model: HashModel
+        let x: FloatBuffer
+        let labels: [Int32] = [0, 1, 2, 1]
+
+        init(hidden: [Int]) throws {
+            let config = ModelConfig(inputDim: 5, backbone: hidden.isEmpty ? .linear : .mlp, hidden: hidden, nbit: 6, classes: 3)
+            model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
+                              batchSize: 4)
+            model.resetParameters(seed: 2)
+            var rng = Xoshiro256(seed: 3)
+            x = FloatBuffer((0..<20).map { _ in Float(rng.gaussian()) })
+        }
+
+        func step(accumulate: Bool) {
+            _ = labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: accumulate) }
+        }
+    }
+
     /// The finiteness check inside the backward pass covers every parameter's gradient: a NaN
     /// planted at the first and last position of each named tensor's gradient (the step
     /// accumulates onto it) is reported, and a clean step is not.
     func testEveryGradientSliceIsChecked() throws {
-        let config = ModelConfig(inputDim: 5, backbone: .mlp, hidden: [4, 3], nbit: 6, classes: 3)
-        let model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
-                              batchSize: 4)
-        model.resetParameters(seed: 2)
-        var rng = Xoshiro256(seed: 3)
-        let x = FloatBuffer((0..<20).map { _ in Float(rng.gaussian()) })
-        let labels: [Int32] = [0, 1, 2, 1]
-        func step() -> Bool {
-            labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: true) }
-            return model.gradientsFinite
-        }
+        let f = try Fixture(hidden: [4, 3])
+        let model = f.model
+        func finite() -> Bool { f.step(accumulate: true); return model.gradientsFinite }
         model.gradients.zero()
-        XCTAssertTrue(step())
+        XCTAssertTrue(finite())
         var positions = 0
         for (name, offset, shape) in model.namedParameters {
             for i in Set([offset, offset + shape.reduce(1, *) - 1]) {
                 model.gradients.zero()
                 model.gradients[i] = .nan
-                XCTAssertFalse(step(), "NaN in the gradient of \(name) at \(i) not reported")
+                XCTAssertFalse(finite(), "NaN in the gradient of \(name) at \(i) not reported")
                 positions += 1
             }
         }
         XCTAssertEqual(positions, 2 * model.namedParameters.count)
         model.gradients.zero()
         model.gradients[model.parameterCount - 1] = .infinity
-        XCTAssertFalse(step())
+        XCTAssertFalse(finite())
     }
-}
 
-final class WorkspaceTests: XCTestCase {
     /// The step leaves its workspace clear for the next one (whose GEMMs add into it): repeating
     /// a step, with an `encode` in between, gives bitwise the gradients of the first.
     func testRepeatedStepsGiveIdenticalGradients() throws {
         for hidden in [[], [4], [4, 3]] {
-            let config = ModelConfig(inputDim: 5, backbone: hidden.isEmpty ? .linear : .mlp, hidden: hidden, nbit: 6, classes: 3)
-            let model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
-                                  batchSize: 4)
-            model.resetParameters(seed: 2)
-            var rng = Xoshiro256(seed: 3)
-            let x = FloatBuffer((0..<20).map { _ in Float(rng.gaussian()) })
-            let labels: [Int32] = [0, 1, 2, 1]
-            func gradients() -> [Float] {
-                _ = labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!), accumulate: false) }
-                return model.gradients.array
-            }
+            let f = try Fixture(hidden: hidden)
+            func gradients() -> [Float] { f.step(accumulate: false); return f.model.gradients.array }
             let first = gradients()
             XCTAssertEqual(gradients(), first, "\(hidden)")
             let out = FloatBuffer(count: 4 * 6)
-            model.encode(x.pointer, rows: 4, into: out.pointer)
+            f.model.encode(f.x.pointer, rows: 4, into: out.pointer)
             XCTAssertEqual(gradients(), first, "\(hidden): after encode")
             XCTAssertTrue(out.array.allSatisfy { $0.isFinite })
         }
