@@ -32,6 +32,25 @@ struct Train: ParsableCommand {
         return c
     }
 
+    /// The run's settings. With `--resume` and an existing RUN_DIR/config.json, the stored
+    /// settings are the base and only the flags whose value differs from the default override
+    /// them (a setting that shapes the run, such as --nbit, then fails the checkpoint's check and
+    /// is named). Rank 0 reads the file and broadcasts the result, so ranks without the run
+    /// directory on a shared file system agree.
+    func resolvedConfig(collective: Collective) throws -> TrainConfig {
+        let fromFlags = try makeConfig()
+        let path = runDir + "/config.json"
+        guard resume else { return fromFlags }
+        var bytes: [UInt8] = []
+        if collective.isCoordinator, let stored = FileManager.default.contents(atPath: path) {
+            let merged = try mergeOverStored(stored: JSON.decode(TrainConfig.self, from: stored, file: path),
+                                             flags: fromFlags, defaults: Train.parse([]).makeConfig(), file: path)
+            bytes = [UInt8](JSON.encode(merged, pretty: false))
+        }
+        bytes = collective.broadcast(bytes, root: 0)
+        return bytes.isEmpty ? fromFlags : try JSON.decode(TrainConfig.self, from: Data(bytes), file: path)
+    }
+
     func run() throws {
         // Under an MPI launcher every rank runs this; a user error on any rank ends them all.
         let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: collectiveTimeout) : nil
@@ -47,7 +66,7 @@ struct Train: ParsableCommand {
     }
 
     func train(collective: Collective) throws {
-        let config = try makeConfig()
+        let config = try resolvedConfig(collective: collective)
         try config.validate()
         let threads = runtime.resolvedThreads(ranks: collective.size)
         BLAS.setThreads(threads)
@@ -62,6 +81,33 @@ struct Train: ParsableCommand {
             print("done: \(maps)  \(String(format: "%.0f", summary.samples_per_second)) samples/s  \(runDir)/summary.json")
         }
     }
+}
+
+/// `stored` with every setting of `flags` that differs from `defaults` put over it, field by
+/// field through the JSON form (nested groups such as the optimizer's merge per field).
+func mergeOverStored(stored: TrainConfig, flags: TrainConfig, defaults: TrainConfig, file: String) throws -> TrainConfig {
+    func object(_ c: TrainConfig) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: JSON.encode(c, pretty: false)) as? [String: Any]) ?? [:]
+    }
+    func same(_ a: Any?, _ b: Any?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        let options: JSONSerialization.WritingOptions = [.sortedKeys, .fragmentsAllowed]
+        return (try? JSONSerialization.data(withJSONObject: a, options: options)) == (try? JSONSerialization.data(withJSONObject: b, options: options))
+    }
+    func merge(_ base: [String: Any], _ given: [String: Any], _ standard: [String: Any]) -> [String: Any] {
+        var out = base
+        for key in Set(given.keys).union(standard.keys) {
+            if let g = given[key] as? [String: Any], let d = standard[key] as? [String: Any] {
+                out[key] = merge(base[key] as? [String: Any] ?? [:], g, d)
+            } else if !same(given[key], standard[key]) {
+                out[key] = given[key]
+            }
+        }
+        return out
+    }
+    let merged = merge(object(stored), object(flags), object(defaults))
+    let data = try JSONSerialization.data(withJSONObject: merged, options: [.sortedKeys])
+    return try JSON.decode(TrainConfig.self, from: data, file: file)
 }
 
 /// The run's configuration and a model restored from one of its checkpoints.

@@ -7,7 +7,7 @@ import OrthoHash
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
-func orthohash(_ arguments: [String]) throws -> Run {
+func orthohash(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
     let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let candidates = [here.appendingPathComponent("orthohash"), Bundle.main.bundleURL.appendingPathComponent("orthohash")]
     guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
@@ -16,6 +16,7 @@ func orthohash(_ arguments: [String]) throws -> Run {
     let p = Process()
     p.executableURL = binary
     p.arguments = arguments
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out; p.standardError = err
     try p.run()
@@ -105,6 +106,28 @@ final class CLITests: XCTestCase {
         try NPYWriter.write(path: dir + "/wide.npy", shape: [2, 9], floats: Array(repeating: 0, count: 18))
         assertFails(try orthohash(["encode", "--run-dir", run, "--checkpoint", "best", "--features", dir + "/wide.npy", "--out", dir + "/c.npy"]),
                     "wide.npy", "9 columns")
+    }
+
+    /// `train --run-dir D --resume` with no other flag continues with the run's stored settings
+    /// and ends exactly where the uninterrupted run ends; a setting given again with its stored
+    /// value is accepted.
+    func testResumeTakesTheStoredSettings() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "3"]
+        XCTAssertEqual(try orthohash(["train"] + args + ["--run-dir", dir + "/whole"]).status, 0)
+        // Interrupted in epoch 2 (8 steps per epoch); the last checkpoint is epoch 1's.
+        let cut = try orthohash(["train"] + args + ["--run-dir", dir + "/cut"], environment: ["ORTHOHASH_TEST_STOP_AFTER_STEPS": "10"])
+        XCTAssertEqual(cut.status, 0, cut.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/cut/summary.json"))
+        let resumed = try orthohash(["train", "--run-dir", dir + "/cut", "--resume", "--nbit", "12", "--quiet"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        func summary(_ run: String) throws -> [String: Any] {
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+        }
+        let whole = try summary(dir + "/whole"), again = try summary(dir + "/cut")
+        XCTAssertEqual(whole["final_loss"] as! Double, again["final_loss"] as! Double)
+        XCTAssertEqual(whole["map"] as! [String: Double], again["map"] as! [String: Double])
+        XCTAssertEqual(again["epochs"] as! Int, 3)
     }
 
     func testBadInputIsOneLine() throws {
