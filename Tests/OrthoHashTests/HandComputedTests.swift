@@ -36,6 +36,53 @@ final class HandComputedTests: XCTestCase {
         XCTAssertEqual(Double(u[0]), 8 * (1 / (1 + exp(-6.4)) - 1), accuracy: 1e-5)
     }
 
+
+    /// The many-classes kernel (C >= 256: vectorised exponentials) against the definition computed
+    /// in Double: loss, dL/du and accuracy, with 1 and 2 threads (row blocks), targets that are
+    /// and are not the largest cosine, and a scale large enough that most exponentials underflow
+    /// to the clamp. Tolerance 2e-6 relative: the float exponential is within ~2 ulp (1.2e-7 each)
+    /// and the softmax divides by a sum of many of them.
+    func testManyClassesLossMatchesDefinition() {
+        let B = 7, C = 3001
+        let threadsBefore = BLAS.threads
+        defer { BLAS.setThreads(threadsBefore) }
+        for (scale, margin, ce) in [(Float(8), Float(0.2), Float(1)), (64, 0.5, 0.5)] {
+            var rng = Xoshiro256(seed: 11)
+            let cosines = (0..<(B * C)).map { _ in Float(rng.nextDouble() * 2 - 1) }
+            var targets = (0..<B).map { _ in Int32(rng.nextInt(below: C)) }
+            // Row 0's target is its largest cosine; row 1's the smallest.
+            targets[0] = Int32(cosines[0..<C].indices.max { cosines[$0] < cosines[$1] }!)
+            targets[1] = Int32(cosines[C..<(2 * C)].indices.min { cosines[$0] < cosines[$1] }! - C)
+            var config = LossConfig()
+            config.scale = scale; config.margin = margin; config.ce = ce
+            let N = 2 * B   // as if another rank held the other half of the batch
+            var expectedLoss = 0.0, expectedCorrect = 0
+            var expectedGrad = [Double](repeating: 0, count: B * C)
+            for r in 0..<B {
+                let row = cosines[(r * C)..<((r + 1) * C)].map(Double.init), t = Int(targets[r])
+                if row.indices.max(by: { row[$0] < row[$1] }) == t { expectedCorrect += 1 }
+                let z = row.indices.map { Double(scale) * (row[$0] - ($0 == t ? Double(margin) : 0)) }
+                let top = z.max()!, sum = z.reduce(0) { $0 + exp($1 - top) }
+                expectedLoss += (top + log(sum) - z[t]) * Double(ce) / Double(N)
+                for c in 0..<C {
+                    expectedGrad[r * C + c] = Double(ce) * Double(scale) / Double(N) * (exp(z[c] - top) / sum - (c == t ? 1 : 0))
+                }
+            }
+            for threads in [1, 2] {
+                BLAS.setThreads(threads)
+                let u = FloatBuffer(cosines)
+                let result = targets.withUnsafeBufferPointer {
+                    marginLoss(u.pointer, scratch: nil, targets: .single($0.baseAddress!), B: B, C: C, N: N, config: config, collective: one)
+                }
+                XCTAssertEqual(result.loss, expectedLoss, accuracy: 2e-6 * expectedLoss, "s \(scale), \(threads) threads")
+                XCTAssertEqual(result.correct, expectedCorrect)
+                let bound = Double(ce * scale) / Double(N)
+                var worst = 0.0
+                for i in 0..<(B * C) { worst = max(worst, abs(Double(u[i]) - expectedGrad[i])) }
+                XCTAssertLessThan(worst, 2e-6 * bound, "s \(scale), \(threads) threads")
+            }
+        }
+    }
     /// Arc margin on the target: z = s cos(acos(0.5) + 0.2) = s cos(pi/3 + 0.2).
     func testArcMarginLogit() {
         let u = FloatBuffer([0.5, 0.1])

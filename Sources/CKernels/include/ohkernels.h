@@ -1,6 +1,7 @@
 #ifndef OHKERNELS_H
 #define OHKERNELS_H
 #include <stddef.h>
+#include <stdint.h>
 
 // Elementwise kernels of the training step, in C so that the compiler vectorises them and picks
 // AVX-512 / AVX2 / baseline code at run time (target_clones): one binary for every x86-64 CPU.
@@ -28,5 +29,12 @@ void oh_column_sums(float *db, const float *dy, size_t rows, size_t cols, int ac
 void oh_relu_backward_clear(float *dy, float *y, size_t n);
 /// oh_column_sums, then dy = 0 (the last read of dy in the step, as above).
 void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int accumulate);
+/// Single-label softmax cross-entropy over cosine-margin logits z = s (u - m y), rows at a time:
+/// on return u holds grad_scale * (softmax(z) - y) (grad_scale = ce * s / N gives dL/du), `correct`
+/// the rows whose largest cosine is the target. Returns sum over rows of lse(z) - z_target.
+/// The exponentials use a vectorised polynomial (relative error ~1e-7) and the sums are in double:
+/// the path for many classes (GLDv2: 81,313).
+double oh_cos_margin_softmax_ce(float *u, const int32_t *targets, size_t rows, size_t classes,
+                                float scale, float margin, float grad_scale, int64_t *correct);
 
 #endif
