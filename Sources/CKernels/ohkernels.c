@@ -133,18 +133,29 @@ double oh_cos_margin_softmax_ce(float *restrict u, const int32_t *restrict targe
     for (size_t r = 0; r < rows; r++) {
         float *row = u + r * classes;
         size_t t = (size_t)targets[r];
-        // Largest cosine (the first on ties): lane-wise maxima, then the first index holding it.
-        // (A NaN is never larger; a row of NaNs gives index 0 and a NaN loss, which stops training.)
+        // Largest cosine, the first on ties: lane-wise maxima with the index of each lane's first
+        // maximum (branch-free, so it vectorises), then the smallest index among the lanes that
+        // hold the overall maximum, then the tail. A NaN is never larger: a row of NaNs gives
+        // index 0 and a NaN loss, which stops training.
         float lanes[8];
-        for (int j = 0; j < 8; j++) lanes[j] = row[0];
+        int32_t where[8];
+        for (int j = 0; j < 8; j++) { lanes[j] = row[0]; where[j] = 0; }
         size_t c = 0;
         for (; c + 8 <= classes; c += 8)
-            for (int j = 0; j < 8; j++) lanes[j] = row[c + j] > lanes[j] ? row[c + j] : lanes[j];
+            for (int j = 0; j < 8; j++) {
+                float x = row[c + j];
+                int larger = x > lanes[j];
+                lanes[j] = larger ? x : lanes[j];
+                where[j] = larger ? (int32_t)(c + j) : where[j];
+            }
         float top = lanes[0];
         for (int j = 1; j < 8; j++) top = lanes[j] > top ? lanes[j] : top;
-        for (; c < classes; c++) top = row[c] > top ? row[c] : top;
-        size_t best = 0;
-        while (best < classes && !(row[best] == top)) best++;
+        size_t best = classes;
+        for (int j = 0; j < 8; j++)
+            if (lanes[j] == top && (size_t)where[j] < best) best = (size_t)where[j];
+        if (best == classes) best = 0;
+        for (; c < classes; c++)
+            if (row[c] > top) { top = row[c]; best = c; }
         if (best == t) right++;
         float zt = scale * (row[t] - margin);
         float shift = scale * top > zt ? scale * top : zt;     // >= every z, so exp(z - shift) <= 1
@@ -167,4 +178,14 @@ double oh_cos_margin_softmax_ce(float *restrict u, const int32_t *restrict targe
     }
     *correct = right;
     return loss;
+}
+
+OH_CLONES
+int oh_half_to_float(float *restrict dst, const uint16_t *restrict src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        _Float16 h;
+        __builtin_memcpy(&h, &src[i], sizeof h);
+        dst[i] = (float)h;
+    }
+    return oh_all_finite(dst, n);
 }

@@ -1,6 +1,7 @@
 // NumPy .npy files: read through a memory map (a process touches only the rows it uses), write
 // whole arrays. Format: https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
 
+import CKernels
 import Foundation
 
 public enum NPYType: String, Sendable {
@@ -148,9 +149,7 @@ public final class NPYArray {
             out.update(from: p.assumingMemoryBound(to: Float.self), count: n)
             for i in 0..<n where !out[i].isFinite { finite = false }
         case .float16:
-            let h = p.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<n { out[i] = Float(Float16(bitPattern: h[i])) }
-            for i in 0..<n where !out[i].isFinite { finite = false }
+            finite = oh_half_to_float(out, p.assumingMemoryBound(to: UInt16.self), n) != 0
         default:
             for i in 0..<n { out[i] = Float(double(at: row * n + i)) }
             for i in 0..<n where !out[i].isFinite { finite = false }

@@ -41,7 +41,7 @@ struct Bench: ParsableCommand {
             let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: 300) : nil
             let collective: Collective = mpi ?? SingleProcess()
             let say = { (line: String) in if collective.isCoordinator { print(line) } }
-            say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue) \(config.hidden), \(nbit) bits, batch \(batchSize), \(steps) steps, \(collective.size) rank(s)")
+            say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(collective.size) rank(s)")
             say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step")
             for t in try intList(threads) {
                 BLAS.setThreads(t)

@@ -139,6 +139,27 @@ final class NPYTests: XCTestCase {
         let inf = try! NPYFeatures(path: dir + "/inf16.npy")
         assertUserError("row 0 holds NaN or Inf", file: "inf16.npy") { try inf.copyRow(0, into: row.pointer) }
     }
+
+    /// float16 rows long enough for the vectorised conversion and its tail: every value equals
+    /// Swift's own conversion (normals, subnormals, signed zeros, the largest half), and a NaN at
+    /// any position, vector body or tail, is reported.
+    func testLongFloat16Rows() throws {
+        let dir = temporaryDirectory()
+        let n = 37
+        var values: [Float16] = (0..<n).map { Float16(Float($0) * 0.37 - 5) }
+        values[3] = Float16(bitPattern: 0x0001); values[4] = -0.0; values[5] = .greatestFiniteMagnitude; values[36] = -.greatestFiniteMagnitude
+        writeNPY(dir + "/long16.npy", descr: "<f2", shape: "(1, \(n))", data: bytes(values))
+        let row = FloatBuffer(count: n)
+        try NPYFeatures(path: dir + "/long16.npy").copyRow(0, into: row.pointer)
+        XCTAssertEqual(row.array.map(\.bitPattern), values.map { Float($0).bitPattern })
+        for bad in [0, 17, 31, 32, 36] {
+            var v = values
+            v[bad] = .nan
+            writeNPY(dir + "/bad16.npy", descr: "<f2", shape: "(1, \(n))", data: bytes(v))
+            let f = try NPYFeatures(path: dir + "/bad16.npy")
+            assertUserError("row 0 holds NaN or Inf", file: "bad16.npy") { try f.copyRow(0, into: row.pointer) }
+        }
+    }
 }
 
 /// A small synthetic npy benchmark: `classes` Gaussian clusters in D dimensions.

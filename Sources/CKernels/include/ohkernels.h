@@ -36,5 +36,7 @@ void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int ac
 /// the path for many classes (GLDv2: 81,313).
 double oh_cos_margin_softmax_ce(float *u, const int32_t *targets, size_t rows, size_t classes,
                                 float scale, float margin, float grad_scale, int64_t *correct);
+/// dst = float(src) for IEEE half-precision src (F16C where the CPU has it); 1 if all are finite.
+int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 
 #endif
