@@ -33,12 +33,13 @@ rows = [l.split() for l in open(sys.argv[1])]
 def get(who, t):
     return {r[4]: r for r in rows if r[0] == who and r[1] == str(t)}
 print("median of %d rounds (samples/s, training loop only)" % len(get("orthohash", 1)))
-print("threads  orthohash  gemm share  pytorch  ratio of medians  per-round ratios: median (min-max)")
+print("threads  orthohash  gemm share  gemm-only bound  pytorch  ratio of medians  per-round ratios: median (min-max)")
 for t in (1, 2):
     o, p = get("orthohash", t), get("pytorch", t)
     om = statistics.median(float(r[2]) for r in o.values())
     share = statistics.median(float(r[3].rstrip("%")) for r in o.values())
-    line = f"{t:7d}  {om:9.0f}  {share:9.1f}%  "
+    # The GEMM-only bound: samples/s if everything but the GEMMs took no time.
+    line = f"{t:7d}  {om:9.0f}  {share:9.1f}%  {om / (share / 100):15.0f}  "
     if p:
         pm = statistics.median(float(r[2]) for r in p.values())
         ratios = [float(o[k][2]) / float(p[k][2]) for k in o if k in p]

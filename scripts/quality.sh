@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Retrieval quality on full Fashion-MNIST for several seeds, orthohash beside the PyTorch
+# reference (bench/pytorch_fmnist.py, when torch is installed): MLP 784-1024-1024, other settings
+# at their defaults. SEEDS (default "0 1 2"), EPOCHS (default 10), NBIT (default 64) and THREADS
+# (default: the cores) may be set; extra arguments go to `orthohash train`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seeds=${SEEDS:-0 1 2}
+epochs=${EPOCHS:-10}
+nbit=${NBIT:-64}
+threads=${THREADS:-$(nproc)}
+swift build -c release 2>&1 | tail -1
+have_torch=0
+python3 -c "import torch" 2>/dev/null && have_torch=1
+out=$(mktemp)
+runs=$(mktemp -d)
+for s in $seeds; do
+  .build/release/orthohash train --backbone mlp --hidden 1024,1024 --nbit "$nbit" --epochs "$epochs" --seed "$s" \
+    --threads "$threads" --quiet --run-dir "$runs/seed$s" "$@"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("orthohash", sys.argv[2], d["map"]["all"], d["map"]["1000"])' \
+    "$runs/seed$s/summary.json" "$s" >> "$out"
+  if [ $have_torch = 1 ]; then
+    python3 bench/pytorch_fmnist.py --threads "$threads" --epochs "$epochs" --nbit "$nbit" --seed "$s" |
+      python3 -c 'import json,sys; d=json.load(sys.stdin); print("pytorch", sys.argv[1], d["map_all"], d["map_1000"])' "$s" >> "$out"
+  fi
+done
+python3 - "$out" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("program    seed  mAP@all  mAP@1000")
+for r in rows:
+    print(f"{r[0]:9s}  {r[1]:>4s}  {float(r[2]):7.4f}  {float(r[3]):8.4f}")
+for who in ("orthohash", "pytorch"):
+    v = [r for r in rows if r[0] == who]
+    if v:
+        print(f"{who:9s}  mean  {statistics.mean(float(r[2]) for r in v):7.4f}  {statistics.mean(float(r[3]) for r in v):8.4f}")
+PY
+rm -rf "$out" "$runs"
