@@ -122,8 +122,8 @@ public final class HashModel {
     public var parameterCount: Int { parameters.count }
 
     /// Whether every gradient the last `trainStep` left in `gradients` is finite. Each layer's
-    /// slice is checked right after its GEMM wrote it, while it is still in cache: a separate pass
-    /// over the whole buffer afterwards read it from memory (about 1% of a step).
+    /// slice is checked right after the GEMM that wrote it (measured no faster than one pass over
+    /// the whole buffer afterwards, but it keeps the check next to what it checks).
     public private(set) var gradientsFinite = true
 
     /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
