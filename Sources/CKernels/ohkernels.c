@@ -66,40 +66,47 @@ void oh_bias_relu(float *restrict y, const float *restrict bias, size_t rows, si
     }
 }
 
-OH_CLONES
-void oh_relu_backward(float *restrict dy, const float *restrict y, size_t n) {
-    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
-
-OH_CLONES
-void oh_column_sums(float *restrict db, const float *restrict dy, size_t rows, size_t cols, int accumulate) {
-    if (!accumulate)
-        for (size_t c = 0; c < cols; c++) db[c] = 0;
-    for (size_t r = 0; r < rows; r++) {
-        const float *row = dy + r * cols;
-        for (size_t c = 0; c < cols; c++) db[c] += row[c];
-    }
-}
-
-OH_CLONES
-void oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
+// The plain and the clearing entry points share one body each; `clear` is a constant at each
+// call site, so each compiles to its own branch-free loop.
+static inline __attribute__((always_inline))
+void relu_backward_body(float *restrict dy, float *restrict y, size_t n, int clear) {
     for (size_t i = 0; i < n; i++) {
         dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-        y[i] = 0.0f;
+        if (clear) y[i] = 0.0f;
     }
 }
 
-OH_CLONES
-void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
+static inline __attribute__((always_inline))
+void column_sums_body(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate, int clear) {
     if (!accumulate)
         for (size_t c = 0; c < cols; c++) db[c] = 0;
     for (size_t r = 0; r < rows; r++) {
         float *row = dy + r * cols;
         for (size_t c = 0; c < cols; c++) {
             db[c] += row[c];
-            row[c] = 0.0f;
+            if (clear) row[c] = 0.0f;
         }
     }
+}
+
+OH_CLONES
+void oh_relu_backward(float *restrict dy, const float *restrict y, size_t n) {
+    relu_backward_body(dy, (float *)y, n, 0);
+}
+
+OH_CLONES
+void oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
+    relu_backward_body(dy, y, n, 1);
+}
+
+OH_CLONES
+void oh_column_sums(float *restrict db, const float *restrict dy, size_t rows, size_t cols, int accumulate) {
+    column_sums_body(db, (float *)dy, rows, cols, accumulate, 0);
+}
+
+OH_CLONES
+void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
+    column_sums_body(db, dy, rows, cols, accumulate, 1);
 }
 
 // exp(x) for x <= 0 (arguments are clamped to [-87, 0]): Cephes' expf polynomial, branch-free so

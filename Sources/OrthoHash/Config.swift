@@ -105,6 +105,18 @@ public enum JSON {
         return try! e.encode(value)
     }
 
+    /// An encodable value as a JSON object (field name -> value), for comparing settings field by field.
+    public static func object<T: Encodable>(_ value: T) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: encode(value, pretty: false)) as? [String: Any]) ?? [:]
+    }
+
+    /// One field's value (from `object`) as canonical JSON text ("nil" when absent): equal texts, equal values.
+    public static func text(_ value: Any?) -> String {
+        guard let value else { return "nil" }
+        let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])
+        return data.map { String(decoding: $0, as: UTF8.self) } ?? "\(value)"
+    }
+
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, file: String) throws -> T {
         do { return try JSONDecoder().decode(type, from: data) } catch {
             throw OrthoHashError("invalid JSON: \(error.localizedDescription)", file: file)

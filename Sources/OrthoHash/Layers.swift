@@ -27,7 +27,7 @@ func linearForward(
 /// `dW += dy^T x`, `db += sum_rows dy`, `dx = dy W` (skipped when `dx` is nil: the first layer).
 /// With `accumulate` false the parameter gradients are overwritten instead, which spares the
 /// caller a pass to zero them. `dxIsClear` says `dx` holds zeros already (the GEMM then adds into
-/// it instead of clearing it first); `clearDy` sets `dy` to 0 once it has been read.
+/// it instead of clearing it first); `clearDy` sets `dy` to 0 in the bias-sum pass (layers with a bias).
 func linearBackward(
     _ dx: UnsafeMutablePointer<Float>?,      // (B, I)
     _ dWeight: UnsafeMutablePointer<Float>,  // (O, I)
@@ -43,10 +43,9 @@ func linearBackward(
         BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I,
                   beta: dxIsClear ? 1 : 0, dx, ldc: I)
     }
+    precondition(!clearDy || dBias != nil, "clearDy needs a bias: its column sums are the pass that clears dy")
     if let dBias {
         if clearDy { oh_column_sums_clear(dBias, dy, B, O, accumulate ? 1 : 0) } else { oh_column_sums(dBias, dy, B, O, accumulate ? 1 : 0) }
-    } else if clearDy {
-        memset(dy, 0, B * O * MemoryLayout<Float>.stride)
     }
 }
 

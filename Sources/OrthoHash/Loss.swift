@@ -171,18 +171,17 @@ func cosMarginSoftmaxCE(_ u: UnsafeMutablePointer<Float>, targets: UnsafePointer
                         config: LossConfig) -> (loss: Double, correct: Int) {
     let gradScale = config.ce * config.scale / Float(N)
     let parts = B * C >= 1 << 16 ? max(1, min(BLAS.threads, B)) : 1
-    var losses = [Double](repeating: 0, count: parts)
-    var corrects = [Int64](repeating: 0, count: parts)
-    losses.withUnsafeMutableBufferPointer { loss in
-        corrects.withUnsafeMutableBufferPointer { correct in
+    // Per-block results on the stack: the training loop allocates nothing.
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { loss in
+        withUnsafeTemporaryAllocation(of: Int64.self, capacity: parts) { correct in
             DispatchQueue.concurrentPerform(iterations: parts) { i in
                 let lo = B * i / parts, hi = B * (i + 1) / parts
                 loss[i] = oh_cos_margin_softmax_ce(u + lo * C, targets + lo, hi - lo, C, config.scale, config.margin,
                                                    gradScale, correct.baseAddress! + i)
             }
+            return (loss.reduce(0, +) * Double(config.ce) / Double(N), Int(correct.reduce(0, +)))
         }
     }
-    return (losses.reduce(0, +) * Double(config.ce) / Double(N), Int(corrects.reduce(0, +)))
 }
 
 /// Replaces `row` by softmax(row); returns log-sum-exp of the original row.

@@ -149,18 +149,11 @@ public final class Trainer {
     }
 
     func checkCompatible(_ ck: Checkpoint, file: String) throws {
-        let stored = JSON.encode(ck.state.config.fixedPart, pretty: false), wanted = JSON.encode(config.fixedPart, pretty: false)
-        if stored != wanted {
-            let a = (try? JSONSerialization.jsonObject(with: stored) as? [String: Any]) ?? [:]
-            let b = (try? JSONSerialization.jsonObject(with: wanted) as? [String: Any]) ?? [:]
-            func text(_ v: Any?) -> String {
-                guard let v else { return "nil" }
-                let data = try? JSONSerialization.data(withJSONObject: ["v": v], options: [.sortedKeys, .fragmentsAllowed])
-                return data.map { String(decoding: $0, as: UTF8.self) } ?? "\(v)"
-            }
-            let differing = Set(a.keys).union(b.keys).sorted().filter { text(a[$0]) != text(b[$0]) }
+        let a = JSON.object(ck.state.config.fixedPart), b = JSON.object(config.fixedPart)
+        if JSON.text(a) != JSON.text(b) {
+            let differing = Set(a.keys).union(b.keys).sorted().filter { JSON.text(a[$0]) != JSON.text(b[$0]) }
             throw OrthoHashError("checkpoint does not match this run's settings (differs in: \(differing.joined(separator: ", ")))",
-                                 file: file, hint: "resume with the flags of the original run, see \(runDir)/config.json")
+                                 file: file, hint: "leave these settings as the run has them in \(runDir)/config.json")
         }
         guard ck.state.model == modelConfig else {
             throw OrthoHashError("checkpoint model \(ck.state.model) does not match the data (\(modelConfig))", file: file)

@@ -39,8 +39,8 @@ struct Train: ParsableCommand {
     /// directory on a shared file system agree.
     func resolvedConfig(collective: Collective) throws -> TrainConfig {
         let fromFlags = try makeConfig()
-        let path = runDir + "/config.json"
         guard resume else { return fromFlags }
+        let path = runDir + "/config.json"
         var bytes: [UInt8] = []
         if collective.isCoordinator, let stored = FileManager.default.contents(atPath: path) {
             let merged = try mergeOverStored(stored: JSON.decode(TrainConfig.self, from: stored, file: path),
@@ -86,26 +86,18 @@ struct Train: ParsableCommand {
 /// `stored` with every setting of `flags` that differs from `defaults` put over it, field by
 /// field through the JSON form (nested groups such as the optimizer's merge per field).
 func mergeOverStored(stored: TrainConfig, flags: TrainConfig, defaults: TrainConfig, file: String) throws -> TrainConfig {
-    func object(_ c: TrainConfig) -> [String: Any] {
-        (try? JSONSerialization.jsonObject(with: JSON.encode(c, pretty: false)) as? [String: Any]) ?? [:]
-    }
-    func same(_ a: Any?, _ b: Any?) -> Bool {
-        guard let a, let b else { return a == nil && b == nil }
-        let options: JSONSerialization.WritingOptions = [.sortedKeys, .fragmentsAllowed]
-        return (try? JSONSerialization.data(withJSONObject: a, options: options)) == (try? JSONSerialization.data(withJSONObject: b, options: options))
-    }
     func merge(_ base: [String: Any], _ given: [String: Any], _ standard: [String: Any]) -> [String: Any] {
         var out = base
         for key in Set(given.keys).union(standard.keys) {
             if let g = given[key] as? [String: Any], let d = standard[key] as? [String: Any] {
                 out[key] = merge(base[key] as? [String: Any] ?? [:], g, d)
-            } else if !same(given[key], standard[key]) {
+            } else if JSON.text(given[key]) != JSON.text(standard[key]) {
                 out[key] = given[key]
             }
         }
         return out
     }
-    let merged = merge(object(stored), object(flags), object(defaults))
+    let merged = merge(JSON.object(stored), JSON.object(flags), JSON.object(defaults))
     let data = try JSONSerialization.data(withJSONObject: merged, options: [.sortedKeys])
     return try JSON.decode(TrainConfig.self, from: data, file: file)
 }
