@@ -12,6 +12,16 @@
 
 static MPI_Comm ohmpi_comm = MPI_COMM_NULL;   // collectives
 static MPI_Comm ohmpi_notes = MPI_COMM_NULL;  // watchdog notes ("I am waiting in collective #n")
+// Ranks that share a node sum large float32 buffers through a shared-memory window instead of
+// passing them through Open MPI's point-to-point layer; see shared_allreduce().
+static MPI_Comm ohmpi_node = MPI_COMM_NULL;   // the ranks of this node
+static MPI_Comm ohmpi_cross = MPI_COMM_NULL;  // the ranks with this node rank, one per node
+static int ohmpi_node_rank = 0, ohmpi_node_size = 1, ohmpi_cross_size = 1;
+static int ohmpi_shared_enabled = 0;
+static MPI_Win ohmpi_window = MPI_WIN_NULL;
+static float **ohmpi_segments = NULL;         // each node rank's segment, mapped in this process
+static size_t ohmpi_capacity = 0;             // floats per segment
+static int ohmpi_shared_lent = 0;             // a buffer uses the window now
 static int ohmpi_my_rank = 0, ohmpi_world = 1;
 static double ohmpi_timeout = 0;
 static int64_t ohmpi_step = -1;
@@ -88,6 +98,21 @@ int ohmpi_init(void) {
             ohmpi_threaded = 1;
         }
     }
+    // The ranks of each node, and for each node rank the ranks holding it on the other nodes.
+    check(MPI_Comm_split_type(ohmpi_comm, MPI_COMM_TYPE_SHARED, ohmpi_my_rank, MPI_INFO_NULL, &ohmpi_node),
+          "MPI_Comm_split_type", "start-up");
+    check(MPI_Comm_rank(ohmpi_node, &ohmpi_node_rank), "MPI_Comm_rank", "start-up");
+    check(MPI_Comm_size(ohmpi_node, &ohmpi_node_size), "MPI_Comm_size", "start-up");
+    check(MPI_Comm_split(ohmpi_comm, ohmpi_node_rank, ohmpi_my_rank, &ohmpi_cross), "MPI_Comm_split", "start-up");
+    check(MPI_Comm_size(ohmpi_cross, &ohmpi_cross_size), "MPI_Comm_size", "start-up");
+    // Shared-memory sums need the same number of ranks on every node (so that shards line up
+    // across nodes) and more than one. Rank 0's environment decides for the whole job.
+    int sizes[2] = {ohmpi_node_size, -ohmpi_node_size};
+    check(MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, ohmpi_comm), "MPI_Allreduce", "start-up");
+    const char *setting = getenv("ORTHOHASH_SHARED_MEMORY_REDUCE");
+    int wanted = !(setting && strcmp(setting, "0") == 0);
+    check(MPI_Bcast(&wanted, 1, MPI_INT, 0, ohmpi_comm), "MPI_Bcast", "start-up");
+    ohmpi_shared_enabled = wanted && ohmpi_node_size > 1 && sizes[0] == -sizes[1];
     return 0;
 }
 
@@ -95,6 +120,12 @@ void ohmpi_finalize(void) {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
+    if (ohmpi_window != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(ohmpi_window);
+        MPI_Win_free(&ohmpi_window);
+    }
+    if (ohmpi_node != MPI_COMM_NULL) MPI_Comm_free(&ohmpi_node);
+    if (ohmpi_cross != MPI_COMM_NULL) MPI_Comm_free(&ohmpi_cross);
     if (ohmpi_comm != MPI_COMM_NULL) MPI_Comm_free(&ohmpi_comm);
     if (ohmpi_notes != MPI_COMM_NULL) MPI_Comm_free(&ohmpi_notes);
     MPI_Finalize();
@@ -173,18 +204,18 @@ static void wait_for(MPI_Request *request, const char *what) {
     }
 }
 
-static void allreduce(void *buffer, size_t count, MPI_Datatype type, size_t size, const char *what) {
+static void allreduce(void *buffer, size_t count, MPI_Datatype type, size_t size, MPI_Comm comm, const char *what) {
     char *p = buffer;
     do {
         size_t n = count < OHMPI_CHUNK ? count : OHMPI_CHUNK;
         if (ohmpi_threaded) {
             // Open MPI's blocking all-reduce is much faster than its non-blocking one (libnbc).
             enter(what);
-            check(MPI_Allreduce(MPI_IN_PLACE, p, (int)n, type, MPI_SUM, ohmpi_comm), "MPI_Allreduce", what);
+            check(MPI_Allreduce(MPI_IN_PLACE, p, (int)n, type, MPI_SUM, comm), "MPI_Allreduce", what);
             leave();
         } else {
             MPI_Request request;
-            check(MPI_Iallreduce(MPI_IN_PLACE, p, (int)n, type, MPI_SUM, ohmpi_comm, &request), "MPI_Iallreduce", what);
+            check(MPI_Iallreduce(MPI_IN_PLACE, p, (int)n, type, MPI_SUM, comm, &request), "MPI_Iallreduce", what);
             wait_for(&request, what);
         }
         p += n * size;
@@ -192,12 +223,109 @@ static void allreduce(void *buffer, size_t count, MPI_Datatype type, size_t size
     } while (count > 0);
 }
 
+float *ohmpi_shared_buffer(size_t count) {
+    // One window per job; it lives until ohmpi_finalize and is lent to one buffer at a time.
+    // All ranks agree on whether they get it, or their all-reduces would take different paths.
+    if (!ohmpi_shared_enabled || count == 0) return NULL;
+    const char *what = "shared-memory window for the gradients";
+    int usable = !ohmpi_shared_lent && (ohmpi_window == MPI_WIN_NULL || count <= ohmpi_capacity);
+    check(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, ohmpi_comm), "MPI_Allreduce", what);
+    if (!usable) return NULL;
+    ohmpi_shared_lent = 1;
+    if (ohmpi_window != MPI_WIN_NULL) {
+        float *mine = ohmpi_segments[ohmpi_node_rank];
+        memset(mine, 0, count * sizeof(float));
+        return mine;
+    }
+    MPI_Info info;
+    check(MPI_Info_create(&info), "MPI_Info_create", what);
+    // Each segment on its own pages (the node ranks write their own at the same time).
+    check(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set", what);
+    float *mine = NULL;
+    enter(what);
+    check(MPI_Win_allocate_shared((MPI_Aint)(count * sizeof(float)), (int)sizeof(float), info, ohmpi_node, &mine, &ohmpi_window),
+          "MPI_Win_allocate_shared", what);
+    leave();
+    MPI_Info_free(&info);
+    ohmpi_segments = calloc((size_t)ohmpi_node_size, sizeof(float *));
+    for (int r = 0; r < ohmpi_node_size; r++) {
+        MPI_Aint bytes = 0;
+        int unit = 0;
+        check(MPI_Win_shared_query(ohmpi_window, r, &bytes, &unit, &ohmpi_segments[r]), "MPI_Win_shared_query", what);
+    }
+    check(MPI_Win_lock_all(MPI_MODE_NOCHECK, ohmpi_window), "MPI_Win_lock_all", what);
+    memset(mine, 0, count * sizeof(float));
+    ohmpi_capacity = count;
+    return mine;
+}
+
+void ohmpi_shared_release(void) { ohmpi_shared_lent = 0; }
+
+int ohmpi_shared_layout(int *ranks_per_node, int *nodes) {
+    *ranks_per_node = ohmpi_node_size;
+    *nodes = ohmpi_cross_size;
+    return ohmpi_shared_enabled;
+}
+
+// A barrier of the node's ranks that also orders their accesses to the shared segments.
+static void node_barrier(const char *what) {
+    MPI_Win_sync(ohmpi_window);
+    if (ohmpi_threaded) {
+        enter(what);
+        check(MPI_Barrier(ohmpi_node), "MPI_Barrier", what);
+        leave();
+    } else {
+        MPI_Request request;
+        check(MPI_Ibarrier(ohmpi_node, &request), "MPI_Ibarrier", what);
+        wait_for(&request, what);
+    }
+    MPI_Win_sync(ohmpi_window);
+}
+
+// The sum over all ranks of a buffer that is this rank's shared segment. Node rank l owns the
+// l-th of L equal shards: it adds that shard of every segment of the node, in node-rank order
+// (the same order on every run), sums the result with the same shard of the other nodes through
+// MPI, and then every rank copies the other shards' totals from their owners' segments. Compared
+// with MPI_Allreduce through Open MPI's shared-memory transport, nothing is copied into or out
+// of a transfer buffer: each rank reads the node's addends of its shard once and the totals of
+// the others once.
+static void shared_allreduce(float *buffer, size_t count, const char *what) {
+    const int L = ohmpi_node_size, l = ohmpi_node_rank;
+    const size_t lo = count * (size_t)l / (size_t)L, hi = count * (size_t)(l + 1) / (size_t)L;
+    float *const *segment = ohmpi_segments;
+    node_barrier(what);  // every segment holds its rank's addends
+    enum { BLOCK = 1024 };
+    float partial[BLOCK];
+    for (size_t start = lo; start < hi; start += BLOCK) {
+        const size_t n = hi - start < BLOCK ? hi - start : BLOCK;
+        const float *a = segment[0] + start, *b = segment[1] + start;
+        for (size_t i = 0; i < n; i++) partial[i] = a[i] + b[i];
+        for (int k = 2; k < L; k++) {
+            const float *c = segment[k] + start;
+            for (size_t i = 0; i < n; i++) partial[i] += c[i];
+        }
+        memcpy(buffer + start, partial, n * sizeof(float));
+    }
+    if (ohmpi_cross_size > 1 && hi > lo) allreduce(buffer + lo, hi - lo, MPI_FLOAT, sizeof(float), ohmpi_cross, what);
+    node_barrier(what);  // every shard holds its total
+    for (int k = 0; k < L; k++) {
+        if (k == l) continue;
+        const size_t klo = count * (size_t)k / (size_t)L, khi = count * (size_t)(k + 1) / (size_t)L;
+        memcpy(buffer + klo, segment[k] + klo, (khi - klo) * sizeof(float));
+    }
+    node_barrier(what);  // no segment changes (the next step's gradients) before everyone has copied
+}
+
 void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what) {
-    if (ohmpi_world > 1 && count > 0) allreduce(buffer, count, MPI_FLOAT, sizeof(float), what);
+    if (ohmpi_world == 1 || count == 0) return;
+    if (ohmpi_window != MPI_WIN_NULL && buffer == ohmpi_segments[ohmpi_node_rank] && count <= ohmpi_capacity)
+        shared_allreduce(buffer, count, what);
+    else
+        allreduce(buffer, count, MPI_FLOAT, sizeof(float), ohmpi_comm, what);
 }
 
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what) {
-    if (ohmpi_world > 1 && count > 0) allreduce(buffer, count, MPI_DOUBLE, sizeof(double), what);
+    if (ohmpi_world > 1 && count > 0) allreduce(buffer, count, MPI_DOUBLE, sizeof(double), ohmpi_comm, what);
 }
 
 void ohmpi_bcast_bytes(void *buffer, size_t count, int root, const char *what) {

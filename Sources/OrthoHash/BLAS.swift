@@ -52,11 +52,22 @@ public enum BLAS {
 public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// What deinit does: free the memory, or hand borrowed memory (such as MPI's shared-memory
+    /// window) back to its owner.
+    private let release: (() -> Void)?
 
     public init(count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
+        release = nil
+    }
+
+    /// `count` zeroed floats at `pointer` that someone else owns; `release` returns them.
+    public init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, release: @escaping () -> Void) {
+        self.pointer = pointer
+        self.count = count
+        self.release = release
     }
 
     public convenience init(_ values: [Float]) {
@@ -64,7 +75,7 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { if let release { release() } else { pointer.deallocate() } }
 
     public func zero() { pointer.update(repeating: 0, count: count) }
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }

@@ -16,7 +16,10 @@ public enum Benchmark {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
-        c.epochs = 1
+        // Enough epochs that the timed steps never reach the end of training (whose evaluation
+        // would run GEMMs outside the timed loop), and no evaluation or checkpoint on the way.
+        c.epochs = (warmup + steps) / max(1, data.train.rows / c.batchSize) + 2
+        c.evalEvery = 0
         c.checkpointEvery = 0
         let trainer = try Trainer(config: c, data: data, runDir: dir, collective: collective, threads: threads, log: Log(quiet: true))
         trainer.progressBar = false

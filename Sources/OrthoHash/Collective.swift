@@ -13,6 +13,11 @@ public protocol Collective: AnyObject {
     func barrier()
     /// Ends every rank of the job now, printing `[rank r] message` on stderr.
     func abort(_ message: String, code: Int32) -> Never
+    /// A zeroed buffer for the gradients, the one buffer summed every step. Every rank calls
+    /// it. The MPI implementation may place it in memory shared by the ranks of a node.
+    func makeGradientBuffer(count: Int) -> FloatBuffer
+    /// How the gradients are summed, for the log.
+    var gradientReduction: String { get }
 }
 
 public extension Collective {
@@ -20,6 +25,9 @@ public extension Collective {
 
     /// Labels later collectives with the training step, for watchdog messages (MPI only).
     func setStep(_ step: Int) { (self as? StepLabelled)?.labelStep(step) }
+
+    func makeGradientBuffer(count: Int) -> FloatBuffer { FloatBuffer(count: count) }
+    var gradientReduction: String { size == 1 ? "none (one rank)" : "all-reduce" }
 
     func allReduceSum(_ values: inout [Double]) {
         let n = values.count

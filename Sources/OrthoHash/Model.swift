@@ -96,7 +96,7 @@ public final class HashModel {
         bnGamma = offset; offset += K
         bnBeta = offset; offset += K
         parameters = FloatBuffer(count: offset)
-        gradients = FloatBuffer(count: offset)
+        gradients = collective.makeGradientBuffer(count: offset)
         runningMean = FloatBuffer(count: K)
         runningVar = FloatBuffer(count: K)
         bn = BatchNormState(K: K)

@@ -29,6 +29,8 @@ public struct Summary: Codable, Equatable {
     public var train_seconds: Double
     public var epochs: Int
     public var world_size: Int
+    /// How the ranks summed their gradients (`Collective.gradientReduction`).
+    public var gradient_reduction: String
     public var nbit: Int
     public var final_loss: Double
     public var best_epoch: Int?
@@ -230,6 +232,7 @@ public final class Trainer {
         var control = [Double](repeating: 0, count: 2 + collective.size)
         let steps = stepsPerEpoch
         log.info("training: \(data.train.rows) rows, \(steps) steps/epoch of \(N) (\(collective.size) rank\(collective.size > 1 ? "s" : "") x \(B)), \(config.nbit) bits, \(C) classes, \(model.parameterCount) parameters, \(threads) BLAS thread\(threads > 1 ? "s" : "")")
+        if collective.size > 1 { log.info("gradients summed by \(collective.gradientReduction)") }
         var lastLoss = 0.0
         let stepLog: FileHandle? = collective.isCoordinator ? stepLogPath.flatMap { path in
             if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
@@ -343,7 +346,7 @@ public final class Trainer {
                     precision: Dictionary(uniqueKeysWithValues: zip(config.precisionAt.map(String.init), result.precision)),
                     samples_per_second: Double(state.samplesSeen) / max(state.trainSeconds, 1e-9),
                     train_seconds: state.trainSeconds, epochs: config.epochs, world_size: collective.size,
-                    nbit: config.nbit, final_loss: lastLoss, best_epoch: state.bestEpoch, best_map: state.bestMAP)
+                    gradient_reduction: collective.gradientReduction, nbit: config.nbit, final_loss: lastLoss, best_epoch: state.bestEpoch, best_map: state.bestMAP)
                 if collective.isCoordinator { try AtomicFile.write(JSON.encode(summary), to: runDir + "/summary.json") }
                 return summary
             }

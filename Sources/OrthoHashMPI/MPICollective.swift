@@ -68,6 +68,26 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
 
     public func barrier() { ohmpi_barrier("barrier") }
 
+    /// In the node's shared-memory window when the ranks share nodes (see `ohmpi_shared_buffer`),
+    /// so that the ranks of a node sum their gradients without copying them through MPI.
+    public func makeGradientBuffer(count: Int) -> FloatBuffer {
+        let shared = ohmpi_shared_buffer(count)
+        sharedGradients = shared != nil
+        if let shared { return FloatBuffer(borrowing: shared, count: count, release: ohmpi_shared_release) }
+        return FloatBuffer(count: count)
+    }
+
+    /// Whether the newest gradient buffer is in shared memory (nil: none made yet).
+    private var sharedGradients: Bool?
+
+    /// What the newest gradient buffer's sums go through (before there is one: what it would).
+    public var gradientReduction: String {
+        var perNode: Int32 = 1, nodes: Int32 = 1
+        if size == 1 { return "none (one rank)" }
+        guard ohmpi_shared_layout(&perNode, &nodes) != 0, sharedGradients != false else { return "MPI_Allreduce" }
+        return "shared memory within each node (\(perNode) ranks)" + (nodes > 1 ? ", then MPI_Allreduce across \(nodes) nodes" : "")
+    }
+
     public func abort(_ message: String, code: Int32) -> Never {
         ohmpi_abort(message, code)
     }

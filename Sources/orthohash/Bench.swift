@@ -49,6 +49,7 @@ struct Bench: ParsableCommand {
                 say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", collective.size, t, r.samplesPerSecond,
                            r.millisecondsPerStep, 100 * r.gemmShare, r.allReduceMilliseconds, r.batchNormSyncMilliseconds))
             }
+            if collective.size > 1 { say("gradients summed by \(collective.gradientReduction)") }
             mpi?.finalize()
         }
     }

@@ -169,6 +169,41 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// Ranks on one node sum gradients through a shared-memory window. With 2 ranks each sum
+    /// is one addition either way, so the run is byte-identical to MPI_Allreduce's (switched on
+    /// with ORTHOHASH_SHARED_MEMORY_REDUCE=0); with 3 ranks the addition order differs, so within
+    /// the tolerance above. Bench runs a second model in the same job (one per thread count).
+    func testSharedMemoryReductionMatchesAllreduce() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        func reduction(_ run: String) throws -> String {
+            let s = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
+            return s["gradient_reduction"] as! String
+        }
+        for np in [2, 3] {
+            var batch = args
+            batch[batch.firstIndex(of: "--batch-size")! + 1] = np == 3 ? "66" : "64"
+            let shared = try mpirun(np: np, batch + ["--run-dir", dir + "/shared\(np)", "--verify"])
+            XCTAssertEqual(shared.status, 0, shared.stderr)
+            let plain = try mpirun(np: np, batch + ["--run-dir", dir + "/plain\(np)", "--verify"], env: ["ORTHOHASH_SHARED_MEMORY_REDUCE": "0"])
+            XCTAssertEqual(plain.status, 0, plain.stderr)
+            XCTAssertEqual(try reduction(dir + "/shared\(np)"), "shared memory within each node (\(np) ranks)")
+            XCTAssertEqual(try reduction(dir + "/plain\(np)"), "MPI_Allreduce")
+            if np == 2 {
+                XCTAssertEqual(try stepLosses(dir + "/shared2"), try stepLosses(dir + "/plain2"))
+                XCTAssertEqual(try finalParameters(dir + "/shared2"), try finalParameters(dir + "/plain2"), "byte-identical")
+            } else {
+                for (a, b) in zip(try stepLosses(dir + "/shared3"), try stepLosses(dir + "/plain3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
+                assertClose(try finalParameters(dir + "/shared3"), try finalParameters(dir + "/plain3"), "3 ranks, shared vs MPI_Allreduce")
+            }
+        }
+        let bench = try mpirun(np: 2, ["bench", "--dataset", "npy"] + Array(args.dropFirst(3).prefix(12))
+                                   + ["--backbone", "mlp", "--hidden", "32", "--nbit", "16", "--batch-size", "64", "--steps", "3", "--threads", "1,1"])
+        XCTAssertEqual(bench.status, 0, bench.stderr)
+        XCTAssertTrue(bench.stdout.contains("gradients summed by shared memory within each node (2 ranks)"), bench.stdout)
+        XCTAssertEqual(bench.stdout.split(separator: "\n").filter { $0.hasPrefix("    2        1") }.count, 2, bench.stdout)
+    }
+
     /// A rank that stops answering: the others' watchdog aborts the job naming it.
     func testWatchdogNamesTheMissingRank() throws {
         let dir = tempDir()
@@ -249,7 +284,8 @@ func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
 
 final class MultiHostTests: XCTestCase {
     /// Three hosts made of network namespaces, over TCP, launched by mpirun with a hostfile and a
-    /// launcher in place of ssh: the same result as the same three ranks on one host.
+    /// launcher in place of ssh: the same result as the same three ranks on one host. Then two
+    /// hosts with two ranks each (the hierarchical sum) against four ranks on one host.
     func testThreeHostsOverTCP() throws {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
             throw XCTSkip("needs root and iproute2 to make network namespaces")
@@ -276,6 +312,23 @@ final class MultiHostTests: XCTestCase {
         for (a, b) in zip(try stepLosses(dir + "/hosts"), try stepLosses(dir + "/onehost")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
         assertClose(try finalParameters(dir + "/hosts"), try finalParameters(dir + "/onehost"), "3 hosts vs 1 host")
         XCTAssertEqual(try summaryMAP(dir + "/hosts"), try summaryMAP(dir + "/onehost"), accuracy: 0.005)
+
+        // Two hosts with two ranks each: shared memory within each host, then MPI_Allreduce of
+        // each shard between the hosts. Against four ranks on one host (shared memory only).
+        let fourOnOne = try mpirun(np: 4, args + ["--run-dir", dir + "/fourhost1"])
+        XCTAssertEqual(fourOnOne.status, 0, fourOnOne.stderr)
+        try "h1 slots=2\nh2 slots=2\n".write(toFile: dir + "/hostfile", atomically: true, encoding: .utf8)
+        var twoByTwo = command
+        twoByTwo[twoByTwo.firstIndex(of: "--hostfile")! + 1] = dir + "/hostfile"
+        twoByTwo[twoByTwo.firstIndex(of: "-np")! + 1] = "4"
+        twoByTwo[twoByTwo.firstIndex(of: "--map-by")! + 1] = "slot"
+        twoByTwo[twoByTwo.firstIndex(of: dir + "/hosts")!] = dir + "/twobytwo"
+        let hierarchical = try shell("timeout 300 " + twoByTwo.map { "'\($0)'" }.joined(separator: " "), env: env)
+        XCTAssertEqual(hierarchical.status, 0, hierarchical.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/twobytwo/summary.json"))) as! [String: Any]
+        XCTAssertEqual(summary["gradient_reduction"] as? String, "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
+        for (a, b) in zip(try stepLosses(dir + "/twobytwo"), try stepLosses(dir + "/fourhost1")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
+        assertClose(try finalParameters(dir + "/twobytwo"), try finalParameters(dir + "/fourhost1"), "2 hosts x 2 ranks vs 4 ranks on 1 host")
     }
 }
 

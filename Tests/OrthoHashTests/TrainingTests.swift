@@ -73,6 +73,7 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(lines.count, 3)
         let summary = try JSONDecoder().decode(Summary.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/a/summary.json")))
         XCTAssertEqual(summary.epochs, 3); XCTAssertEqual(summary.world_size, 1)
+        XCTAssertEqual(summary.gradient_reduction, "none (one rank)")
         XCTAssertGreaterThan(summary.map["all"]!, 0.6, "4 separable clusters: well above chance (0.25)")
         XCTAssertNotNil(summary.map["10"])
         XCTAssertGreaterThan(summary.samples_per_second, 0)

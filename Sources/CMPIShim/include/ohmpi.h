@@ -20,6 +20,15 @@ void ohmpi_set_step(int64_t step);
 /// In-place sums over all ranks. `what` names the collective in error messages.
 void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what);
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what);
+/// This rank's segment of a node-wide shared-memory window of `count` float32 per rank, zeroed,
+/// valid until ohmpi_finalize and lent until ohmpi_shared_release. NULL when ranks do not share
+/// nodes evenly, when rank 0's environment has ORTHOHASH_SHARED_MEMORY_REDUCE=0, while the window
+/// is lent, or when `count` exceeds the first request. Every rank must call it (collective).
+/// ohmpi_allreduce_sum_f32 on this buffer sums through shared memory within each node.
+float *ohmpi_shared_buffer(size_t count);
+void ohmpi_shared_release(void);
+/// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
+int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
 /// Root's `count` bytes into every rank's buffer.
 void ohmpi_bcast_bytes(void *buffer, size_t count, int root, const char *what);
 /// Every rank's `count` (may differ per rank) bytes, concatenated in rank order into `receive`
