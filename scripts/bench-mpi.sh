@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Data-parallel throughput on this machine: 2 ranks x 1 BLAS thread (mpirun, shared memory) against
 # 1 rank x 2 threads, Fashion-MNIST MLP 784-1024-1024, 64 bits, global batch 256. They alternate
-# for ROUNDS rounds; medians, their ratio, and the time per step in the gradient all-reduce and in
+# for ROUNDS rounds, with a third run that sums gradients with MPI_Allreduce instead of the node's
+# shared memory; medians, their ratio, and the time per step in the gradient all-reduce and in
 # the BatchNorm/control-word reductions are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ for r in $(seq "$rounds"); do
   .build/release/orthohash bench --steps "$steps" --threads "$ranks" | awk '$1 == 1 { print "single", $3, $6, $7 }' >> "$out"
   mpirun -np "$ranks" --bind-to core .build/release/orthohash bench --steps "$steps" --threads 1 |
     awk -v n="$ranks" '$1 == n { print "mpi", $3, $6, $7 }' >> "$out"
+  ORTHOHASH_SHARED_MEMORY_REDUCE=0 mpirun -np "$ranks" --bind-to core -x ORTHOHASH_SHARED_MEMORY_REDUCE \
+    .build/release/orthohash bench --steps "$steps" --threads 1 | awk -v n="$ranks" '$1 == n { print "plain", $3, $6, $7 }' >> "$out"
 done
 python3 - "$out" "$ranks" <<'PY'
 import statistics, sys
@@ -22,9 +25,11 @@ rows = [l.split() for l in open(sys.argv[1])]
 n = sys.argv[2]
 def med(who, col): return statistics.median(float(r[col]) for r in rows if r[0] == who)
 s, m = med("single", 1), med("mpi", 1)
-print(f"median of {len(rows) // 2} rounds (samples/s)")
+p = med("plain", 1)
+print(f"median of {len(rows) // 3} rounds (samples/s)")
 print(f"1 rank x {n} threads: {s:8.0f}")
-print(f"{n} ranks x 1 thread: {m:8.0f}   all-reduce {med('mpi', 2):.2f} ms/step, BN-sync + control {med('mpi', 3):.2f} ms/step")
-print(f"ratio ({n} ranks / 1 rank): {m / s:.2f}x")
+print(f"{n} ranks x 1 thread: {m:8.0f}   all-reduce {med('mpi', 2):.2f} ms/step, BN-sync + control {med('mpi', 3):.2f} ms/step   (gradients through shared memory)")
+print(f"{n} ranks x 1 thread: {p:8.0f}   all-reduce {med('plain', 2):.2f} ms/step, BN-sync + control {med('plain', 3):.2f} ms/step   (ORTHOHASH_SHARED_MEMORY_REDUCE=0: MPI_Allreduce)")
+print(f"ratio ({n} ranks / 1 rank): {m / s:.2f}x; with MPI_Allreduce: {p / s:.2f}x")
 PY
 rm -f "$out"

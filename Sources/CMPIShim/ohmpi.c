@@ -12,15 +12,16 @@
 
 static MPI_Comm ohmpi_comm = MPI_COMM_NULL;   // collectives
 static MPI_Comm ohmpi_notes = MPI_COMM_NULL;  // watchdog notes ("I am waiting in collective #n")
-// Ranks that share a node sum large float32 buffers through a shared-memory window instead of
-// passing them through Open MPI's point-to-point layer; see shared_allreduce().
+// Ranks that share a node sum their gradients through a shared-memory window instead of passing
+// them through Open MPI's point-to-point layer, and each updates one shard of the parameters,
+// which the others copy from the same window; see shard_sum().
 static MPI_Comm ohmpi_node = MPI_COMM_NULL;   // the ranks of this node
 static MPI_Comm ohmpi_cross = MPI_COMM_NULL;  // the ranks with this node rank, one per node
 static int ohmpi_node_rank = 0, ohmpi_node_size = 1, ohmpi_cross_size = 1;
 static int ohmpi_shared_enabled = 0;
 static MPI_Win ohmpi_window = MPI_WIN_NULL;
 static float **ohmpi_segments = NULL;         // each node rank's segment, mapped in this process
-static size_t ohmpi_capacity = 0;             // floats per segment
+static size_t ohmpi_capacity = 0;             // gradients per segment (parameters follow them)
 static int ohmpi_shared_lent = 0;             // a buffer uses the window now
 static int ohmpi_my_rank = 0, ohmpi_world = 1;
 static double ohmpi_timeout = 0;
@@ -234,7 +235,7 @@ float *ohmpi_shared_buffer(size_t count) {
     ohmpi_shared_lent = 1;
     if (ohmpi_window != MPI_WIN_NULL) {
         float *mine = ohmpi_segments[ohmpi_node_rank];
-        memset(mine, 0, count * sizeof(float));
+        memset(mine, 0, 2 * ohmpi_capacity * sizeof(float));
         return mine;
     }
     MPI_Info info;
@@ -243,7 +244,7 @@ float *ohmpi_shared_buffer(size_t count) {
     check(MPI_Info_set(info, "alloc_shared_noncontig", "true"), "MPI_Info_set", what);
     float *mine = NULL;
     enter(what);
-    check(MPI_Win_allocate_shared((MPI_Aint)(count * sizeof(float)), (int)sizeof(float), info, ohmpi_node, &mine, &ohmpi_window),
+    check(MPI_Win_allocate_shared((MPI_Aint)(2 * count * sizeof(float)), (int)sizeof(float), info, ohmpi_node, &mine, &ohmpi_window),
           "MPI_Win_allocate_shared", what);
     leave();
     MPI_Info_free(&info);
@@ -254,7 +255,7 @@ float *ohmpi_shared_buffer(size_t count) {
         check(MPI_Win_shared_query(ohmpi_window, r, &bytes, &unit, &ohmpi_segments[r]), "MPI_Win_shared_query", what);
     }
     check(MPI_Win_lock_all(MPI_MODE_NOCHECK, ohmpi_window), "MPI_Win_lock_all", what);
-    memset(mine, 0, count * sizeof(float));
+    memset(mine, 0, 2 * count * sizeof(float));
     ohmpi_capacity = count;
     return mine;
 }
@@ -282,16 +283,20 @@ static void node_barrier(const char *what) {
     MPI_Win_sync(ohmpi_window);
 }
 
-// The sum over all ranks of a buffer that is this rank's shared segment. Node rank l owns the
-// l-th of L equal shards: it adds that shard of every segment of the node, in node-rank order
-// (the same order on every run), sums the result with the same shard of the other nodes through
-// MPI, and then every rank copies the other shards' totals from their owners' segments. Compared
-// with MPI_Allreduce through Open MPI's shared-memory transport, nothing is copied into or out
-// of a transfer buffer: each rank reads the node's addends of its shard once and the totals of
-// the others once.
-static void shared_allreduce(float *buffer, size_t count, const char *what) {
-    const int L = ohmpi_node_size, l = ohmpi_node_rank;
-    const size_t lo = count * (size_t)l / (size_t)L, hi = count * (size_t)(l + 1) / (size_t)L;
+static size_t shard_start(size_t count, int k) { return count * (size_t)k / (size_t)ohmpi_node_size; }
+
+// Whether `gradients` is this rank's gradient segment (so its node's ranks can read it).
+static int is_shared_gradients(const float *gradients, size_t count) {
+    return ohmpi_window != MPI_WIN_NULL && gradients == ohmpi_segments[ohmpi_node_rank] && count <= ohmpi_capacity;
+}
+
+// Node rank l owns the l-th of L equal shards of the gradients: it adds that shard of every
+// segment of the node, in node-rank order (the same order on every run), then sums the result
+// with the same shard of the other nodes through MPI. Nothing is copied into or out of a transfer
+// buffer as Open MPI's shared-memory transport does: each rank reads its shard of the node's
+// addends once.
+static void shard_sum(float *buffer, size_t lo, size_t hi, const char *what) {
+    const int L = ohmpi_node_size;
     float *const *segment = ohmpi_segments;
     node_barrier(what);  // every segment holds its rank's addends
     enum { BLOCK = 1024 };
@@ -307,21 +312,66 @@ static void shared_allreduce(float *buffer, size_t count, const char *what) {
         memcpy(buffer + start, partial, n * sizeof(float));
     }
     if (ohmpi_cross_size > 1 && hi > lo) allreduce(buffer + lo, hi - lo, MPI_FLOAT, sizeof(float), ohmpi_cross, what);
-    node_barrier(what);  // every shard holds its total
-    for (int k = 0; k < L; k++) {
-        if (k == l) continue;
-        const size_t klo = count * (size_t)k / (size_t)L, khi = count * (size_t)(k + 1) / (size_t)L;
-        memcpy(buffer + klo, segment[k] + klo, (khi - klo) * sizeof(float));
-    }
-    node_barrier(what);  // no segment changes (the next step's gradients) before everyone has copied
+    node_barrier(what);  // every shard holds its total; nobody reads addends any more
 }
 
 void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what) {
+    if (ohmpi_world > 1 && count > 0) allreduce(buffer, count, MPI_FLOAT, sizeof(float), ohmpi_comm, what);
+}
+
+void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *hi, const char *what) {
+    *lo = 0;
+    *hi = count;
     if (ohmpi_world == 1 || count == 0) return;
-    if (ohmpi_window != MPI_WIN_NULL && buffer == ohmpi_segments[ohmpi_node_rank] && count <= ohmpi_capacity)
-        shared_allreduce(buffer, count, what);
-    else
-        allreduce(buffer, count, MPI_FLOAT, sizeof(float), ohmpi_comm, what);
+    if (!is_shared_gradients(gradients, count)) {
+        allreduce(gradients, count, MPI_FLOAT, sizeof(float), ohmpi_comm, what);
+        return;
+    }
+    *lo = shard_start(count, ohmpi_node_rank);
+    *hi = shard_start(count, ohmpi_node_rank + 1);
+    shard_sum(gradients, *lo, *hi, what);
+    // The rest of this segment held addends the other ranks have now summed: clear it for the
+    // next step's backward pass, which accumulates.
+    memset(gradients, 0, *lo * sizeof(float));
+    memset(gradients + *hi, 0, (count - *hi) * sizeof(float));
+}
+
+void ohmpi_gather_shards_f32(float *parameters, size_t count, const char *what) {
+    if (ohmpi_window == MPI_WIN_NULL || parameters != ohmpi_segments[ohmpi_node_rank] + ohmpi_capacity || count > ohmpi_capacity) {
+        ohmpi_abort("error: internal: ohmpi_gather_shards_f32 on a buffer outside the shared window", 3);
+    }
+    node_barrier(what);  // every shard is updated
+    for (int k = 0; k < ohmpi_node_size; k++) {
+        if (k == ohmpi_node_rank) continue;
+        const size_t klo = shard_start(count, k), khi = shard_start(count, k + 1);
+        memcpy(parameters + klo, ohmpi_segments[k] + ohmpi_capacity + klo, (khi - klo) * sizeof(float));
+    }
+    // No barrier after: the owners change their shards again only in the next update, after the
+    // next step's shard_sum, whose first barrier every rank reaches only once it has copied.
+}
+
+void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what) {
+    if (ohmpi_world == 1 || count == 0 || ohmpi_node_size == 1) return;
+    const int L = ohmpi_node_size;
+    int *counts = calloc((size_t)L, sizeof(int)), *offsets = calloc((size_t)L, sizeof(int));
+    for (int k = 0; k < L; k++) {
+        const size_t klo = shard_start(count, k), khi = shard_start(count, k + 1);
+        if (khi > 0x7fffffff) ohmpi_abort("error: a gather of more than 2^31 float32 is not supported", 3);
+        counts[k] = (int)(khi - klo);
+        offsets[k] = (int)klo;
+    }
+    if (ohmpi_threaded) {
+        enter(what);
+        check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer, counts, offsets, MPI_FLOAT, ohmpi_node), "MPI_Allgatherv", what);
+        leave();
+    } else {
+        MPI_Request request;
+        check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer, counts, offsets, MPI_FLOAT, ohmpi_node, &request),
+              "MPI_Iallgatherv", what);
+        wait_for(&request, what);
+    }
+    free(counts);
+    free(offsets);
 }
 
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what) {

@@ -13,9 +13,17 @@ public protocol Collective: AnyObject {
     func barrier()
     /// Ends every rank of the job now, printing `[rank r] message` on stderr.
     func abort(_ message: String, code: Int32) -> Never
-    /// A zeroed buffer for the gradients, the one buffer summed every step. Every rank calls
-    /// it. The MPI implementation may place it in memory shared by the ranks of a node.
-    func makeGradientBuffer(count: Int) -> FloatBuffer
+    /// Zeroed buffers for the parameters and the gradients of a model. Every rank calls it. The
+    /// MPI implementation may place them in memory shared by the ranks of a node.
+    func makeTrainingBuffers(count: Int) -> (parameters: FloatBuffer, gradients: FloatBuffer)
+    /// Sums the gradients over all ranks where this rank needs them: the elements it updates,
+    /// which it returns (all of them, unless the ranks of a node share the update).
+    func reduceGradientShard(_ gradients: FloatBuffer) -> Range<Int>
+    /// After each rank updated the shard `reduceGradientShard` gave it: every rank's parameters
+    /// are whole again.
+    func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>)
+    /// The same for optimizer state, which only checkpoints need whole.
+    func gatherOptimizerShards(_ state: FloatBuffer, updated: Range<Int>)
     /// How the gradients are summed, for the log.
     var gradientReduction: String { get }
 }
@@ -26,7 +34,22 @@ public extension Collective {
     /// Labels later collectives with the training step, for watchdog messages (MPI only).
     func setStep(_ step: Int) { (self as? StepLabelled)?.labelStep(step) }
 
-    func makeGradientBuffer(count: Int) -> FloatBuffer { FloatBuffer(count: count) }
+    func makeTrainingBuffers(count: Int) -> (parameters: FloatBuffer, gradients: FloatBuffer) {
+        (FloatBuffer(count: count), FloatBuffer(count: count))
+    }
+
+    func reduceGradientShard(_ gradients: FloatBuffer) -> Range<Int> {
+        allReduceSum(gradients.pointer, count: gradients.count)
+        return 0..<gradients.count
+    }
+
+    func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
+        precondition(updated == 0..<parameters.count, "this collective does not shard the update")
+    }
+
+    func gatherOptimizerShards(_ state: FloatBuffer, updated: Range<Int>) {
+        precondition(state.count == 0 || updated == 0..<state.count, "this collective does not shard the update")
+    }
     var gradientReduction: String { size == 1 ? "none (one rank)" : "all-reduce" }
 
     func allReduceSum(_ values: inout [Double]) {

@@ -95,8 +95,7 @@ public final class HashModel {
         hashWeight = offset; offset += K * inputs
         bnGamma = offset; offset += K
         bnBeta = offset; offset += K
-        parameters = FloatBuffer(count: offset)
-        gradients = collective.makeGradientBuffer(count: offset)
+        (parameters, gradients) = collective.makeTrainingBuffers(count: offset)
         runningMean = FloatBuffer(count: K)
         runningVar = FloatBuffer(count: K)
         bn = BatchNormState(K: K)

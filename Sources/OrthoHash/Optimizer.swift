@@ -67,8 +67,11 @@ public final class Optimizer {
     /// ```
     /// With `zeroGradients` the gradients are set to 0 in the same pass (the training loop's case:
     /// its next backward pass accumulates into them, so no BLAS call needs a pass to clear its output).
+    ///
+    /// With `range`, only those elements are updated (and cleared): the shard this rank owns when
+    /// the ranks of a node share the update (`Collective.reduceGradientShard`).
     public func update(parameters: FloatBuffer, gradients: FloatBuffer, lr: Float, threads: Int = 1,
-                       zeroGradients: Bool = false) {
+                       zeroGradients: Bool = false, range: Range<Int>? = nil) {
         precondition(parameters.count == count && gradients.count == count, "optimizer over \(count) parameters got \(parameters.count)/\(gradients.count)")
         step += 1
         let c = config
@@ -102,16 +105,14 @@ public final class Optimizer {
             }
         }
         let backboneLR = lr * c.backboneLRScale
-        let chunks = count > 200_000 ? max(1, threads) : 1
-        if chunks == 1 {
-            run(0, backboneCount, backboneLR)
-            run(backboneCount, count, lr)
-        } else {
-            DispatchQueue.concurrentPerform(iterations: chunks) { i in
-                let lo = count * i / chunks, hi = count * (i + 1) / chunks
-                run(lo, min(hi, backboneCount), backboneLR)
-                run(max(lo, backboneCount), hi, lr)
-            }
+        let r = range ?? 0..<count
+        precondition(r.lowerBound >= 0 && r.upperBound <= count, "update range \(r) outside 0..<\(count)")
+        let n = r.count
+        let chunks = n > 200_000 ? max(1, threads) : 1
+        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+            let lo = r.lowerBound + n * i / chunks, hi = r.lowerBound + n * (i + 1) / chunks
+            run(lo, min(hi, backboneCount), backboneLR)
+            run(max(lo, backboneCount), hi, lr)
         }
     }
 }

@@ -179,6 +179,18 @@ public final class Trainer {
         bytes.withUnsafeBytes { p.pointer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: p.count) }
     }
 
+    /// The elements of the optimizer state this rank updated last (all, unless the update is
+    /// sharded over the ranks of a node).
+    var optimizerShard: Range<Int>? = nil
+
+    /// Makes every rank's optimizer state whole (all ranks call it before a checkpoint).
+    func gatherOptimizerState() {
+        guard let shard = optimizerShard else { return }
+        collective.gatherOptimizerShards(optimizer.m, updated: shard)
+        collective.gatherOptimizerShards(optimizer.v, updated: shard)
+        optimizerShard = nil
+    }
+
     func snapshot() -> Checkpoint {
         var s = state!
         s.optimizerStep = optimizer.step
@@ -190,6 +202,7 @@ public final class Trainer {
 
     /// Rank 0 writes a step checkpoint and prunes old ones.
     func writeCheckpoint() throws {
+        gatherOptimizerState()
         guard collective.isCoordinator else { return }
         try snapshot().write(to: checkpoints.stepPath(state.globalStep), pauseBeforeRename: hooks.checkpointPause)
         checkpoints.prune(keep: config.keepCheckpoints)
@@ -267,7 +280,8 @@ public final class Trainer {
                 // The gradients are zero here (initially, and the optimizer clears them as it
                 // reads them), so the backward pass accumulates: its GEMMs run with beta = 1.
                 let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: true)
-                collective.allReduceSum(model.gradients.pointer, count: model.gradients.count)
+                // All of the sum, or (ranks sharing a node) the shard of it this rank updates.
+                let shard = collective.reduceGradientShard(model.gradients)
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
                 control[2 + rank] = localLoss.isFinite && model.gradientsFinite ? 0 : 1
@@ -278,7 +292,9 @@ public final class Trainer {
                                          hint: "lower --lr or check the features for extreme values")
                 }
                 optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads,
-                                 zeroGradients: true)
+                                 zeroGradients: true, range: shard)
+                collective.gatherParameterShards(model.parameters, updated: shard)
+                optimizerShard = shard
                 if verify { try verifyIdentical() }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 lastLoss = control[0]
@@ -330,6 +346,7 @@ public final class Trainer {
                 line["map"] = .object(maps)
                 if let first = result.meanAP.first, first > (state.bestMAP ?? -1) {
                     state.bestMAP = first; state.bestEpoch = epochsDone
+                    gatherOptimizerState()
                     if collective.isCoordinator { try snapshot().write(to: checkpoints.bestPath) }
                 }
             }

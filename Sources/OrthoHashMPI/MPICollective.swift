@@ -69,12 +69,37 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
     public func barrier() { ohmpi_barrier("barrier") }
 
     /// In the node's shared-memory window when the ranks share nodes (see `ohmpi_shared_buffer`),
-    /// so that the ranks of a node sum their gradients without copying them through MPI.
-    public func makeGradientBuffer(count: Int) -> FloatBuffer {
+    /// so that the ranks of a node sum their gradients without copying them through MPI and
+    /// each updates one shard of the parameters.
+    public func makeTrainingBuffers(count: Int) -> (parameters: FloatBuffer, gradients: FloatBuffer) {
         let shared = ohmpi_shared_buffer(count)
         sharedGradients = shared != nil
-        if let shared { return FloatBuffer(borrowing: shared, count: count, release: ohmpi_shared_release) }
-        return FloatBuffer(count: count)
+        guard let shared else { return (FloatBuffer(count: count), FloatBuffer(count: count)) }
+        // The window goes back when both buffers are gone.
+        final class Lease { deinit { ohmpi_shared_release() } }
+        let lease = Lease()
+        return (FloatBuffer(borrowing: shared + count, count: count, release: { _ = lease }),
+                FloatBuffer(borrowing: shared, count: count, release: { _ = lease }))
+    }
+
+    public func reduceGradientShard(_ gradients: FloatBuffer) -> Range<Int> {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var lo = 0, hi = 0
+        ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
+        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return lo..<hi
+    }
+
+    public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
+        guard updated != 0..<parameters.count else { return }
+        let start = DispatchTime.now().uptimeNanoseconds
+        ohmpi_gather_shards_f32(parameters.pointer, parameters.count, "gather of the updated parameter shards")
+        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
+    public func gatherOptimizerShards(_ state: FloatBuffer, updated: Range<Int>) {
+        guard state.count > 0, updated != 0..<state.count else { return }
+        ohmpi_gather_node_shards_f32(state.pointer, state.count, "gather of the optimizer state shards")
     }
 
     /// Whether the newest gradient buffer is in shared memory (nil: none made yet).

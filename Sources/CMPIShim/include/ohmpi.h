@@ -20,12 +20,20 @@ void ohmpi_set_step(int64_t step);
 /// In-place sums over all ranks. `what` names the collective in error messages.
 void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what);
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what);
-/// This rank's segment of a node-wide shared-memory window of `count` float32 per rank, zeroed,
-/// valid until ohmpi_finalize and lent until ohmpi_shared_release. NULL when ranks do not share
-/// nodes evenly, when rank 0's environment has ORTHOHASH_SHARED_MEMORY_REDUCE=0, while the window
-/// is lent, or when `count` exceeds the first request. Every rank must call it (collective).
-/// ohmpi_allreduce_sum_f32 on this buffer sums through shared memory within each node.
+/// This rank's segment of a node-wide shared-memory window: 2 x `count` zeroed float32, the
+/// gradients then the parameters. Valid until ohmpi_finalize and lent until ohmpi_shared_release.
+/// NULL when ranks do not share nodes evenly, when rank 0's environment has
+/// ORTHOHASH_SHARED_MEMORY_REDUCE=0, while the window is lent, or when `count` exceeds the first
+/// request. Every rank must call it (collective).
 float *ohmpi_shared_buffer(size_t count);
+/// Sums `gradients` over all ranks, but only the shard [lo, hi) this rank updates: the whole
+/// buffer (lo = 0, hi = count) unless it is the window's gradients, which are then zero outside
+/// the shard.
+void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *hi, const char *what);
+/// Copies into the window's `parameters` the shards the node's other ranks updated.
+void ohmpi_gather_shards_f32(float *parameters, size_t count, const char *what);
+/// The same for a private buffer (optimizer state) updated shard-wise: MPI_Allgatherv on the node.
+void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what);
 void ohmpi_shared_release(void);
 /// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
