@@ -2,7 +2,9 @@
 # Retrieval quality on full Fashion-MNIST for several seeds, orthohash beside the PyTorch
 # reference (bench/pytorch_fmnist.py, when torch is installed): MLP 784-1024-1024, other settings
 # at their defaults. SEEDS (default "0 1 2"), EPOCHS (default 10), NBIT (default 64) and THREADS
-# (default: the cores) may be set; extra arguments go to `orthohash train`.
+# (default: the cores) may be set; extra arguments go to `orthohash train`. PAIRED=1 trains
+# orthohash with PyTorch's codebook of the same seed (the draw moves mAP most), so the per-seed
+# differences compare the two implementations rather than two codebooks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${SEEDS:-0 1 2}
@@ -14,15 +16,19 @@ have_torch=0
 python3 -c "import torch" 2>/dev/null && have_torch=1
 out=$(mktemp)
 runs=$(mktemp -d)
+paired=${PAIRED:-0}
+if [ "$paired" = 1 ] && [ $have_torch = 0 ]; then echo "PAIRED=1 needs torch (the codebooks are PyTorch's draws)" >&2; exit 2; fi
 for s in $seeds; do
-  .build/release/orthohash train --backbone mlp --hidden 1024,1024 --nbit "$nbit" --epochs "$epochs" --seed "$s" \
-    --threads "$threads" --quiet --run-dir "$runs/seed$s" "$@"
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("orthohash", sys.argv[2], d["map"]["all"], d["map"]["1000"])' \
-    "$runs/seed$s/summary.json" "$s" >> "$out"
   if [ $have_torch = 1 ]; then
-    python3 bench/pytorch_fmnist.py --threads "$threads" --epochs "$epochs" --nbit "$nbit" --seed "$s" |
+    python3 bench/pytorch_fmnist.py --threads "$threads" --epochs "$epochs" --nbit "$nbit" --seed "$s" --save-codebook "$runs/cb$s.npy" |
       python3 -c 'import json,sys; d=json.load(sys.stdin); print("pytorch", sys.argv[1], d["map_all"], d["map_1000"])' "$s" >> "$out"
   fi
+  codebook=()
+  [ "$paired" = 1 ] && codebook=(--codebook-file "$runs/cb$s.npy")
+  .build/release/orthohash train --backbone mlp --hidden 1024,1024 --nbit "$nbit" --epochs "$epochs" --seed "$s" \
+    --threads "$threads" --quiet --run-dir "$runs/seed$s" "${codebook[@]}" "$@"
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("orthohash", sys.argv[2], d["map"]["all"], d["map"]["1000"])' \
+    "$runs/seed$s/summary.json" "$s" >> "$out"
 done
 python3 - "$out" <<'PY'
 import statistics, sys
@@ -34,5 +40,11 @@ for who in ("orthohash", "pytorch"):
     v = [r for r in rows if r[0] == who]
     if v:
         print(f"{who:9s}  mean  {statistics.mean(float(r[2]) for r in v):7.4f}  {statistics.mean(float(r[3]) for r in v):8.4f}")
+o = {r[1]: r for r in rows if r[0] == "orthohash"}
+p = {r[1]: r for r in rows if r[0] == "pytorch"}
+common = [k for k in o if k in p]
+if common:
+    d = [float(o[k][2]) - float(p[k][2]) for k in common]
+    print(f"orthohash - pytorch, mAP@all per seed: " + " ".join(f"{x:+.4f}" for x in d) + f"  (mean {statistics.mean(d):+.4f})")
 PY
 rm -rf "$out" "$runs"
