@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 static MPI_Comm ohmpi_comm = MPI_COMM_NULL;   // collectives
@@ -230,8 +231,30 @@ float *ohmpi_shared_buffer(size_t count) {
     if (!ohmpi_shared_enabled || count == 0) return NULL;
     const char *what = "shared-memory window for the gradients";
     int usable = !ohmpi_shared_lent && (ohmpi_window == MPI_WIN_NULL || count <= ohmpi_capacity);
-    check(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, ohmpi_comm), "MPI_Allreduce", what);
-    if (!usable) return NULL;
+    // Open MPI backs the window with a file in osc_sm_backing_directory (/dev/shm); a container's
+    // small /dev/shm (Docker's default is 64 MB) would fail the allocation or, worse, fault when
+    // the pages are touched. Without room for the node's segments, sum through MPI instead.
+    int roomy = 1;
+    double needed_mb = 0, free_mb = 0;
+    const char *directory = getenv("OMPI_MCA_osc_sm_backing_directory");
+    if (!directory || !*directory) directory = "/dev/shm";
+    if (usable && ohmpi_window == MPI_WIN_NULL) {
+        struct statvfs fs;
+        const double needed = (double)ohmpi_node_size * 2.0 * (double)count * sizeof(float) * 1.25 + (16 << 20);
+        needed_mb = needed / 1048576.0;
+        if (statvfs(directory, &fs) == 0) {
+            free_mb = (double)fs.f_bavail * (double)fs.f_frsize / 1048576.0;
+            roomy = free_mb >= needed_mb;
+        }
+    }
+    int votes[3] = {usable, roomy, roomy ? 0x7fffffff : (int)(free_mb < 2e9 ? free_mb : 2e9)};
+    check(MPI_Allreduce(MPI_IN_PLACE, votes, 3, MPI_INT, MPI_MIN, ohmpi_comm), "MPI_Allreduce", what);
+    if (!votes[1] && ohmpi_my_rank == 0) {
+        fprintf(stderr, "[rank 0] warning: %s has %d MB free on a node; the shared-memory gradient window needs about %.0f MB per node, so gradients are summed with MPI_Allreduce (enlarge it, e.g. docker --shm-size, or set OMPI_MCA_osc_sm_backing_directory)\n",
+                directory, votes[2], needed_mb);
+        fflush(stderr);
+    }
+    if (!votes[0] || !votes[1]) return NULL;
     ohmpi_shared_lent = 1;
     if (ohmpi_window != MPI_WIN_NULL) {
         float *mine = ohmpi_segments[ohmpi_node_rank];

@@ -172,7 +172,8 @@ final class MPITests: XCTestCase {
     /// Ranks on one node sum gradients through a shared-memory window. With 2 ranks each sum
     /// is one addition either way, so the run is byte-identical to MPI_Allreduce's (switched on
     /// with ORTHOHASH_SHARED_MEMORY_REDUCE=0); with 3 ranks the addition order differs, so within
-    /// the tolerance above. Bench runs a second model in the same job (one per thread count).
+    /// the tolerance above. Without room for the window, a warning and MPI_Allreduce. Bench runs
+    /// a second model in the same job (one per thread count), which gets the window again.
     func testSharedMemoryReductionMatchesAllreduce() throws {
         let dir = tempDir()
         let args = try writeData(dir)
@@ -195,6 +196,20 @@ final class MPITests: XCTestCase {
             } else {
                 for (a, b) in zip(try stepLosses(dir + "/shared3"), try stepLosses(dir + "/plain3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
                 assertClose(try finalParameters(dir + "/shared3"), try finalParameters(dir + "/plain3"), "3 ranks, shared vs MPI_Allreduce")
+            }
+        }
+        // Too little room for the window where Open MPI puts it (a container's small /dev/shm):
+        // a warning, MPI_Allreduce, and the same result.
+        if getuid() == 0 {
+            let small = dir + "/smallshm"
+            try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+            if try shell("mount -t tmpfs -o size=1m tmpfs '\(small)'").status == 0 {
+                defer { _ = try? shell("umount '\(small)'") }
+                let cramped = try mpirun(np: 2, args + ["--run-dir", dir + "/cramped"], env: ["OMPI_MCA_osc_sm_backing_directory": small])
+                XCTAssertEqual(cramped.status, 0, cramped.stderr)
+                XCTAssertTrue(cramped.stderr.contains("[rank 0] warning: \(small) has 1 MB free on a node; the shared-memory gradient window needs about"), cramped.stderr)
+                XCTAssertEqual(try reduction(dir + "/cramped"), "MPI_Allreduce")
+                XCTAssertEqual(try finalParameters(dir + "/cramped"), try finalParameters(dir + "/shared2"))
             }
         }
         let bench = try mpirun(np: 2, ["bench", "--dataset", "npy"] + Array(args.dropFirst(3).prefix(12))
