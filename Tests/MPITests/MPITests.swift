@@ -300,7 +300,8 @@ func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
 final class MultiHostTests: XCTestCase {
     /// Three hosts made of network namespaces, over TCP, launched by mpirun with a hostfile and a
     /// launcher in place of ssh: the same result as the same three ranks on one host. Then two
-    /// hosts with two ranks each (the hierarchical sum) against four ranks on one host.
+    /// hosts with two ranks each (the hierarchical sum) against four ranks on one host, and two
+    /// uneven hosts (one all-reduce) against three ranks on one host.
     func testThreeHostsOverTCP() throws {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
             throw XCTSkip("needs root and iproute2 to make network namespaces")
@@ -344,6 +345,19 @@ final class MultiHostTests: XCTestCase {
         XCTAssertEqual(summary["gradient_reduction"] as? String, "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
         for (a, b) in zip(try stepLosses(dir + "/twobytwo"), try stepLosses(dir + "/fourhost1")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
         assertClose(try finalParameters(dir + "/twobytwo"), try finalParameters(dir + "/fourhost1"), "2 hosts x 2 ranks vs 4 ranks on 1 host")
+
+        // Uneven hosts (2 + 1 ranks): shards would not line up, so one MPI_Allreduce; against the
+        // three ranks on one host above.
+        try "h1 slots=2\nh2 slots=1\n".write(toFile: dir + "/uneven", atomically: true, encoding: .utf8)
+        var uneven = twoByTwo
+        uneven[uneven.firstIndex(of: "--hostfile")! + 1] = dir + "/uneven"
+        uneven[uneven.firstIndex(of: "-np")! + 1] = "3"
+        uneven[uneven.firstIndex(of: dir + "/twobytwo")!] = dir + "/uneven-run"
+        let unevenJob = try shell("timeout 300 " + uneven.map { "'\($0)'" }.joined(separator: " "), env: env)
+        XCTAssertEqual(unevenJob.status, 0, unevenJob.stderr)
+        let unevenSummary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/uneven-run/summary.json"))) as! [String: Any]
+        XCTAssertEqual(unevenSummary["gradient_reduction"] as? String, "MPI_Allreduce")
+        assertClose(try finalParameters(dir + "/uneven-run"), try finalParameters(dir + "/onehost"), "2 + 1 ranks on 2 hosts vs 3 ranks on 1 host")
     }
 }
 
