@@ -96,10 +96,14 @@ func finalParameters(_ runDir: String) throws -> [Float] {
     try Checkpoint.read(CheckpointDirectory(runDir: runDir).stepCheckpoints()[0]).parameters
 }
 
-func summaryMAP(_ runDir: String) throws -> Double {
-    let s = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/summary.json"))) as! [String: Any]
-    return (s["map"] as! [String: Double])["all"]!
+func summary(_ runDir: String) throws -> [String: Any] {
+    try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: runDir + "/summary.json"))) as! [String: Any]
 }
+
+func summaryMAP(_ runDir: String) throws -> Double { (try summary(runDir)["map"] as! [String: Double])["all"]! }
+
+/// How the run's ranks summed their gradients (summary.json).
+func gradientReduction(_ runDir: String) throws -> String? { try summary(runDir)["gradient_reduction"] as? String }
 
 func assertClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.count, b.count, what, file: file, line: line)
@@ -131,8 +135,7 @@ final class MPITests: XCTestCase {
             for (a, b) in zip(losses, reference) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b), "np \(np)") }
             assertClose(try finalParameters(run), referenceParameters, "np \(np) parameters")
             XCTAssertEqual(try summaryMAP(run), try summaryMAP(dir + "/np0"), accuracy: 0.005, "np \(np) mAP")
-            let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
-            XCTAssertEqual(summary["world_size"] as? Int, np)
+            XCTAssertEqual(try summary(run)["world_size"] as? Int, np)
         }
         // Evaluation is sharded over ranks and gathered: the same figure as evaluating that model in one process.
         let eval = try mpirun(np: 0, ["eval", "--run-dir", dir + "/np2", "--checkpoint", "last"])
@@ -177,10 +180,6 @@ final class MPITests: XCTestCase {
     func testSharedMemoryReductionMatchesAllreduce() throws {
         let dir = tempDir()
         let args = try writeData(dir)
-        func reduction(_ run: String) throws -> String {
-            let s = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as! [String: Any]
-            return s["gradient_reduction"] as! String
-        }
         for np in [2, 3] {
             var batch = args
             batch[batch.firstIndex(of: "--batch-size")! + 1] = np == 3 ? "66" : "64"
@@ -188,8 +187,8 @@ final class MPITests: XCTestCase {
             XCTAssertEqual(shared.status, 0, shared.stderr)
             let plain = try mpirun(np: np, batch + ["--run-dir", dir + "/plain\(np)", "--verify"], env: ["ORTHOHASH_SHARED_MEMORY_REDUCE": "0"])
             XCTAssertEqual(plain.status, 0, plain.stderr)
-            XCTAssertEqual(try reduction(dir + "/shared\(np)"), "shared memory within each node (\(np) ranks)")
-            XCTAssertEqual(try reduction(dir + "/plain\(np)"), "MPI_Allreduce")
+            XCTAssertEqual(try gradientReduction(dir + "/shared\(np)"), "shared memory within each node (\(np) ranks)")
+            XCTAssertEqual(try gradientReduction(dir + "/plain\(np)"), "MPI_Allreduce")
             if np == 2 {
                 XCTAssertEqual(try stepLosses(dir + "/shared2"), try stepLosses(dir + "/plain2"))
                 XCTAssertEqual(try finalParameters(dir + "/shared2"), try finalParameters(dir + "/plain2"), "byte-identical")
@@ -208,7 +207,7 @@ final class MPITests: XCTestCase {
                 let cramped = try mpirun(np: 2, args + ["--run-dir", dir + "/cramped"], env: ["OMPI_MCA_osc_sm_backing_directory": small])
                 XCTAssertEqual(cramped.status, 0, cramped.stderr)
                 XCTAssertTrue(cramped.stderr.contains("[rank 0] warning: \(small) has 1 MB free on a node; the shared-memory gradient window needs about"), cramped.stderr)
-                XCTAssertEqual(try reduction(dir + "/cramped"), "MPI_Allreduce")
+                XCTAssertEqual(try gradientReduction(dir + "/cramped"), "MPI_Allreduce")
                 XCTAssertEqual(try finalParameters(dir + "/cramped"), try finalParameters(dir + "/shared2"))
             }
         }
@@ -316,13 +315,17 @@ final class MultiHostTests: XCTestCase {
         args[args.firstIndex(of: "--batch-size")! + 1] = "96"
         let oneHost = try mpirun(np: 3, args + ["--run-dir", dir + "/onehost"])
         XCTAssertEqual(oneHost.status, 0, oneHost.stderr)
-        let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", "\(packageRoot)/hostfiles/netns-test", "-np", "3",
-                       "--map-by", "node", "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
-                       "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
-                       "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",
-                       "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "-x", "NETNS_PREFIX",
-                       try binary()] + args + ["--run-dir", dir + "/hosts", "--verify"]
-        let hosts = try shell("timeout 300 " + command.map { "'\($0)'" }.joined(separator: " "), env: env)
+        /// `mpirun` from the first namespace host over the hosts of `hostfile`.
+        func onHosts(_ hostfile: String, np: Int, mapBy: String, _ runArgs: [String]) throws -> Job {
+            let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np),
+                           "--map-by", mapBy, "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
+                           "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
+                           "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",
+                           "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "-x", "NETNS_PREFIX",
+                           try binary()] + runArgs
+            return try shell("timeout 300 " + command.map { "'\($0)'" }.joined(separator: " "), env: env)
+        }
+        let hosts = try onHosts("\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node", args + ["--run-dir", dir + "/hosts", "--verify"])
         XCTAssertEqual(hosts.status, 0, hosts.stderr)
         XCTAssertEqual(try stepLosses(dir + "/hosts").count, 15)
         for (a, b) in zip(try stepLosses(dir + "/hosts"), try stepLosses(dir + "/onehost")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
@@ -334,29 +337,18 @@ final class MultiHostTests: XCTestCase {
         let fourOnOne = try mpirun(np: 4, args + ["--run-dir", dir + "/fourhost1"])
         XCTAssertEqual(fourOnOne.status, 0, fourOnOne.stderr)
         try "h1 slots=2\nh2 slots=2\n".write(toFile: dir + "/hostfile", atomically: true, encoding: .utf8)
-        var twoByTwo = command
-        twoByTwo[twoByTwo.firstIndex(of: "--hostfile")! + 1] = dir + "/hostfile"
-        twoByTwo[twoByTwo.firstIndex(of: "-np")! + 1] = "4"
-        twoByTwo[twoByTwo.firstIndex(of: "--map-by")! + 1] = "slot"
-        twoByTwo[twoByTwo.firstIndex(of: dir + "/hosts")!] = dir + "/twobytwo"
-        let hierarchical = try shell("timeout 300 " + twoByTwo.map { "'\($0)'" }.joined(separator: " "), env: env)
+        let hierarchical = try onHosts(dir + "/hostfile", np: 4, mapBy: "slot", args + ["--run-dir", dir + "/twobytwo", "--verify"])
         XCTAssertEqual(hierarchical.status, 0, hierarchical.stderr)
-        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/twobytwo/summary.json"))) as! [String: Any]
-        XCTAssertEqual(summary["gradient_reduction"] as? String, "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
+        XCTAssertEqual(try gradientReduction(dir + "/twobytwo"), "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
         for (a, b) in zip(try stepLosses(dir + "/twobytwo"), try stepLosses(dir + "/fourhost1")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
         assertClose(try finalParameters(dir + "/twobytwo"), try finalParameters(dir + "/fourhost1"), "2 hosts x 2 ranks vs 4 ranks on 1 host")
 
         // Uneven hosts (2 + 1 ranks): shards would not line up, so one MPI_Allreduce; against the
         // three ranks on one host above.
         try "h1 slots=2\nh2 slots=1\n".write(toFile: dir + "/uneven", atomically: true, encoding: .utf8)
-        var uneven = twoByTwo
-        uneven[uneven.firstIndex(of: "--hostfile")! + 1] = dir + "/uneven"
-        uneven[uneven.firstIndex(of: "-np")! + 1] = "3"
-        uneven[uneven.firstIndex(of: dir + "/twobytwo")!] = dir + "/uneven-run"
-        let unevenJob = try shell("timeout 300 " + uneven.map { "'\($0)'" }.joined(separator: " "), env: env)
+        let unevenJob = try onHosts(dir + "/uneven", np: 3, mapBy: "slot", args + ["--run-dir", dir + "/uneven-run", "--verify"])
         XCTAssertEqual(unevenJob.status, 0, unevenJob.stderr)
-        let unevenSummary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/uneven-run/summary.json"))) as! [String: Any]
-        XCTAssertEqual(unevenSummary["gradient_reduction"] as? String, "MPI_Allreduce")
+        XCTAssertEqual(try gradientReduction(dir + "/uneven-run"), "MPI_Allreduce")
         assertClose(try finalParameters(dir + "/uneven-run"), try finalParameters(dir + "/onehost"), "2 + 1 ranks on 2 hosts vs 3 ranks on 1 host")
     }
 }
