@@ -28,7 +28,7 @@ def load(prefix):
 
 
 class Model(nn.Module):
-    def __init__(self, hidden, nbit, nclass, s, m):
+    def __init__(self, hidden, nbit, codebook, s, m):
         super().__init__()
         layers, d = [], 784
         for h in hidden:
@@ -37,7 +37,7 @@ class Model(nn.Module):
         self.backbone = nn.Sequential(*layers)
         self.hash_fc = nn.Sequential(nn.Linear(d, nbit, bias=False), nn.BatchNorm1d(nbit))
         nn.init.normal_(self.hash_fc[0].weight, std=0.01)
-        self.register_buffer("centroids", torch.bernoulli(torch.ones(nclass, nbit) * 0.5) * 2 - 1)
+        self.register_buffer("centroids", codebook)
         self.s, self.m = s, m
 
     def forward(self, x):
@@ -76,11 +76,14 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    # As in the authors' training script: the codebook is the first draw after seeding (and so
+    # the same as `orthohash codebook --seed S`), then the model's initial weights.
+    codebook = torch.bernoulli(torch.ones(10, a.nbit) * 0.5) * 2 - 1
+    if a.codebook_file:
+        codebook = torch.from_numpy(np.load(a.codebook_file).astype(np.float32))
     xtr, ytr = load("train")
     xte, yte = load("t10k")
-    model = Model([1024, 1024], a.nbit, 10, 8.0, 0.2)
-    if a.codebook_file:
-        model.centroids.copy_(torch.from_numpy(np.load(a.codebook_file).astype(np.float32)))
+    model = Model([1024, 1024], a.nbit, codebook, 8.0, 0.2)
     if a.save_codebook:
         np.save(a.save_codebook, model.centroids.numpy().astype(np.int8))
     lr = 1e-4

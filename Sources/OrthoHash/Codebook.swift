@@ -22,38 +22,41 @@ public struct Codebook: Equatable {
         self.classes = classes; self.bits = bits; self.values = values
     }
 
-    /// Generates a codebook (ORTHOHASH.md section 4).
+    /// Generates a codebook (ORTHOHASH.md section 4) exactly as the authors' code does after
+    /// `torch.manual_seed(seed)`, so a seed gives their codebook bit for bit (see TorchGenerator).
     ///
-    /// `O`: threshold t = 0.61; each class draws Bernoulli candidates until one has normalised
-    /// Hamming distance `(K - c.o_j) / (2K)` >= t to every earlier codeword; after 10,000
-    /// rejections t drops by 0.01 (and the count restarts); below 0.2 it fails. Rows are then
-    /// permuted. Cost O(C^2 K): fine for thousands of classes, not for 81,313 (use B).
+    /// `B`: `torch.bernoulli(torch.ones(C, K) * 0.5) * 2 - 1`. `N`: `torch.randn(C, K).sign()`.
+    /// `O`: threshold t = 0.61; each class draws candidates `torch.randn(K).sign()` until one has
+    /// normalised Hamming distance `(K - c.o_j) / (2K)` >= t to every earlier codeword (compared in
+    /// float32, as the reference's tensors are); after 10,000 rejections t drops by 0.01 (and the
+    /// count restarts); below 0.2 it fails. Rows are then permuted by `torch.randperm(C)`.
+    /// Cost O(C^2 K): fine for thousands of classes, not for 81,313 (use B).
     public static func generate(method: CodebookMethod, classes: Int, bits: Int, seed: UInt64) throws -> Codebook {
         guard classes >= 1 else { throw OrthoHashError("classes must be at least 1, got \(classes)") }
         guard bits >= 1 else { throw OrthoHashError("nbit must be at least 1, got \(bits)") }
-        var rng = Xoshiro256(seed: seed, stream: RandomStream.codebook.rawValue)
-        var values = [Int8](repeating: 0, count: classes * bits)
+        var rng = TorchGenerator(seed: seed)
         switch method {
         case .B:
-            for i in values.indices { values[i] = rng.next() >> 63 == 1 ? 1 : -1 }
+            return Codebook(classes: classes, bits: bits, values: rng.bernoulliSigns(count: classes * bits))
         case .N:
-            for i in values.indices { values[i] = rng.gaussian() >= 0 ? 1 : -1 }
+            return Codebook(classes: classes, bits: bits, values: rng.normalSigns(count: classes * bits))
         case .O:
+            var values = [Int8](repeating: 0, count: classes * bits)
             let words = (bits + 63) / 64
             var packed = [UInt64](repeating: 0, count: classes * words)
-            var candidate = [Int8](repeating: 0, count: bits)
             var candidateBits = [UInt64](repeating: 0, count: words)
+            var candidate = [Int8](repeating: 0, count: bits)
             var threshold = 0.61
             var tries = 0
             var i = 0
             while i < classes {
-                for k in 0..<bits { candidate[k] = rng.next() >> 63 == 1 ? 1 : -1 }
+                rng.fillNormalSigns(&candidate)
                 packBits(candidate, into: &candidateBits)
                 var accepted = true
                 for j in 0..<i {
                     var hamming = 0
                     for w in 0..<words { hamming += (candidateBits[w] ^ packed[j * words + w]).nonzeroBitCount }
-                    if Double(hamming) / Double(bits) < threshold { accepted = false; break }
+                    if Float(hamming) / Float(bits) < Float(threshold) { accepted = false; break }
                 }
                 if accepted {
                     for k in 0..<bits { values[i * bits + k] = candidate[k] }
@@ -75,11 +78,10 @@ public struct Codebook: Equatable {
             let order = rng.permutation(classes)
             var permuted = values
             for (row, source) in order.enumerated() {
-                for k in 0..<bits { permuted[row * bits + k] = values[Int(source) * bits + k] }
+                for k in 0..<bits { permuted[row * bits + k] = values[source * bits + k] }
             }
-            values = permuted
+            return Codebook(classes: classes, bits: bits, values: permuted)
         }
-        return Codebook(classes: classes, bits: bits, values: values)
     }
 
     /// Rows scaled to unit length (entries +-1/sqrt(K)), as the cosine layer uses them.

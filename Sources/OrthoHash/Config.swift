@@ -37,7 +37,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var seed: UInt64 = 0
     // Evaluation and checkpoints (may change on resume)
     public var evalEvery: Int = 0
-    /// Cutoffs R of mAP@R: "all" or a number.
+    /// Cutoffs R of mAP@R: "all" or a number; "gt" in front for GLDv2's denominator (MapCutoff).
     public var mapAt: [String] = ["all", "1000"]
     public var precisionAt: [Int] = [100]
     public var checkpointEvery: Int = 1
@@ -54,7 +54,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         return c
     }
 
-    public var mapCutoffs: [Int?] { mapAt.map { $0 == "all" ? nil : Int($0) } }
+    /// `mapAt` parsed (validate() has checked every entry).
+    public var mapCutoffs: [MapCutoff] { mapAt.map { MapCutoff($0) ?? MapCutoff(R: nil) } }
 
     /// Checks the flags on their own (the data is checked when it is loaded).
     public func validate() throws {
@@ -66,8 +67,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
                 throw OrthoHashError("--hidden must list positive widths for the mlp backbone, got \(hidden)")
             }
         }
-        for r in mapAt where r != "all" {
-            guard let n = Int(r), n >= 1 else { throw OrthoHashError("--map-at takes 'all' or positive numbers, got '\(r)'") }
+        for r in mapAt where MapCutoff(r) == nil {
+            throw OrthoHashError("--map-at takes 'all' or positive numbers, optionally behind 'gt' (gt100), got '\(r)'")
         }
         guard precisionAt.allSatisfy({ $0 >= 1 }) else { throw OrthoHashError("--precision-at takes positive numbers") }
         guard optimizer.lr > 0, optimizer.lr.isFinite else { throw OrthoHashError("--lr must be positive, got \(optimizer.lr)") }

@@ -47,6 +47,33 @@ public struct RelevanceLabels {
     }
 }
 
+/// One mAP figure: the cutoff R and the denominator of each query's AP.
+public struct MapCutoff: Equatable, ExpressibleByIntegerLiteral, ExpressibleByNilLiteral {
+    /// nil: the whole database.
+    public var R: Int?
+    /// false (HashNet, "1000"): AP divided by the relevant rows in the top R, 0 when there are
+    /// none, and every query counts. true (GLDv2/DELG, "gt100"): AP divided by min(|GT|, R), |GT|
+    /// being the relevant rows in the whole database; queries without any are left out of the mean.
+    public var groundTruth: Bool
+
+    public init(R: Int?, groundTruth: Bool = false) { self.R = R; self.groundTruth = groundTruth }
+    public init(integerLiteral value: Int) { self.init(R: value) }
+    public init(nilLiteral: ()) { self.init(R: nil) }
+
+    /// Parses "all", a positive number, or either behind "gt" ("gt100", "gtall").
+    public init?(_ text: String) {
+        let gt = text.hasPrefix("gt")
+        let rest = gt ? String(text.dropFirst(2)) : text
+        if rest == "all" {
+            self.init(R: nil, groundTruth: gt)
+        } else if let n = Int(rest), n >= 1 {
+            self.init(R: n, groundTruth: gt)
+        } else {
+            return nil
+        }
+    }
+}
+
 public struct RetrievalResult: Equatable {
     /// mAP@R for each requested R (R = nil means the whole database), in the order asked.
     public var meanAP: [Double]
@@ -61,18 +88,19 @@ public struct RetrievalResult: Equatable {
 /// AP@R(q) = sum_{k<=R} P@k rel_k / sum_{k<=R} rel_k      (0 if nothing relevant in the top R)
 /// ```
 /// relevant = shares at least one label with the query. Queries with nothing relevant in the top
-/// R count as 0 in the mean.
+/// R count as 0 in the mean. A `groundTruth` cutoff instead uses the GLDv2 metric (section 5):
+/// `AP@R(q) = sum_{k<=R} P@k rel_k / min(|GT_q|, R)`, averaged over the queries with |GT_q| > 0.
 ///
 /// No sort is needed: per query, one pass counts rows and relevant rows per distance (K + 1
 /// bins); their prefix sums give where each bin starts; a second pass in database order then
 /// knows every row's rank and, for a relevant row, how many relevant rows rank at or above it.
 public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: PackedCodes,
-                             databaseLabels: Labels, mapAt: [Int?], precisionAt: [Int],
+                             databaseLabels: Labels, mapAt: [MapCutoff], precisionAt: [Int],
                              threads: Int = 1) -> RetrievalResult {
     precondition(query.bits == database.bits, "query codes \(query.bits) bits, database \(database.bits)")
     let Q = query.count, M = database.count, W = query.words, K = query.bits
     let qRel = RelevanceLabels(queryLabels), dRel = RelevanceLabels(databaseLabels)
-    let cutoffs = mapAt.map { min($0 ?? M, M) }
+    let cutoffs = mapAt.map { min($0.R ?? M, M) }
     let pCut = precisionAt.map { min($0, M) }
     let perQueryStride = cutoffs.count + pCut.count
     var perQuery = [Double](repeating: 0, count: Q * perQueryStride)
@@ -113,6 +141,7 @@ public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: 
                         }
                         // Prefix sums: binCount[d] = rows ranked before distance d, likewise relevant.
                         for d in 1...(K + 1) { binCount[d] += binCount[d - 1]; binRelevant[d] += binRelevant[d - 1] }
+                        let groundTruth = binRelevant[K + 1]
                         for i in apSum.indices { apSum[i] = 0; relTop[i] = 0 }
                         for i in hits.indices { hits[i] = 0 }
                         let maxCut = max(cutoffs.max() ?? 0, pCut.max() ?? 0)
@@ -131,7 +160,14 @@ public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: 
                             for (i, k) in pCut.enumerated() where position < k { hits[i] += 1 }
                         }
                         let o = outBase + q * perQueryStride
-                        for i in cutoffs.indices { o[i] = relTop[i] > 0 ? apSum[i] / Double(relTop[i]) : 0 }
+                        for i in cutoffs.indices {
+                            if mapAt[i].groundTruth {
+                                // NaN marks a query without ground truth, left out of the mean.
+                                o[i] = groundTruth > 0 ? apSum[i] / Double(min(groundTruth, cutoffs[i])) : .nan
+                            } else {
+                                o[i] = relTop[i] > 0 ? apSum[i] / Double(relTop[i]) : 0
+                            }
+                        }
                         for i in pCut.indices { o[cutoffs.count + i] = pCut[i] > 0 ? Double(hits[i]) / Double(pCut[i]) : 0 }
                         q += workers
                     }
@@ -141,12 +177,18 @@ public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: 
     }
     // Sum in query order so the figure does not depend on the thread count.
     var result = RetrievalResult(meanAP: Array(repeating: 0, count: cutoffs.count), precision: Array(repeating: 0, count: pCut.count))
+    var counted = [Int](repeating: 0, count: cutoffs.count)
     for q in 0..<Q {
-        for i in cutoffs.indices { result.meanAP[i] += perQuery[q * perQueryStride + i] }
+        for i in cutoffs.indices {
+            let ap = perQuery[q * perQueryStride + i]
+            if ap.isNaN { continue }
+            result.meanAP[i] += ap
+            counted[i] += 1
+        }
         for i in pCut.indices { result.precision[i] += perQuery[q * perQueryStride + cutoffs.count + i] }
     }
+    for i in result.meanAP.indices where counted[i] > 0 { result.meanAP[i] /= Double(counted[i]) }
     if Q > 0 {
-        for i in result.meanAP.indices { result.meanAP[i] /= Double(Q) }
         for i in result.precision.indices { result.precision[i] /= Double(Q) }
     }
     return result

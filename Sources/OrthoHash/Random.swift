@@ -5,7 +5,8 @@ public struct Xoshiro256: Codable, Equatable {
     public var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
 
     /// A generator for one named purpose (`stream`) of a run seeded with `seed`, so that streams
-    /// (codebook, initial weights, the permutation of epoch e) do not depend on each other's use.
+    /// (initial weights, the permutation of epoch e) do not depend on each other's use. Codebooks
+    /// come from TorchGenerator instead, to match the reference code's draw.
     public init(seed: UInt64, stream: UInt64 = 0) {
         var x = seed ^ (stream &* 0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03
         func splitmix(_ x: inout UInt64) -> UInt64 {
@@ -68,9 +69,9 @@ public struct Xoshiro256: Codable, Equatable {
     }
 }
 
-/// The streams of a run, so every use of randomness is named in one place.
+/// The streams of a run, so every use of randomness (but the codebook's) is named in one place.
 public enum RandomStream: UInt64 {
-    case codebook = 1, initialWeights = 2, epochPermutation = 1000
+    case initialWeights = 2, epochPermutation = 1000
 }
 
 import Foundation

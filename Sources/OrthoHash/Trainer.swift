@@ -445,7 +445,7 @@ public enum Evaluation {
         return PackedCodes(count: rows, bits: K, storage: words)
     }
 
-    public static func run(model: HashModel, data: DataSplits, mapAt: [Int?], precisionAt: [Int],
+    public static func run(model: HashModel, data: DataSplits, mapAt: [MapCutoff], precisionAt: [Int],
                            collective: Collective = SingleProcess(), threads: Int = 1) throws -> RetrievalResult {
         let q = try encode(model: model, features: data.query.features, collective: collective)
         let db = try encode(model: model, features: data.database.features, collective: collective)

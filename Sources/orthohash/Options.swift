@@ -95,7 +95,8 @@ struct ModelOptions: ParsableArguments {
 }
 
 struct EvalOptions: ParsableArguments {
-    @Option(help: "Cutoffs R of mAP@R, 'all' or numbers.") var mapAt: String = "all,1000"
+    @Option(help: "Cutoffs R of mAP@R, 'all' or numbers; 'gt100' is GLDv2's mAP@100 (AP over min(|GT|, 100), queries with ground truth).")
+    var mapAt: String = "all,1000"
     @Option(help: "Cutoffs k of precision@k.") var precisionAt: String = "100"
 
     func apply(to c: inout TrainConfig) throws {

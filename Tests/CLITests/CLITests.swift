@@ -77,6 +77,14 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(eval.status, 0, eval.stderr)
         let e = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as! [String: Any]
         XCTAssertEqual(e["mAP@all"] as! Double, map["all"]!, accuracy: 1e-6, "eval reproduces the run's figure")
+        // GLDv2's denominator min(|GT|, R) is at least the hits in the top R, so (every query having
+        // ground truth here) its mAP@10 cannot exceed HashNet's.
+        let gt = try orthohash(["eval", "--run-dir", run, "--map-at", "10,gt10"])
+        XCTAssertEqual(gt.status, 0, gt.stderr)
+        let g = try JSONSerialization.jsonObject(with: Data(gt.stdout.utf8)) as! [String: Any]
+        let hashNet = g["mAP@10"] as! Double, gldv2 = g["mAP@gt10"] as! Double
+        XCTAssertGreaterThan(gldv2, 0.5, gt.stdout)
+        XCTAssertLessThanOrEqual(gldv2, hashNet, gt.stdout)
 
         let enc = try orthohash(["encode", "--run-dir", run, "--features", dir + "/query_x.npy", "--out", dir + "/codes.npy", "--out-real", dir + "/v.npy"])
         XCTAssertEqual(enc.status, 0, enc.stderr)
@@ -141,6 +149,8 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(["train"] + replacing("--train-features", dir + "/missing.npy") + ["--run-dir", dir + "/r"]),
                     "missing.npy: no such file")
         assertFails(try orthohash(["train"] + replacing("--nbit", "0") + ["--run-dir", dir + "/r"]), "--nbit must be at least 1")
+        assertFails(try orthohash(["train"] + replacing("--map-at", "all,top100") + ["--run-dir", dir + "/r"]),
+                    "--map-at takes", "got 'top100'")
         assertFails(try orthohash(["train"] + replacing("--batch-size", "512") + ["--run-dir", dir + "/r"]),
                     "train_x.npy", "larger than the training set (256 rows)")
         FileManager.default.createFile(atPath: dir + "/junk.npy", contents: Data("hello world, not numpy".utf8))
