@@ -33,10 +33,12 @@ let package = Package(
             name: "orthohash",
             dependencies: ["OrthoHash", "OrthoHashMPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash"]),
+        // Temporary directories for the tests, removed when the test process exits.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash", "TestSupport"]),
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
-        .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHash"]),
+        .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHash", "TestSupport"]),
         // Runs `mpirun -np N orthohash ...` as a subprocess.
-        .testTarget(name: "MPITests", dependencies: ["orthohash", "OrthoHash"]),
+        .testTarget(name: "MPITests", dependencies: ["orthohash", "OrthoHash", "TestSupport"]),
     ]
 )

@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import OrthoHash
+import TestSupport
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
@@ -25,11 +26,8 @@ func orthohash(_ arguments: [String], environment: [String: String] = [:]) throw
     return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
 }
 
-func tempDir(_ name: String = #function) -> String {
-    let dir = NSTemporaryDirectory() + "orthohash-cli-\(getpid())-\(name.filter { $0.isLetter })-\(UInt32.random(in: 0...UInt32.max))"
-    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
+/// A fresh temporary directory for one test (removed when the test process exits).
+func tempDir(_ name: String = #function) -> String { TestDirectories.make(name) }
 
 /// Writes train/query/db features and labels: 3 Gaussian clusters in 8 dimensions.
 func writeData(_ dir: String) throws -> [String] {

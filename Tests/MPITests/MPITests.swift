@@ -9,6 +9,7 @@
 import Foundation
 import XCTest
 import OrthoHash
+import TestSupport
 
 struct Job { var status: Int32; var stdout: String; var stderr: String; var seconds: Double }
 
@@ -61,11 +62,8 @@ func mpirun(np: Int, _ args: [String], env: [String: String] = [:]) throws -> Jo
     return finish(try launch(np: np, args, env: env), started: start)
 }
 
-func tempDir(_ name: String = #function) -> String {
-    let dir = NSTemporaryDirectory() + "orthohash-mpi-\(getpid())-\(name.filter { $0.isLetter })-\(UInt32.random(in: 0...UInt32.max))"
-    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
+/// A fresh temporary directory for one test (removed when the test process exits).
+func tempDir(_ name: String = #function) -> String { TestDirectories.make(name) }
 
 /// 4 Gaussian clusters, 512 training rows of 16 features; batch 64 -> 8 steps per epoch.
 func writeData(_ dir: String) throws -> [String] {

@@ -1,13 +1,10 @@
 import CZlib
 import XCTest
 @testable import OrthoHash
+import TestSupport
 
-/// A fresh temporary directory for one test.
-func temporaryDirectory(_ name: String = #function) -> String {
-    let dir = NSTemporaryDirectory() + "orthohash-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))"
-    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
+/// A fresh temporary directory for one test (removed when the test process exits).
+func temporaryDirectory(_ name: String = #function) -> String { TestDirectories.make(name) }
 
 /// A .npy file written by hand: header dict text and raw data.
 func writeNPY(_ path: String, descr: String, shape: String, fortran: Bool = false, data: [UInt8], magic: [UInt8]? = nil) {
