@@ -44,6 +44,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--binary", default=".build/release/orthohash")
     p.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 per shape")
+    p.add_argument("--methods", default="BNO", help="which of B, N, O to check")
     a = p.parse_args()
     shapes = {
         "B": [(10, 64), (10, 16), (100, 128), (1000, 512), (3, 5), (81313, 128)],
@@ -54,6 +55,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cb.npy")
         for method, cases in shapes.items():
+            if method not in a.methods:
+                continue
             for classes, nbit in cases:
                 seeds = range(3) if classes * nbit > 1_000_000 else range(a.seeds)
                 for seed in list(seeds) + [2**32 + 5, 2**63 + 1]:
