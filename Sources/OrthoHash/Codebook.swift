@@ -41,6 +41,11 @@ public struct Codebook: Equatable {
         case .N:
             return Codebook(classes: classes, bits: bits, values: rng.normalSigns(count: classes * bits))
         case .O:
+            // Beyond this size PyTorch's randperm changes method; O's O(C^2 K) search is long out
+            // of reach well before it anyway.
+            guard classes < Int(UInt32.max / 20) else {
+                throw OrthoHashError("codebook O: \(classes) classes is far beyond what its O(C^2 K) search can place", hint: "use codebook B")
+            }
             var values = [Int8](repeating: 0, count: classes * bits)
             let words = (bits + 63) / 64
             var packed = [UInt64](repeating: 0, count: classes * words)

@@ -161,6 +161,7 @@ final class CLITests: XCTestCase {
                     "no such file", "apt-get install -y dataset-fashion-mnist")
         assertFails(try orthohash(["eval", "--run-dir", dir + "/not-a-run"]), "config.json: no such file")
         assertFails(try orthohash(["codebook", "--classes", "40", "--nbit", "4", "--method", "O"]), "cannot place 40 codewords")
+        assertFails(try orthohash(["codebook", "--classes", "300000000", "--nbit", "4", "--method", "O"]), "use codebook B")
     }
 
     func testCodebookCommand() throws {
