@@ -204,6 +204,41 @@ public final class HashModel {
     /// `batchSize` rows; `out` is (rows, K). Hash codes are sign(v).
     public func encode(_ x: UnsafePointer<Float>,       // (rows, D)
                        rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let K = config.nbit
+        let p = parameters.pointer
+        forEachPreNormChunk(x, rows: rows) { start, B in
+            batchNormEvalForward(out + start * K, preNorm.pointer, p + bnGamma, p + bnBeta,
+                                 runningMean.pointer, runningVar.pointer, eps: bn.eps, B: B, K: K)
+        }
+    }
+
+    /// Adds the column sums of the hash layer's pre-BatchNorm output `W f(x)` over `rows` rows of
+    /// `x` to `sums` (K, in double), to re-estimate BatchNorm's running mean on other data.
+    public func addPreNormSums(_ x: UnsafePointer<Float>,  // (rows, D)
+                               rows: Int, into sums: inout [Double]) {
+        let K = config.nbit
+        precondition(sums.count == K, "pre-norm sums: \(sums.count) for \(K) bits")
+        forEachPreNormChunk(x, rows: rows) { _, B in
+            for r in 0..<B { for k in 0..<K { sums[k] += Double(preNorm[r * K + k]) } }
+        }
+    }
+
+    /// BatchNorm's running mean re-estimated on a target domain (ORTHOHASH.md section 5: a head
+    /// trained on GLDv2 encoding ROxford/RParis): `runningMean = mean` of `W f(x)` over the target
+    /// data; with `identityAffine` also gamma = 1, beta = 0, so the codes are centred on it. The
+    /// running variance is kept.
+    public func setBatchNormMean(_ mean: [Double], identityAffine: Bool) {
+        let K = config.nbit
+        precondition(mean.count == K, "BatchNorm mean: \(mean.count) for \(K) bits")
+        for k in 0..<K { runningMean[k] = Float(mean[k]) }
+        if identityAffine {
+            for k in 0..<K { parameters[bnGamma + k] = 1; parameters[bnBeta + k] = 0 }
+        }
+    }
+
+    /// Runs the backbone and the hash layer's linear map over `x` in chunks of `batchSize` rows,
+    /// leaving each chunk's `W f` in `preNorm` for `body(start, rows)`.
+    private func forEachPreNormChunk(_ x: UnsafePointer<Float>, rows: Int, _ body: (Int, Int) -> Void) {
         let K = config.nbit, D = config.inputDim, F = config.featureDim
         let p = parameters.pointer
         var start = 0
@@ -216,8 +251,7 @@ public final class HashModel {
                 input = UnsafePointer(a)
             }
             linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
-            batchNormEvalForward(out + start * K, preNorm.pointer, p + bnGamma, p + bnBeta,
-                                 runningMean.pointer, runningVar.pointer, eps: bn.eps, B: B, K: K)
+            body(start, B)
             start += B
         }
     }

@@ -173,21 +173,41 @@ struct Encode: ParsableCommand {
     @Option(help: "Features (.npy, (N, D) float32/float16).") var features: String
     @Option(help: "Output: packed codes, uint8 (N, ceil(K/8)).") var out: String
     @Option(help: "Also write the real-valued codes v, float32 (N, K).") var outReal: String?
+    @Option(help: "Re-estimate BatchNorm's running mean on these features (.npy) first: the target database when the model was trained on another domain.")
+    var bnMeanFrom: String?
+    @Flag(help: "With --bn-mean-from: also set BatchNorm's gamma to 1 and beta to 0.") var bnIdentityAffine = false
     @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
         try OrthoHashCommand.guarded {
             let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
+            if bnIdentityAffine && bnMeanFrom == nil { throw OrthoHashError("--bn-identity-affine needs --bn-mean-from") }
             let x = try NPYFeatures(path: features)
             guard x.dim == ck.state.model.inputDim else {
                 throw OrthoHashError("features have \(x.dim) columns but the model in \(path) expects \(ck.state.model.inputDim)", file: features)
             }
             let model = restoredModel(ck)
             let K = ck.state.model.nbit, bytesPerCode = (K + 7) / 8, chunk = model.batchSize
+            let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * K)
+            if let bnMeanFrom {
+                let target = try NPYFeatures(path: bnMeanFrom)
+                guard target.dim == x.dim else {
+                    throw OrthoHashError("features have \(target.dim) columns but the model in \(path) expects \(x.dim)", file: bnMeanFrom)
+                }
+                guard target.rows > 0 else { throw OrthoHashError("no rows to estimate BatchNorm's mean from", file: bnMeanFrom) }
+                var sums = [Double](repeating: 0, count: K)
+                var start = 0
+                while start < target.rows {
+                    let n = min(chunk, target.rows - start)
+                    try target.copyRows(start, count: n, into: input.pointer)
+                    model.addPreNormSums(input.pointer, rows: n, into: &sums)
+                    start += n
+                }
+                model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: bnIdentityAffine)
+            }
             var packed = [UInt8](repeating: 0, count: x.rows * bytesPerCode)
             var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
-            let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * K)
             var start = 0
             while start < x.rows {
                 let n = min(chunk, x.rows - start)

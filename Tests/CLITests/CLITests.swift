@@ -95,6 +95,23 @@ final class CLITests: XCTestCase {
                 XCTAssertEqual(bit == 1, v.double(at: r * 12 + k) > 0)
             }
         }
+        // BatchNorm's mean re-estimated on the database, gamma 1, beta 0: the database's codes v
+        // average to 0 in every bit (float32 over 90 rows of order 1: 1e-4).
+        let shifted = try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/dbcodes.npy",
+                                     "--out-real", dir + "/dbv.npy", "--bn-mean-from", dir + "/db_x.npy", "--bn-identity-affine"])
+        XCTAssertEqual(shifted.status, 0, shifted.stderr)
+        let dbv = try NPYArray(path: dir + "/dbv.npy")
+        let dbRows = dbv.shape[0]
+        for k in 0..<12 {
+            let mean = (0..<dbRows).reduce(0.0) { $0 + dbv.double(at: $1 * 12 + k) } / Double(dbRows)
+            XCTAssertEqual(mean, 0, accuracy: 1e-4, "bit \(k)")
+        }
+        assertFails(try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/c.npy", "--bn-identity-affine"]),
+                    "--bn-identity-affine needs --bn-mean-from")
+        try NPYWriter.write(path: dir + "/wide.npy", shape: [3, 9], floats: [Float](repeating: 1, count: 27))
+        assertFails(try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/c.npy", "--bn-mean-from", dir + "/wide.npy"]),
+                    "wide.npy", "9 columns")
+
         let export = try orthohash(["export", "--run-dir", run, "--out", dir + "/model.safetensors"])
         XCTAssertEqual(export.status, 0, export.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/model.safetensors"))

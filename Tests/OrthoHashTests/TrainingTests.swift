@@ -203,6 +203,43 @@ final class TrainStepTests: XCTestCase {
         }
     }
 
+    /// Re-estimating BatchNorm's mean on target data (ORTHOHASH.md section 5): the running mean
+    /// becomes the mean of W f(x) over the target rows, computed here by hand from the weights,
+    /// so with gamma = 1 and beta = 0 the target's codes v average to 0 in every bit. The data
+    /// sit far from the origin (offset 5) and span several chunks of the model's batch (10 rows
+    /// in chunks of 4), where an unadjusted mean would leave every bit biased by ~0.1. Tolerance
+    /// 1e-5: float32 arithmetic on values of order 0.1 (W is N(0, 0.01^2)).
+    func testBatchNormMeanReestimation() throws {
+        let config = ModelConfig(inputDim: 5, backbone: .mlp, hidden: [7], nbit: 6, classes: 3)
+        let model = HashModel(config: config, loss: LossConfig(), codebook: try Codebook.generate(method: .B, classes: 3, bits: 6, seed: 1),
+                              batchSize: 4)
+        model.resetParameters(seed: 2)
+        var rng = Xoshiro256(seed: 5)
+        let rows = 10
+        let x = FloatBuffer((0..<(rows * 5)).map { _ in 5 + Float(rng.gaussian()) })
+        var sums = [Double](repeating: 0, count: 6)
+        model.addPreNormSums(x.pointer, rows: rows, into: &sums)
+        // By hand: W f(x) with f = ReLU(A x + a), named views as exported.
+        let views = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.offset) })
+        let A = views["backbone.fc.0.weight"]!, a = views["backbone.fc.0.bias"]!, W = views["hash_fc.0.weight"]!
+        let p = model.parameters
+        var expected = [Double](repeating: 0, count: 6)
+        for r in 0..<rows {
+            let f = (0..<7).map { h in max(0, (0..<5).reduce(Double(p[a + h])) { $0 + Double(p[A + h * 5 + $1]) * Double(x[r * 5 + $1]) }) }
+            for k in 0..<6 { expected[k] += (0..<7).reduce(0.0) { $0 + Double(p[W + k * 7 + $1]) * f[$1] } }
+        }
+        for k in 0..<6 { XCTAssertEqual(sums[k], expected[k], accuracy: 1e-4 * max(1, abs(expected[k])), "bit \(k)") }
+        model.setBatchNormMean(sums.map { $0 / Double(rows) }, identityAffine: true)
+        let v = FloatBuffer(count: rows * 6)
+        model.encode(x.pointer, rows: rows, into: v.pointer)
+        for k in 0..<6 {
+            let mean = (0..<rows).reduce(0.0) { $0 + Double(v[$1 * 6 + k]) } / Double(rows)
+            XCTAssertEqual(mean, 0, accuracy: 1e-5, "bit \(k)")
+            XCTAssertEqual(p[views["hash_fc.1.weight"]! + k], 1)
+            XCTAssertEqual(p[views["hash_fc.1.bias"]! + k], 0)
+        }
+    }
+
     /// The finiteness check inside the backward pass covers every parameter's gradient: a NaN
     /// planted at the first and last position of each named tensor's gradient (the step
     /// accumulates onto it) is reported, and a clean step is not.
