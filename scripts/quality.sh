@@ -25,11 +25,11 @@ for s in $seeds; do
     --threads "$threads" --quiet --run-dir "$runs/seed$s" "$@"
   python3 - "$runs/seed$s" "$s" "$runs/cb$s.npy" >> "$out" <<'PY'
 import json, os, sys
-import numpy as np
 run, seed, torch_codebook = sys.argv[1:]
 d = json.load(open(run + "/summary.json"))
 same = "-"
-if os.path.exists(torch_codebook):
+if os.path.exists(torch_codebook):  # only with torch, which brings numpy
+    import numpy as np
     same = "yes" if np.array_equal(np.load(run + "/codebook.npy").astype(np.int8), np.load(torch_codebook)) else "NO"
 print("orthohash", seed, d["map"]["all"], d["map"]["1000"], same)
 PY
