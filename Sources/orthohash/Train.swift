@@ -183,45 +183,104 @@ struct Encode: ParsableCommand {
             let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
             if bnIdentityAffine && bnMeanFrom == nil { throw OrthoHashError("--bn-identity-affine needs --bn-mean-from") }
-            let x = try NPYFeatures(path: features)
-            guard x.dim == ck.state.model.inputDim else {
-                throw OrthoHashError("features have \(x.dim) columns but the model in \(path) expects \(ck.state.model.inputDim)", file: features)
-            }
             let model = restoredModel(ck)
-            let K = ck.state.model.nbit, bytesPerCode = (K + 7) / 8, chunk = model.batchSize
-            let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * K)
+            let x = try openFeatures(features, for: model, checkpoint: path)
             if let bnMeanFrom {
-                let target = try NPYFeatures(path: bnMeanFrom)
-                guard target.dim == x.dim else {
-                    throw OrthoHashError("features have \(target.dim) columns but the model in \(path) expects \(x.dim)", file: bnMeanFrom)
-                }
-                guard target.rows > 0 else { throw OrthoHashError("no rows to estimate BatchNorm's mean from", file: bnMeanFrom) }
-                var sums = [Double](repeating: 0, count: K)
-                var start = 0
-                while start < target.rows {
-                    let n = min(chunk, target.rows - start)
-                    try target.copyRows(start, count: n, into: input.pointer)
-                    model.addPreNormSums(input.pointer, rows: n, into: &sums)
-                    start += n
-                }
-                model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: bnIdentityAffine)
+                try reestimateBatchNormMean(model, from: try openFeatures(bnMeanFrom, for: model, checkpoint: path), identityAffine: bnIdentityAffine)
             }
+            let K = ck.state.model.nbit, bytesPerCode = (K + 7) / 8
             var packed = [UInt8](repeating: 0, count: x.rows * bytesPerCode)
             var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
-            var start = 0
-            while start < x.rows {
-                let n = min(chunk, x.rows - start)
-                try x.copyRows(start, count: n, into: input.pointer)
-                model.encode(input.pointer, rows: n, into: v.pointer)
+            try forEachEncodedChunk(model, x) { start, n, v in
                 for r in 0..<n {
                     for k in 0..<K where v[r * K + k] > 0 { packed[(start + r) * bytesPerCode + k / 8] |= UInt8(0x80) >> UInt8(k % 8) }
                     if !real.isEmpty { for k in 0..<K { real[(start + r) * K + k] = v[r * K + k] } }
                 }
-                start += n
             }
             try NPYWriter.write(path: out, shape: [x.rows, bytesPerCode], uint8: packed)
             if let outReal { try NPYWriter.write(path: outReal, shape: [x.rows, K], floats: real) }
             print("encoded \(x.rows) rows to \(K)-bit codes: \(out)")
+        }
+    }
+}
+
+/// A feature file whose width matches the model's input.
+func openFeatures(_ path: String, for model: HashModel, checkpoint: String) throws -> NPYFeatures {
+    let x = try NPYFeatures(path: path)
+    guard x.dim == model.config.inputDim else {
+        throw OrthoHashError("features have \(x.dim) columns but the model in \(checkpoint) expects \(model.config.inputDim)", file: path)
+    }
+    return x
+}
+
+/// Codes v (BatchNorm in evaluation mode) of every row of `x`, chunk by chunk: `body(start, rows, v)`
+/// with v (rows, K).
+func forEachEncodedChunk(_ model: HashModel, _ x: NPYFeatures, _ body: (Int, Int, FloatBuffer) throws -> Void) throws {
+    let chunk = model.batchSize
+    let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * model.config.nbit)
+    var start = 0
+    while start < x.rows {
+        let n = min(chunk, x.rows - start)
+        try x.copyRows(start, count: n, into: input.pointer)
+        model.encode(input.pointer, rows: n, into: v.pointer)
+        try body(start, n, v)
+        start += n
+    }
+}
+
+/// Packed sign codes of every row of `x`.
+func packedCodes(_ model: HashModel, _ x: NPYFeatures) throws -> PackedCodes {
+    let K = model.config.nbit, words = (K + 63) / 64
+    var storage = [UInt64](repeating: 0, count: x.rows * words)
+    try forEachEncodedChunk(model, x) { start, n, v in
+        let chunk = PackedCodes(values: v.pointer, count: n, bits: K)
+        for i in 0..<(n * words) { storage[start * words + i] = chunk.storage[i] }
+    }
+    return PackedCodes(count: x.rows, bits: K, storage: storage)
+}
+
+/// BatchNorm's running mean re-estimated on the rows of `target` (HashModel.setBatchNormMean).
+func reestimateBatchNormMean(_ model: HashModel, from target: NPYFeatures, identityAffine: Bool) throws {
+    guard target.rows > 0 else { throw OrthoHashError("no rows to estimate BatchNorm's mean from", file: target.name) }
+    let chunk = model.batchSize
+    let input = FloatBuffer(count: chunk * target.dim)
+    var sums = [Double](repeating: 0, count: model.config.nbit)
+    var start = 0
+    while start < target.rows {
+        let n = min(chunk, target.rows - start)
+        try target.copyRows(start, count: n, into: input.pointer)
+        model.addPreNormSums(input.pointer, rows: n, into: &sums)
+        start += n
+    }
+    model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: identityAffine)
+}
+
+struct Revisited: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "mAP under the revisited Oxford/Paris protocol (Easy, Medium, Hard) of a run's model on other data.",
+        discussion: "Ground truth: a JSON list, one {\"easy\": [...], \"hard\": [...], \"junk\": [...]} object of 0-based database rows per query (bench/revisitop_gnd_to_json.py converts revisitop's gnd_*.pkl).")
+    @Option(help: "Run directory.") var runDir: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @Option(help: "Query features (.npy).") var queryFeatures: String
+    @Option(help: "Database features (.npy).") var dbFeatures: String
+    @Option(help: "Ground truth (.json).") var groundTruth: String
+    @Flag(help: "Re-estimate BatchNorm's running mean on the database first (the paper does for a GLDv2 head on ROxf/RPar).")
+    var bnMeanFromDb = false
+    @Flag(help: "With --bn-mean-from-db: also set BatchNorm's gamma to 1 and beta to 0.") var bnIdentityAffine = false
+    @OptionGroup var runtime: RuntimeOptions
+
+    func run() throws {
+        try OrthoHashCommand.guarded {
+            let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
+            if bnIdentityAffine && !bnMeanFromDb { throw OrthoHashError("--bn-identity-affine needs --bn-mean-from-db") }
+            let model = restoredModel(ck)
+            let q = try openFeatures(queryFeatures, for: model, checkpoint: path)
+            let db = try openFeatures(dbFeatures, for: model, checkpoint: path)
+            let gt = try loadRevisitedGroundTruth(groundTruth, queries: q.rows, databaseRows: db.rows)
+            if bnMeanFromDb { try reestimateBatchNormMean(model, from: db, identityAffine: bnIdentityAffine) }
+            let r = revisitedMeanAP(query: try packedCodes(model, q), database: try packedCodes(model, db), groundTruth: gt)
+            print(String(format: "{\"easy\": %.6f, \"medium\": %.6f, \"hard\": %.6f}", r.easy, r.medium, r.hard))
         }
     }
 }

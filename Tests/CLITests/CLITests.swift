@@ -112,6 +112,34 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/c.npy", "--bn-mean-from", dir + "/wide.npy"]),
                     "wide.npy", "9 columns")
 
+        // The revisited protocol on the run's own query/database split: same-cluster rows are the
+        // positives (even rows easy, odd rows hard), the first row of the next cluster is junk.
+        let qy = try NPYArray(path: dir + "/query_y.npy"), dy = try NPYArray(path: dir + "/db_y.npy")
+        let qLabels = (0..<qy.shape[0]).map { Int(qy.double(at: $0)) }, dLabels = (0..<dy.shape[0]).map { Int(dy.double(at: $0)) }
+        let gnd = qLabels.map { c -> [String: [Int]] in
+            let same = dLabels.indices.filter { dLabels[$0] == c }
+            return ["easy": same.filter { $0 % 2 == 0 }, "hard": same.filter { $0 % 2 == 1 },
+                    "junk": [dLabels.firstIndex(of: (c + 1) % 3)!]]
+        }
+        try JSONSerialization.data(withJSONObject: gnd).write(to: URL(fileURLWithPath: dir + "/gnd.json"))
+        for extra in [[], ["--bn-mean-from-db"], ["--bn-mean-from-db", "--bn-identity-affine"]] {
+            let rev = try orthohash(["revisited", "--run-dir", run, "--query-features", dir + "/query_x.npy",
+                                     "--db-features", dir + "/db_x.npy", "--ground-truth", dir + "/gnd.json"] + extra)
+            XCTAssertEqual(rev.status, 0, rev.stderr)
+            let m = try JSONSerialization.jsonObject(with: Data(rev.stdout.utf8)) as! [String: Double]
+            for key in ["easy", "medium", "hard"] { XCTAssertGreaterThan(m[key]!, 0.8, "\(extra) \(rev.stdout)"); XCTAssertLessThanOrEqual(m[key]!, 1) }
+        }
+        try JSONSerialization.data(withJSONObject: Array(gnd.dropLast())).write(to: URL(fileURLWithPath: dir + "/short.json"))
+        assertFails(try orthohash(["revisited", "--run-dir", run, "--query-features", dir + "/query_x.npy",
+                                   "--db-features", dir + "/db_x.npy", "--ground-truth", dir + "/short.json"]),
+                    "short.json", "ground truth for \(gnd.count - 1) queries, but there are \(gnd.count) query rows")
+        assertFails(try orthohash(["revisited", "--run-dir", run, "--query-features", dir + "/query_x.npy",
+                                   "--db-features", dir + "/wide.npy", "--ground-truth", dir + "/gnd.json"]),
+                    "wide.npy", "9 columns")
+        assertFails(try orthohash(["revisited", "--run-dir", run, "--query-features", dir + "/query_x.npy",
+                                   "--db-features", dir + "/db_x.npy", "--ground-truth", dir + "/gnd.json", "--bn-identity-affine"]),
+                    "--bn-identity-affine needs --bn-mean-from-db")
+
         let export = try orthohash(["export", "--run-dir", run, "--out", dir + "/model.safetensors"])
         XCTAssertEqual(export.status, 0, export.stderr)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/model.safetensors"))

@@ -182,3 +182,51 @@ final class CodebookTests: XCTestCase {
         XCTAssertEqual(mean, Double(1 + 4 + 3) / 3, accuracy: 1e-12)
     }
 }
+
+final class RevisitedTests: XCTestCase {
+    /// Query 0000 against six rows at distances 2, 0, 1, 1, 3, 4: ranking #1, #2, #3, #0, #4, #5.
+    /// Ground truth easy {2}, hard {0, 5}, junk {3}. With ranks r_j in the filtered ranking,
+    /// AP = sum_j ((j / r_j or 1) + (j + 1) / (r_j + 1)) / 2 / positives:
+    /// - Easy (hard, junk removed): #1 #2 #4, ranks [1]: (0 + 1/2) / 2 = 0.25.
+    /// - Medium (junk removed): #1 #2 #0 #4 #5, ranks [1, 2, 4]:
+    ///   ((0 + 1/2) + (1/2 + 2/3) + (2/4 + 3/5)) / 2 / 3 = 0.461111...
+    /// - Hard (easy, junk removed): #1 #0 #4 #5, ranks [1, 3]: ((0 + 1/2) + (1/3 + 2/4)) / 2 / 2 = 0.333...
+    /// Query 1111 (ranking #5 first) has easy {5} only: AP 1 for Easy and Medium; it has no hard
+    /// positive, so Hard averages over the first query alone.
+    func testHandComputed() {
+        let db = codes([[1, 1, -1, -1], [-1, -1, -1, -1], [1, -1, -1, -1], [-1, 1, -1, -1], [1, 1, 1, -1], [1, 1, 1, 1]])
+        let q = codes([[-1, -1, -1, -1], [1, 1, 1, 1]])
+        let gt = [RevisitedQuery(easy: [2], hard: [0, 5], junk: [3]), RevisitedQuery(easy: [5], hard: [], junk: [])]
+        let r = revisitedMeanAP(query: q, database: db, groundTruth: gt)
+        XCTAssertEqual(r.easy, (0.25 + 1) / 2, accuracy: 1e-12)
+        XCTAssertEqual(r.medium, ((0.5 + (0.5 + 2.0 / 3) + (0.5 + 0.6)) / 6 + 1) / 2, accuracy: 1e-12)
+        XCTAssertEqual(r.hard, (0.5 + (1.0 / 3 + 0.5)) / 4, accuracy: 1e-12)
+        XCTAssertEqual(trapezoidAP(ranks: [0, 1, 2], positives: 3), 1, accuracy: 1e-12)
+    }
+
+    func testGroundTruthFileErrors() throws {
+        let dir = temporaryDirectory()
+        func write(_ text: String) -> String {
+            let path = dir + "/gnd.json"
+            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            return path
+        }
+        let good = write(#"[{"easy": [0], "hard": [1], "junk": []}]"#)
+        XCTAssertEqual(try loadRevisitedGroundTruth(good, queries: 1, databaseRows: 2), [RevisitedQuery(easy: [0], hard: [1], junk: [])])
+        let cases: [(String, Int, Int, String)] = [
+            (#"{"easy": []}"#, 1, 2, "not a JSON list"),
+            (#"[{"easy": [0], "hard": [1], "junk": []}]"#, 2, 2, "ground truth for 1 queries, but there are 2 query rows"),
+            (#"[{"easy": [0], "hard": [5], "junk": []}]"#, 1, 2, "query 0 lists database row 5, the database has 2 rows"),
+            (#"[{"easy": [-1], "hard": [], "junk": []}]"#, 1, 2, "database row -1"),
+        ]
+        for (text, queries, rows, message) in cases {
+            let path = write(text)
+            XCTAssertThrowsError(try loadRevisitedGroundTruth(path, queries: queries, databaseRows: rows)) { error in
+                XCTAssertTrue("\(error)".contains(message) && "\(error)".contains("gnd.json"), "\(error)")
+            }
+        }
+        XCTAssertThrowsError(try loadRevisitedGroundTruth(dir + "/missing.json", queries: 1, databaseRows: 2)) { error in
+            XCTAssertTrue("\(error)".contains("missing.json"), "\(error)")
+        }
+    }
+}

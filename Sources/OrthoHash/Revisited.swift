@@ -1,0 +1,110 @@
+// The revisited Oxford/Paris retrieval protocol (ROxford5k, RParis6k) over Hamming ranking.
+// Dimensions: Q = queries, M = database rows, K = bits, W = 64-bit words per code.
+
+import Foundation
+
+/// One query's ground truth: database rows (0-based) that are easy or hard positives, or junk.
+public struct RevisitedQuery: Codable, Equatable {
+    public var easy: [Int]
+    public var hard: [Int]
+    public var junk: [Int]
+
+    public init(easy: [Int], hard: [Int], junk: [Int]) { self.easy = easy; self.hard = hard; self.junk = junk }
+}
+
+/// mAP under the three settings of the revisited protocol.
+public struct RevisitedResult: Equatable {
+    public var easy: Double, medium: Double, hard: Double
+}
+
+/// Reads the ground truth: a JSON list with one `{"easy": [...], "hard": [...], "junk": [...]}`
+/// object per query, rows 0-based (bench/revisitop_gnd_to_json.py converts revisitop's pickles).
+public func loadRevisitedGroundTruth(_ path: String, queries: Int, databaseRows: Int) throws -> [RevisitedQuery] {
+    guard let data = FileManager.default.contents(atPath: path) else { throw OrthoHashError("no such file", file: path) }
+    let gt: [RevisitedQuery]
+    do {
+        gt = try JSONDecoder().decode([RevisitedQuery].self, from: data)
+    } catch {
+        throw OrthoHashError("not a JSON list of {\"easy\", \"hard\", \"junk\"} objects of row numbers", file: path)
+    }
+    guard gt.count == queries else {
+        throw OrthoHashError("ground truth for \(gt.count) queries, but there are \(queries) query rows", file: path)
+    }
+    for (q, g) in gt.enumerated() {
+        for row in g.easy + g.hard + g.junk where row < 0 || row >= databaseRows {
+            throw OrthoHashError("query \(q) lists database row \(row), the database has \(databaseRows) rows", file: path)
+        }
+    }
+    return gt
+}
+
+/// Average precision by the trapezoid rule over a ranking from which ignored rows were removed,
+/// as revisitop's `compute_ap`: `ranks` are the 0-based positions of the `positives` positives
+/// (ascending), and
+/// ```
+/// AP = sum_j (P0_j + P1_j) / 2 / positives,  P0_j = j / r_j (1 when r_j = 0),  P1_j = (j + 1) / (r_j + 1)
+/// ```
+public func trapezoidAP(ranks: [Int], positives: Int) -> Double {
+    var ap = 0.0
+    for (j, r) in ranks.enumerated() {
+        let p0 = r == 0 ? 1.0 : Double(j) / Double(r)
+        let p1 = Double(j + 1) / Double(r + 1)
+        ap += (p0 + p1) / 2
+    }
+    return ap / Double(positives)
+}
+
+/// The revisited protocol (ORTHOHASH.md section 5) by Hamming ranking, ties by database index,
+/// over the full ranking:
+/// - Easy: positives = easy; hard and junk are removed from the ranking.
+/// - Medium: positives = easy + hard; junk removed.
+/// - Hard: positives = hard; easy and junk removed.
+/// A query without positives in a setting is left out of that setting's mean (as revisitop does).
+public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTruth: [RevisitedQuery]) -> RevisitedResult {
+    precondition(query.bits == database.bits, "query codes \(query.bits) bits, database \(database.bits)")
+    precondition(groundTruth.count == query.count, "ground truth for \(groundTruth.count) queries, \(query.count) query codes")
+    let M = database.count, W = query.words, K = query.bits
+    var sums = [0.0, 0.0, 0.0], counted = [0, 0, 0]
+    var order = [Int32](repeating: 0, count: M)      // the ranking: database rows by (distance, index)
+    var distance = [UInt16](repeating: 0, count: M)
+    var start = [Int](repeating: 0, count: K + 2)
+    var kind = [UInt8](repeating: 0, count: M)       // 0 other, 1 easy, 2 hard, 3 junk
+    for q in 0..<query.count {
+        // Counting sort by distance, stable in database order.
+        for i in start.indices { start[i] = 0 }
+        for x in 0..<M {
+            var d = 0
+            for w in 0..<W { d += (query.storage[q * W + w] ^ database.storage[x * W + w]).nonzeroBitCount }
+            distance[x] = UInt16(d)
+            start[d + 1] += 1
+        }
+        for d in 1...(K + 1) { start[d] += start[d - 1] }
+        for x in 0..<M {
+            let d = Int(distance[x])
+            order[start[d]] = Int32(x)
+            start[d] += 1
+        }
+        let g = groundTruth[q]
+        for row in g.junk { kind[row] = 3 }
+        for row in g.hard { kind[row] = 2 }
+        for row in g.easy { kind[row] = 1 }
+        // (positive kinds, ignored kinds) per setting.
+        let settings: [(Set<UInt8>, Set<UInt8>)] = [([1], [2, 3]), ([1, 2], [3]), ([2], [1, 3])]
+        for (s, (positive, ignored)) in settings.enumerated() {
+            var ranks: [Int] = []
+            var position = 0
+            for x in order {
+                let k = kind[Int(x)]
+                if ignored.contains(k) { continue }
+                if positive.contains(k) { ranks.append(position) }
+                position += 1
+            }
+            guard !ranks.isEmpty else { continue }
+            sums[s] += trapezoidAP(ranks: ranks, positives: ranks.count)
+            counted[s] += 1
+        }
+        for row in g.easy + g.hard + g.junk { kind[row] = 0 }
+    }
+    func mean(_ s: Int) -> Double { counted[s] > 0 ? sums[s] / Double(counted[s]) : 0 }
+    return RevisitedResult(easy: mean(0), medium: mean(1), hard: mean(2))
+}
