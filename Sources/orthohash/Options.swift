@@ -105,6 +105,15 @@ struct EvalOptions: ParsableArguments {
     }
 }
 
+/// A run directory and which of its checkpoints to read (eval, encode, revisited, export).
+struct RunCheckpointOptions: ParsableArguments {
+    @Option(help: "Run directory.") var runDir: String
+    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+
+    /// The run's configuration, the checkpoint and its path (loadRun).
+    func load() throws -> (TrainConfig, Checkpoint, String) { try loadRun(runDir, checkpoint: checkpoint) }
+}
+
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "BLAS threads of this process (default: cores / ranks).") var threads: Int?
 

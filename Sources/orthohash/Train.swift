@@ -136,15 +136,14 @@ func restoredModel(_ ck: Checkpoint, batchSize: Int = 256) -> HashModel {
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "mAP and precision of a run's checkpoint on the run's data.")
-    @Option(help: "Run directory.") var runDir: String
-    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @OptionGroup var source: RunCheckpointOptions
     @Option(help: "Cutoffs R of mAP@R (default: the run's).") var mapAt: String?
     @Option(help: "Cutoffs k of precision@k (default: the run's).") var precisionAt: String?
     @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
         try OrthoHashCommand.guarded {
-            var (config, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            var (config, ck, path) = try source.load()
             if let mapAt { config.mapAt = mapAt.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             if let precisionAt { config.precisionAt = try intList(precisionAt) }
             try config.validate()
@@ -168,8 +167,7 @@ struct Encode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Binary codes of a feature matrix.",
         discussion: "Codes are packed like numpy.packbits(v > 0, axis=1) (bitorder 'big'): bit k of a code is bit 7 - k % 8 of byte k / 8; a set bit means v > 0 (sign +1).")
-    @Option(help: "Run directory.") var runDir: String
-    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @OptionGroup var source: RunCheckpointOptions
     @Option(help: "Features (.npy, (N, D) float32/float16).") var features: String
     @Option(help: "Output: packed codes, uint8 (N, ceil(K/8)).") var out: String
     @Option(help: "Also write the real-valued codes v, float32 (N, K).") var outReal: String?
@@ -180,7 +178,7 @@ struct Encode: ParsableCommand {
 
     func run() throws {
         try OrthoHashCommand.guarded {
-            let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            let (_, ck, path) = try source.load()
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
             if bnIdentityAffine && bnMeanFrom == nil { throw OrthoHashError("--bn-identity-affine needs --bn-mean-from") }
             let model = restoredModel(ck)
@@ -259,8 +257,7 @@ struct Revisited: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "mAP under the revisited Oxford/Paris protocol (Easy, Medium, Hard) of a run's model on other data.",
         discussion: "Ground truth: a JSON list, one {\"easy\": [...], \"hard\": [...], \"junk\": [...]} object of 0-based database rows per query (bench/revisitop_gnd_to_json.py converts revisitop's gnd_*.pkl).")
-    @Option(help: "Run directory.") var runDir: String
-    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @OptionGroup var source: RunCheckpointOptions
     @Option(help: "Query features (.npy).") var queryFeatures: String
     @Option(help: "Database features (.npy).") var dbFeatures: String
     @Option(help: "Ground truth (.json).") var groundTruth: String
@@ -271,7 +268,7 @@ struct Revisited: ParsableCommand {
 
     func run() throws {
         try OrthoHashCommand.guarded {
-            let (_, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            let (_, ck, path) = try source.load()
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
             if bnIdentityAffine && !bnMeanFromDb { throw OrthoHashError("--bn-identity-affine needs --bn-mean-from-db") }
             let model = restoredModel(ck)
@@ -307,13 +304,12 @@ struct CodebookCommand: ParsableCommand {
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write the trained weights, BN statistics and codebook as safetensors.")
-    @Option(help: "Run directory.") var runDir: String
-    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @OptionGroup var source: RunCheckpointOptions
     @Option(help: "Output .safetensors file.") var out: String
 
     func run() throws {
         try OrthoHashCommand.guarded {
-            let (config, ck, path) = try loadRun(runDir, checkpoint: checkpoint)
+            let (config, ck, path) = try source.load()
             let model = restoredModel(ck, batchSize: 2)
             let data = SafeTensors.serialize(SafeTensors.tensors(of: model), metadata: [
                 "format": "pt", "source": "orthohash", "checkpoint": URL(fileURLWithPath: path).lastPathComponent,
