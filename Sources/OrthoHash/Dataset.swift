@@ -24,6 +24,20 @@ public extension FeatureSource {
     func copyRows(_ start: Int, count: Int, into out: UnsafeMutablePointer<Float>) throws {
         for i in 0..<count { try copyRow(start + i, into: out + i * dim) }
     }
+
+    /// Reads the rows `range` in chunks of at most `chunk` rows into `buffer` (chunk, D), calling
+    /// `body(start, rows)` after each chunk.
+    public func forEachChunk(_ range: Range<Int>, chunk: Int, into buffer: FloatBuffer,
+                             _ body: (Int, Int) throws -> Void) throws {
+        precondition(buffer.count >= chunk * dim, "chunk buffer \(buffer.count) < \(chunk) x \(dim)")
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let n = min(chunk, range.upperBound - start)
+            try copyRows(start, count: n, into: buffer.pointer)
+            try body(start, n)
+            start += n
+        }
+    }
 }
 
 /// Features held in memory (Fashion-MNIST, tests). `rows` may be a prefix of the storage.

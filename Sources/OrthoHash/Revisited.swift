@@ -69,6 +69,8 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
     var distance = [UInt16](repeating: 0, count: M)
     var start = [Int](repeating: 0, count: K + 2)
     var kind = [UInt8](repeating: 0, count: M)       // 0 other, 1 easy, 2 hard, 3 junk
+    // (positive kinds, ignored kinds) of Easy, Medium, Hard.
+    let settings: [(Set<UInt8>, Set<UInt8>)] = [([1], [2, 3]), ([1, 2], [3]), ([2], [1, 3])]
     for q in 0..<query.count {
         // Counting sort by distance, stable in database order.
         for i in start.indices { start[i] = 0 }
@@ -88,8 +90,6 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
         for row in g.junk { kind[row] = 3 }
         for row in g.hard { kind[row] = 2 }
         for row in g.easy { kind[row] = 1 }
-        // (positive kinds, ignored kinds) per setting.
-        let settings: [(Set<UInt8>, Set<UInt8>)] = [([1], [2, 3]), ([1, 2], [3]), ([2], [1, 3])]
         for (s, (positive, ignored)) in settings.enumerated() {
             var ranks: [Int] = []
             var position = 0

@@ -430,13 +430,9 @@ public enum Evaluation {
         let input = FloatBuffer(count: chunk * D), v = FloatBuffer(count: chunk * K)
         var words: [UInt64] = []
         words.reserveCapacity((hi - lo) * W)
-        var start = lo
-        while start < hi {
-            let n = min(chunk, hi - start)
-            try features.copyRows(start, count: n, into: input.pointer)
+        try features.forEachChunk(lo..<hi, chunk: chunk, into: input) { _, n in
             model.encode(input.pointer, rows: n, into: v.pointer)
             words += PackedCodes(values: v.pointer, count: n, bits: K).storage
-            start += n
         }
         if collective.size > 1 {
             let parts = collective.allGather(words.withUnsafeBytes { Array($0) })

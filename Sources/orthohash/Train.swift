@@ -216,25 +216,10 @@ func openFeatures(_ path: String, for model: HashModel, checkpoint: String) thro
 func forEachEncodedChunk(_ model: HashModel, _ x: NPYFeatures, _ body: (Int, Int, FloatBuffer) throws -> Void) throws {
     let chunk = model.batchSize
     let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * model.config.nbit)
-    var start = 0
-    while start < x.rows {
-        let n = min(chunk, x.rows - start)
-        try x.copyRows(start, count: n, into: input.pointer)
+    try x.forEachChunk(0..<x.rows, chunk: chunk, into: input) { start, n in
         model.encode(input.pointer, rows: n, into: v.pointer)
         try body(start, n, v)
-        start += n
     }
-}
-
-/// Packed sign codes of every row of `x`.
-func packedCodes(_ model: HashModel, _ x: NPYFeatures) throws -> PackedCodes {
-    let K = model.config.nbit, words = (K + 63) / 64
-    var storage = [UInt64](repeating: 0, count: x.rows * words)
-    try forEachEncodedChunk(model, x) { start, n, v in
-        let chunk = PackedCodes(values: v.pointer, count: n, bits: K)
-        for i in 0..<(n * words) { storage[start * words + i] = chunk.storage[i] }
-    }
-    return PackedCodes(count: x.rows, bits: K, storage: storage)
 }
 
 /// BatchNorm's running mean re-estimated on the rows of `target` (HashModel.setBatchNormMean).
@@ -243,12 +228,8 @@ func reestimateBatchNormMean(_ model: HashModel, from target: NPYFeatures, ident
     let chunk = model.batchSize
     let input = FloatBuffer(count: chunk * target.dim)
     var sums = [Double](repeating: 0, count: model.config.nbit)
-    var start = 0
-    while start < target.rows {
-        let n = min(chunk, target.rows - start)
-        try target.copyRows(start, count: n, into: input.pointer)
+    try target.forEachChunk(0..<target.rows, chunk: chunk, into: input) { _, n in
         model.addPreNormSums(input.pointer, rows: n, into: &sums)
-        start += n
     }
     model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: identityAffine)
 }
@@ -276,7 +257,8 @@ struct Revisited: ParsableCommand {
             let db = try openFeatures(dbFeatures, for: model, checkpoint: path)
             let gt = try loadRevisitedGroundTruth(groundTruth, queries: q.rows, databaseRows: db.rows)
             if bnMeanFromDb { try reestimateBatchNormMean(model, from: db, identityAffine: bnIdentityAffine) }
-            let r = revisitedMeanAP(query: try packedCodes(model, q), database: try packedCodes(model, db), groundTruth: gt)
+            let r = revisitedMeanAP(query: try Evaluation.encode(model: model, features: q),
+                                    database: try Evaluation.encode(model: model, features: db), groundTruth: gt)
             print(String(format: "{\"easy\": %.6f, \"medium\": %.6f, \"hard\": %.6f}", r.easy, r.medium, r.hard))
         }
     }

@@ -111,6 +111,9 @@ final class CLITests: XCTestCase {
         try NPYWriter.write(path: dir + "/wide.npy", shape: [3, 9], floats: [Float](repeating: 1, count: 27))
         assertFails(try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/c.npy", "--bn-mean-from", dir + "/wide.npy"]),
                     "wide.npy", "9 columns")
+        try NPYWriter.write(path: dir + "/empty.npy", shape: [0, 8], floats: [])
+        assertFails(try orthohash(["encode", "--run-dir", run, "--features", dir + "/db_x.npy", "--out", dir + "/c.npy", "--bn-mean-from", dir + "/empty.npy"]),
+                    "empty.npy", "no rows to estimate BatchNorm's mean from")
 
         // The revisited protocol on the run's own query/database split: same-cluster rows are the
         // positives (even rows easy, odd rows hard), the first row of the next cluster is junk.
