@@ -55,25 +55,53 @@ void oh_relu(float *restrict x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f);
 }
 
+// |x| as a float's bit pattern with the sign cleared: as unsigned integers these order like the
+// magnitudes, and every NaN or Inf (exponent all ones) is >= 0x7f800000, above every finite value.
+static inline uint32_t magnitude_bits(float x) {
+    uint32_t u;
+    __builtin_memcpy(&u, &x, sizeof u);
+    return u & 0x7fffffffu;
+}
+
 OH_CLONES
-void oh_bias_relu(float *restrict y, const float *restrict bias, size_t rows, size_t cols) {
+uint32_t oh_bias_relu(float *restrict y, const float *restrict bias, size_t rows, size_t cols) {
+    uint32_t top = 0;
     for (size_t r = 0; r < rows; r++) {
         float *row = y + r * cols;
         for (size_t c = 0; c < cols; c++) {
             float x = row[c] + bias[c];
-            row[c] = x > 0.0f ? x : (x != x ? x : 0.0f);
+            x = x > 0.0f ? x : (x != x ? x : 0.0f);
+            row[c] = x;
+            uint32_t m = magnitude_bits(x);
+            top = m > top ? m : top;
         }
     }
+    return top;
+}
+
+OH_CLONES
+uint32_t oh_max_magnitude_bits(const float *restrict x, size_t n) {
+    uint32_t top = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t m = magnitude_bits(x[i]);
+        top = m > top ? m : top;
+    }
+    return top;
 }
 
 // The plain and the clearing entry points share one body each; `clear` is a constant at each
 // call site, so each compiles to its own branch-free loop.
 static inline __attribute__((always_inline))
-void relu_backward_body(float *restrict dy, float *restrict y, size_t n, int clear) {
+uint32_t relu_backward_body(float *restrict dy, float *restrict y, size_t n, int clear) {
+    uint32_t top = 0;
     for (size_t i = 0; i < n; i++) {
-        dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        float d = y[i] > 0.0f ? dy[i] : 0.0f;
+        dy[i] = d;
         if (clear) y[i] = 0.0f;
+        uint32_t m = magnitude_bits(d);
+        top = m > top ? m : top;
     }
+    return top;
 }
 
 static inline __attribute__((always_inline))
@@ -95,8 +123,8 @@ void oh_relu_backward(float *restrict dy, const float *restrict y, size_t n) {
 }
 
 OH_CLONES
-void oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
-    relu_backward_body(dy, y, n, 1);
+uint32_t oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
+    return relu_backward_body(dy, y, n, 1);
 }
 
 OH_CLONES

@@ -27,7 +27,7 @@ public extension FeatureSource {
 
     /// Reads the rows `range` in chunks of at most `chunk` rows into `buffer` (chunk, D), calling
     /// `body(start, rows)` after each chunk.
-    public func forEachChunk(_ range: Range<Int>, chunk: Int, into buffer: FloatBuffer,
+    func forEachChunk(_ range: Range<Int>, chunk: Int, into buffer: FloatBuffer,
                              _ body: (Int, Int) throws -> Void) throws {
         precondition(buffer.count >= chunk * dim, "chunk buffer \(buffer.count) < \(chunk) x \(dim)")
         var start = range.lowerBound

@@ -50,16 +50,18 @@ func linearBackward(
 }
 
 /// `y = relu(x W^T + b)`: the GEMM, then bias and ReLU in one pass over y. `yIsClear` says `y`
-/// holds zeros already (the GEMM adds into it instead of clearing it first).
+/// holds zeros already (the GEMM adds into it instead of clearing it first). Returns the largest
+/// |y| as a `MagnitudeBound`.
+@discardableResult
 func linearReluForward(
     _ y: UnsafeMutablePointer<Float>,        // (B, O)
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
     _ bias: UnsafePointer<Float>,            // (O)
     B: Int, I: Int, O: Int, yIsClear: Bool = false
-) {
+) -> MagnitudeBound {
     BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: yIsClear ? 1 : 0, y, ldc: O)
-    oh_bias_relu(y, bias, B, O)
+    return MagnitudeBound(bits: oh_bias_relu(y, bias, B, O))
 }
 
 // MARK: ReLU, in place
@@ -73,9 +75,36 @@ func reluBackward(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, 
     oh_relu_backward(dy, y, count)
 }
 
-/// `reluBackward`, then `y = 0` (its last read in a training step).
-func reluBackwardClearing(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-    oh_relu_backward_clear(dy, y, count)
+/// `reluBackward`, then `y = 0` (its last read in a training step). Returns the largest |dx|.
+func reluBackwardClearing(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) -> MagnitudeBound {
+    MagnitudeBound(bits: oh_relu_backward_clear(dy, y, count))
+}
+
+// MARK: Finiteness of a GEMM's output without reading it
+
+/// The largest magnitude in a buffer, kept as the bit pattern of a Float with the sign cleared
+/// (what the kernels return): unsigned order is magnitude order, and NaN or Inf lie above every
+/// finite value.
+struct MagnitudeBound {
+    var bits: UInt32
+
+    init(bits: UInt32) { self.bits = bits }
+    init(of x: UnsafePointer<Float>, count: Int) { bits = oh_max_magnitude_bits(x, count) }
+
+    static let one = MagnitudeBound(bits: Float(1).bitPattern)
+
+    var isFinite: Bool { bits < 0x7f80_0000 }
+    var value: Double { Double(Float(bitPattern: bits)) }
+
+    /// Whether every sum of `terms` products `a * b`, with |a| <= `a` and |b| <= `b`, is finite
+    /// in float32, whatever the order of the additions and roundings. Exact arithmetic bounds
+    /// such a sum by terms x a x b; rounding adds at most a factor (1 + 2^-24)^terms < 2 for
+    /// terms < 2^23, hence the half of Float's largest value. `terms` should count every product
+    /// that reaches the result, over all ranks when their gradients are summed.
+    static func productSumsFinite(terms: Int, _ a: MagnitudeBound, _ b: MagnitudeBound) -> Bool {
+        guard a.isFinite, b.isFinite, terms < 1 << 23 else { return false }
+        return Double(terms) * a.value * b.value <= Double(Float.greatestFiniteMagnitude) / 2
+    }
 }
 
 // MARK: BatchNorm1d, PyTorch semantics, synchronised over ranks

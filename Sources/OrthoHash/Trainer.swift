@@ -279,7 +279,7 @@ public final class Trainer {
                 }
                 // The gradients are zero here (initially, and the optimizer clears them as it
                 // reads them), so the backward pass accumulates: its GEMMs run with beta = 1.
-                let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: true)
+                let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: true, gradientsClear: true)
                 // All of the sum, or (ranks sharing a node) the shard of it this rank updates.
                 let shard = collective.reduceGradientShard(model.gradients)
                 for i in control.indices { control[i] = 0 }

@@ -13,7 +13,7 @@ func writeNPY(_ path: String, descr: String, shape: String, fortran: Bool = fals
     var bytes: [UInt8] = magic ?? [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
     bytes += [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
     bytes += Array(header.utf8) + data
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
 }
 
 func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
@@ -112,7 +112,7 @@ final class NPYTests: XCTestCase {
         assertUserError("wrong magic", file: "magic.npy") { _ = try NPYFeatures(path: dir + "/magic.npy") }
         writeNPY(dir + "/short.npy", descr: "<f4", shape: "(10, 4)", data: bytes([Float(1), 2]))
         assertUserError("truncated", file: "short.npy") { _ = try NPYFeatures(path: dir + "/short.npy") }
-        FileManager.default.createFile(atPath: dir + "/tiny.npy", contents: Data([0x93, 0x4E]))
+        _ = FileManager.default.createFile(atPath: dir + "/tiny.npy", contents: Data([0x93, 0x4E]))
         assertUserError("truncated", file: "tiny.npy") { _ = try NPYFeatures(path: dir + "/tiny.npy") }
         writeNPY(dir + "/c8.npy", descr: "<c8", shape: "(1, 1)", data: bytes([Float(1), 0]))
         assertUserError("unsupported dtype '<c8'", file: "c8.npy") { _ = try NPYFeatures(path: dir + "/c8.npy") }
