@@ -224,3 +224,8 @@ int oh_half_to_float(float *restrict dst, const uint16_t *restrict src, size_t n
     }
     return oh_all_finite(dst, n);
 }
+
+OH_CLONES
+void oh_lookup_bytes(float *restrict dst, const uint8_t *restrict src, size_t n, const float *restrict table) {
+    for (size_t i = 0; i < n; i++) dst[i] = table[src[i]];
+}

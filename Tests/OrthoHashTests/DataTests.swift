@@ -79,6 +79,25 @@ final class IDXTests: XCTestCase {
         try data.train.features.copyRows(0, count: 1000, into: x.pointer)
         let mean = x.array.reduce(0.0) { $0 + Double($1) } / Double(x.count)
         XCTAssertEqual(mean, 0, accuracy: 0.05)
+        // Pixels are kept as bytes and mapped through a table: the rows a gather gives are exactly
+        // b / 255 standardised, computed here from the IDX file directly.
+        let images = try IDX.readImages(FashionMNIST.defaultDirectory + "/train-images-idx3-ubyte.gz")
+        let scale = 1 / (255 * FashionMNIST.std), shift = FashionMNIST.mean / FashionMNIST.std
+        // Rows that hold every pixel value between them (so every table entry is compared), the
+        // last row, and a repeated row.
+        var firstRow = [Int32](repeating: -1, count: 256)
+        var found = 0
+        for (i, b) in images.pixels.enumerated() where firstRow[Int(b)] < 0 {
+            firstRow[Int(b)] = Int32(i / 784)
+            found += 1
+            if found == 256 { break }
+        }
+        XCTAssertFalse(firstRow.contains(-1), "every pixel value occurs")
+        let wanted = Array(Set(firstRow)).sorted().reversed() + [59_999, 0, 0]
+        let gathered = FloatBuffer(count: wanted.count * 784)
+        try wanted.withUnsafeBufferPointer { try data.train.features.gather($0, into: gathered.pointer) }
+        let expected = wanted.flatMap { r in (0..<784).map { Float(images.pixels[Int(r) * 784 + $0]) * scale - shift } }
+        XCTAssertEqual(gathered.array, expected)
     }
 }
 

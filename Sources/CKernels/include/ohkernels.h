@@ -43,5 +43,7 @@ double oh_cos_margin_softmax_ce(float *u, const int32_t *targets, size_t rows, s
                                 float scale, float margin, float grad_scale, int64_t *correct);
 /// dst = float(src) for IEEE half-precision src (F16C where the CPU has it); 1 if all are finite.
 int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
+/// dst[i] = table[src[i]] (table: 256 entries): 8-bit pixels to features.
+void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *table);
 
 #endif
