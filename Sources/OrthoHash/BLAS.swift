@@ -58,7 +58,7 @@ public final class FloatBuffer {
 
     public init(count: Int) {
         self.count = count
-        pointer = .allocate(capacity: max(count, 1))
+        pointer = FloatBuffer.allocate(count: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))
         release = nil
     }
@@ -75,7 +75,20 @@ public final class FloatBuffer {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { if let release { release() } else { pointer.deallocate() } }
+    deinit { if let release { release() } else { free(pointer) } }
+
+    /// Buffers of 2 MB or more are aligned to 2 MB and offered to the kernel for transparent huge
+    /// pages (MADV_HUGEPAGE; a no-op where THP is off).
+    private static func allocate(count: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = count * MemoryLayout<Float>.stride
+        let huge = 1 << 21
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, bytes >= huge ? huge : 64, bytes) == 0, let raw else {
+            fatalError("out of memory allocating \(bytes) bytes")
+        }
+        if bytes >= huge { _ = madvise(raw, bytes, 14 /* MADV_HUGEPAGE */) }
+        return raw.bindMemory(to: Float.self, capacity: count)
+    }
 
     public func zero() { pointer.update(repeating: 0, count: count) }
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }

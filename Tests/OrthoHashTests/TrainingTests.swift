@@ -36,14 +36,14 @@ final class CheckpointTests: XCTestCase {
                                ("magic", { (d: inout [UInt8]) in d[0] = 0 })] as [(String, (inout [UInt8]) -> Void)] {
             var copy = data
             mutate(&copy)
-            FileManager.default.createFile(atPath: dir + "/\(name).ohck", contents: Data(copy))
+            _ = FileManager.default.createFile(atPath: dir + "/\(name).ohck", contents: Data(copy))
             assertUserError("corrupt checkpoint", file: "\(name).ohck") { _ = try Checkpoint.read(dir + "/\(name).ohck") }
         }
         data[8] = 9   // version 9, checksum fixed up so only the version is wrong
         let body = data.count - 12
         let crc = data.withUnsafeBufferPointer { UInt32(crc32Bytes($0.baseAddress!, body)) }
         for i in 0..<4 { data[body + i] = UInt8(crc >> (8 * UInt32(i)) & 0xFF) }
-        FileManager.default.createFile(atPath: dir + "/v9.ohck", contents: Data(data))
+        _ = FileManager.default.createFile(atPath: dir + "/v9.ohck", contents: Data(data))
         assertUserError("format version 9 is not supported", file: "v9.ohck") { _ = try Checkpoint.read(dir + "/v9.ohck") }
     }
 }
