@@ -202,14 +202,22 @@ public final class HashModel {
             slicesRead += 1
             return oh_all_finite(g + start, count) != 0
         }
-        let inputBound = backbone.isEmpty || !boundable ? MagnitudeBound(bits: 0) : MagnitudeBound(of: x, count: B * D)
-        let featureBound = backbone.isEmpty ? (boundable ? MagnitudeBound(of: x, count: B * D) : MagnitudeBound(bits: 0))
-                                            : activationBounds[backbone.count - 1]
+        func proven(_ dy: MagnitudeBound, _ x: MagnitudeBound?, bias: Bool) -> Bool {
+            guard let x else { return false }
+            return MagnitudeBound.productSumsFinite(terms: N, dy, x)
+                && (!bias || MagnitudeBound.productSumsFinite(terms: N, dy, .one))
+        }
+        // max|x| of the input rows costs a pass over B x D values: taken only where it spares
+        // reading a larger slice (the first layer's weight and bias, or the hash layer's weight
+        // for the linear backbone; GLDv2's 2048-d inputs with 64 bits read the 64 x 2048 slice).
+        let firstSlice = backbone.isEmpty ? K * D : backbone[0].outputs * (D + 1)
+        let inputBound = boundable && B * D < firstSlice ? MagnitudeBound(of: x, count: B * D) : nil
+        let featureBound = backbone.isEmpty ? inputBound : activationBounds[backbone.count - 1]
         var dOut = dActA.pointer, dSpare = dActB.pointer
         linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
                        p + hashWeight, B: B, I: F, O: K, accumulate: accumulate, dxIsClear: true)
-        finite = finite && sliceFinite(hashWeight, count: K * F, provenBy: MagnitudeBound.productSumsFinite(
-            terms: N, MagnitudeBound(of: dScratch.pointer, count: B * K), featureBound))
+        finite = finite && sliceFinite(hashWeight, count: K * F, provenBy: boundable && featureBound != nil
+            && proven(MagnitudeBound(of: dScratch.pointer, count: B * K), featureBound, bias: false))
         for i in stride(from: backbone.count - 1, through: 0, by: -1) {
             let slot = backbone[i]
             // activations[i] is read for the last time here (the layer above used it as its input).
@@ -220,9 +228,8 @@ public final class HashModel {
                            dxIsClear: true, clearDy: true)
             // Weight (O, I) then bias (O): one contiguous slice.
             let xBound = i == 0 ? inputBound : activationBounds[i - 1]
-            finite = finite && sliceFinite(slot.weight, count: slot.outputs * (slot.inputs + 1), provenBy:
-                MagnitudeBound.productSumsFinite(terms: N, dyBound, xBound)
-                && MagnitudeBound.productSumsFinite(terms: N, dyBound, .one))
+            finite = finite && sliceFinite(slot.weight, count: slot.outputs * (slot.inputs + 1),
+                                           provenBy: proven(dyBound, xBound, bias: true))
             swap(&dOut, &dSpare)
         }
         gradientsFinite = finite
