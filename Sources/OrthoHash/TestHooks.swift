@@ -8,8 +8,12 @@ import Foundation
 ///   renaming it (so a test can kill the writer mid-write).
 /// - `ORTHOHASH_TEST_STOP_AFTER_STEPS`: end the run (exit 0, no summary) after that many global
 ///   steps, as if interrupted, so a test can resume it.
+/// - `ORTHOHASH_TEST_GRADIENT_SPIKE=STEP:VALUE`: at that step every rank sets its first gradient
+///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
+///   overflow), and counts as a rank whose gradients were read rather than bounded.
 struct TestHooks {
     let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double, stopAfterSteps: Int?
+    let spike: (step: Int, value: Float)?
 
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
@@ -17,6 +21,15 @@ struct TestHooks {
         stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
         checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
         stopAfterSteps = environment["ORTHOHASH_TEST_STOP_AFTER_STEPS"].flatMap(Int.init)
+        let parts = environment["ORTHOHASH_TEST_GRADIENT_SPIKE"]?.split(separator: ":") ?? []
+        if parts.count == 2, let step = Int(parts[0]), let value = Float(parts[1]) { spike = (step, value) } else { spike = nil }
+    }
+
+    /// Applies ORTHOHASH_TEST_GRADIENT_SPIKE; true if it did.
+    func spikeGradients(_ gradients: FloatBuffer, step: Int) -> Bool {
+        guard let spike, spike.step == step else { return false }
+        gradients[0] = spike.value
+        return true
     }
 
     func beforeStep(rank: Int, step: Int) {

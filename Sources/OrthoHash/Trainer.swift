@@ -241,8 +241,10 @@ public final class Trainer {
         let singleTargets = UnsafeMutablePointer<Int32>.allocate(capacity: B)
         defer { singleTargets.deallocate() }
         let multiTargets = FloatBuffer(count: data.isMultiLabel ? B * C : 0)   // (B, C)
-        // Control word, reduced once per step: loss, correct count, and one non-finite flag per rank.
-        var control = [Double](repeating: 0, count: 2 + collective.size)
+        // Control word, reduced once per step: loss, correct count, one non-finite flag per rank,
+        // and the count of ranks whose gradients' finiteness was read rather than bounded.
+        var control = [Double](repeating: 0, count: 3 + collective.size)
+        var sumCheck = [0.0]
         let steps = stepsPerEpoch
         log.info("training: \(data.train.rows) rows, \(steps) steps/epoch of \(N) (\(collective.size) rank\(collective.size > 1 ? "s" : "") x \(B)), \(config.nbit) bits, \(C) classes, \(model.parameterCount) parameters, \(threads) BLAS thread\(threads > 1 ? "s" : "")")
         if collective.size > 1 { log.info("gradients summed by \(collective.gradientReduction)") }
@@ -280,16 +282,29 @@ public final class Trainer {
                 // The gradients are zero here (initially, and the optimizer clears them as it
                 // reads them), so the backward pass accumulates: its GEMMs run with beta = 1.
                 let (localLoss, correct) = model.trainStep(input.pointer, targets: targets, accumulate: true, gradientsClear: true)
+                let spiked = hooks.spikeGradients(model.gradients, step: state.globalStep + 1)
                 // All of the sum, or (ranks sharing a node) the shard of it this rank updates.
                 let shard = collective.reduceGradientShard(model.gradients)
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
                 control[2 + rank] = localLoss.isFinite && model.gradientsFinite ? 0 : 1
+                control[2 + collective.size] = model.gradientSlicesRead > 0 || spiked ? 1 : 0
                 collective.allReduceSum(&control)
-                if let bad = control[2...].firstIndex(where: { $0 != 0 }) {
+                if let bad = control[2..<(2 + collective.size)].firstIndex(where: { $0 != 0 }) {
                     let who = collective.size > 1 ? " on rank \(bad - 2)" : ""
                     throw OrthoHashError("non-finite loss or gradient\(who) at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
+                }
+                // Each rank's bound counts every rank's products, so where it held on all ranks the
+                // sum is finite too. Where some rank had to read its gradients instead, finite
+                // gradients can still overflow when summed: each rank reads its part of the sum.
+                if collective.size > 1 && control[2 + collective.size] != 0 {
+                    sumCheck[0] = oh_all_finite(model.gradients.pointer + shard.lowerBound, shard.count) != 0 ? 0 : 1
+                    collective.allReduceSum(&sumCheck)
+                    if sumCheck[0] != 0 {
+                        throw OrthoHashError("the gradients summed over the ranks overflow at step \(state.globalStep + 1) (epoch \(epoch + 1)), though each rank's own are finite; stopped before the update, the last checkpoint is intact",
+                                             hint: "lower --lr or check the features for extreme values")
+                    }
                 }
                 optimizer.update(parameters: model.parameters, gradients: model.gradients, lr: lr, threads: threads,
                                  zeroGradients: true, range: shard)

@@ -238,6 +238,26 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(job.stderr.contains("[rank 0] error: non-finite loss or gradient on rank 0 at step"), job.stderr)
     }
 
+    /// Gradients finite on every rank whose sum overflows (3e38 on each of 2 ranks) are found
+    /// before the update; a large sum that stays finite (1e30) is read the same way and the run
+    /// goes on.
+    func testGradientSumOverflowAcrossRanks() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/spike", "--checkpoint-every", "1"],
+                             env: ["ORTHOHASH_TEST_GRADIENT_SPIKE": "14:3e38"])
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertTrue(job.stderr.contains("error: the gradients summed over the ranks overflow at step 14"), job.stderr)
+        XCTAssertEqual(job.stderr.components(separatedBy: "\n").filter { $0.contains("Stack") || $0.contains("Fatal") }, [])
+        // Nothing after the overflow reached the disk: only epoch 1's checkpoint (step 8), and it resumes.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/spike/checkpoints"), ["step-0000000008.ohck"])
+        let resumed = try mpirun(np: 2, args + ["--run-dir", dir + "/spike", "--checkpoint-every", "1", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let fine = try mpirun(np: 2, args + ["--run-dir", dir + "/large"], env: ["ORTHOHASH_TEST_GRADIENT_SPIKE": "14:1e30"])
+        XCTAssertEqual(fine.status, 0, fine.stderr)
+        XCTAssertEqual(try stepLosses(dir + "/large").count, 24)
+    }
+
     /// kill -9 of a rank while training, and of rank 0 while it writes a checkpoint: mpirun exits
     /// non-zero within 30 s, every checkpoint on disk is intact, and --resume finishes the run.
     func testKilledRankThenResume() throws {
