@@ -134,6 +134,11 @@ public final class HashModel {
     /// How many gradient slices the last `trainStep` had to read in full to know they are finite
     /// (0 in a normal step; tests check both ways).
     public private(set) var gradientSlicesRead = 0
+    /// Whether the gradients summed over all ranks are known to be finite too: each bound counts
+    /// every rank's products, and a slice read in full has its largest magnitude times the ranks
+    /// checked the same way. False only for magnitudes near Float's limit (then the trainer reads
+    /// the summed gradients before the update).
+    public private(set) var gradientSumFinite = true
 
     /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
     /// and bias (kaiming_uniform with a = sqrt(5)); the hash layer's weight N(0, 0.01^2);
@@ -193,15 +198,20 @@ public final class HashModel {
         }
         batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
                                p + bnGamma, bn, B: B, collective: collective, accumulate: accumulate)
-        var finite = oh_all_finite(g + bnGamma, 2 * K) != 0     // gamma and beta are adjacent
         // Bounds hold only for gradients that started at zero.
         let boundable = gradientsClear || !accumulate
-        var slicesRead = 0
+        var slicesRead = 0, sumFinite = true
+        func read(_ start: Int, count: Int) -> Bool {
+            let top = MagnitudeBound(of: g + start, count: count)
+            if !MagnitudeBound.productSumsFinite(terms: collective.size, top, .one) { sumFinite = false }
+            return top.isFinite
+        }
         func sliceFinite(_ start: Int, count: Int, provenBy bounded: Bool) -> Bool {
             if boundable && bounded { return true }
             slicesRead += 1
-            return oh_all_finite(g + start, count) != 0
+            return read(start, count: count)
         }
+        var finite = read(bnGamma, count: 2 * K)     // gamma and beta: adjacent, few, always read
         func proven(_ dy: MagnitudeBound, _ x: MagnitudeBound?, bias: Bool) -> Bool {
             guard let x else { return false }
             return MagnitudeBound.productSumsFinite(terms: N, dy, x)
@@ -234,6 +244,7 @@ public final class HashModel {
         }
         gradientsFinite = finite
         gradientSlicesRead = slicesRead
+        gradientSumFinite = finite && sumFinite
         return (lossValue, correct)
     }
 

@@ -10,7 +10,7 @@ import Foundation
 ///   steps, as if interrupted, so a test can resume it.
 /// - `ORTHOHASH_TEST_GRADIENT_SPIKE=STEP:VALUE`: at that step every rank sets its first gradient
 ///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
-///   overflow), and counts as a rank whose gradients were read rather than bounded.
+///   overflow), and counts as a rank that could not show their sum finite.
 struct TestHooks {
     let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double, stopAfterSteps: Int?
     let spike: (step: Int, value: Float)?

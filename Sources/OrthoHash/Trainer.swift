@@ -242,7 +242,7 @@ public final class Trainer {
         defer { singleTargets.deallocate() }
         let multiTargets = FloatBuffer(count: data.isMultiLabel ? B * C : 0)   // (B, C)
         // Control word, reduced once per step: loss, correct count, one non-finite flag per rank,
-        // and the count of ranks whose gradients' finiteness was read rather than bounded.
+        // and the count of ranks that could not show that the sum of the gradients is finite.
         var control = [Double](repeating: 0, count: 3 + collective.size)
         var sumCheck = [0.0]
         let steps = stepsPerEpoch
@@ -288,16 +288,16 @@ public final class Trainer {
                 for i in control.indices { control[i] = 0 }
                 control[0] = localLoss; control[1] = Double(correct)
                 control[2 + rank] = localLoss.isFinite && model.gradientsFinite ? 0 : 1
-                control[2 + collective.size] = model.gradientSlicesRead > 0 || spiked ? 1 : 0
+                control[2 + collective.size] = model.gradientSumFinite && !spiked ? 0 : 1
                 collective.allReduceSum(&control)
                 if let bad = control[2..<(2 + collective.size)].firstIndex(where: { $0 != 0 }) {
                     let who = collective.size > 1 ? " on rank \(bad - 2)" : ""
                     throw OrthoHashError("non-finite loss or gradient\(who) at step \(state.globalStep + 1) (epoch \(epoch + 1)); stopped before the update, the last checkpoint is intact",
                                          hint: "lower --lr or check the features for extreme values")
                 }
-                // Each rank's bound counts every rank's products, so where it held on all ranks the
-                // sum is finite too. Where some rank had to read its gradients instead, finite
-                // gradients can still overflow when summed: each rank reads its part of the sum.
+                // Finite gradients on every rank can still overflow when summed. Each rank's bounds
+                // cover the sum (`gradientSumFinite`); where one rank's do not, each rank reads its
+                // part of the sum.
                 if collective.size > 1 && control[2 + collective.size] != 0 {
                     sumCheck[0] = oh_all_finite(model.gradients.pointer + shard.lowerBound, shard.count) != 0 ? 0 : 1
                     collective.allReduceSum(&sumCheck)
