@@ -260,6 +260,17 @@ public final class HashModel {
         }
     }
 
+    /// Codes v (BatchNorm in evaluation mode) of the rows `range` of `features`, read and encoded
+    /// `batchSize` rows at a time: `body(start, rows, v)` with v (rows, K).
+    public func forEachCodeChunk(of features: FeatureSource, rows range: Range<Int>,
+                                 _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
+        let input = FloatBuffer(count: batchSize * features.dim), v = FloatBuffer(count: batchSize * config.nbit)
+        try features.forEachChunk(range, chunk: batchSize, into: input) { start, n in
+            encode(input.pointer, rows: n, into: v.pointer)
+            try body(start, n, v.pointer)
+        }
+    }
+
     /// Adds the column sums of the hash layer's pre-BatchNorm output `W f(x)` over `rows` rows of
     /// `x` to `sums` (K, in double), to re-estimate BatchNorm's running mean on other data.
     public func addPreNormSums(_ x: UnsafePointer<Float>,  // (rows, D)

@@ -39,19 +39,19 @@ public func loadRevisitedGroundTruth(_ path: String, queries: Int, databaseRows:
 }
 
 /// Average precision by the trapezoid rule over a ranking from which ignored rows were removed,
-/// as revisitop's `compute_ap`: `ranks` are the 0-based positions of the `positives` positives
-/// (ascending), and
+/// as revisitop's `compute_ap`: `ranks` are the 0-based positions of the positives (ascending;
+/// every positive is somewhere in the full ranking, so there are ranks.count of them), and
 /// ```
 /// AP = sum_j (P0_j + P1_j) / 2 / positives,  P0_j = j / r_j (1 when r_j = 0),  P1_j = (j + 1) / (r_j + 1)
 /// ```
-public func trapezoidAP(ranks: [Int], positives: Int) -> Double {
+public func trapezoidAP(ranks: [Int]) -> Double {
     var ap = 0.0
     for (j, r) in ranks.enumerated() {
         let p0 = r == 0 ? 1.0 : Double(j) / Double(r)
         let p1 = Double(j + 1) / Double(r + 1)
         ap += (p0 + p1) / 2
     }
-    return ap / Double(positives)
+    return ap / Double(ranks.count)
 }
 
 /// The revisited protocol (ORTHOHASH.md section 5) by Hamming ranking, ties by database index,
@@ -100,7 +100,7 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
                 position += 1
             }
             guard !ranks.isEmpty else { continue }
-            sums[s] += trapezoidAP(ranks: ranks, positives: ranks.count)
+            sums[s] += trapezoidAP(ranks: ranks)
             counted[s] += 1
         }
         for row in g.easy + g.hard + g.junk { kind[row] = 0 }

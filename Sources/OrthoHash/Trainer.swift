@@ -438,16 +438,14 @@ public enum Evaluation {
     /// Packed codes of `features`, computed in chunks of the model's batch size. With several
     /// ranks each encodes a contiguous share and the codes are gathered on every rank.
     public static func encode(model: HashModel, features: FeatureSource, collective: Collective = SingleProcess()) throws -> PackedCodes {
-        let K = model.config.nbit, D = features.dim, chunk = model.batchSize
+        let K = model.config.nbit
         let W = (K + 63) / 64
         let rows = features.rows
         let lo = rows * collective.rank / collective.size, hi = rows * (collective.rank + 1) / collective.size
-        let input = FloatBuffer(count: chunk * D), v = FloatBuffer(count: chunk * K)
         var words: [UInt64] = []
         words.reserveCapacity((hi - lo) * W)
-        try features.forEachChunk(lo..<hi, chunk: chunk, into: input) { _, n in
-            model.encode(input.pointer, rows: n, into: v.pointer)
-            words += PackedCodes(values: v.pointer, count: n, bits: K).storage
+        try model.forEachCodeChunk(of: features, rows: lo..<hi) { _, n, v in
+            words += PackedCodes(values: v, count: n, bits: K).storage
         }
         if collective.size > 1 {
             let parts = collective.allGather(words.withUnsafeBytes { Array($0) })

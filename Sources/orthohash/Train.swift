@@ -189,7 +189,7 @@ struct Encode: ParsableCommand {
             let K = ck.state.model.nbit, bytesPerCode = (K + 7) / 8
             var packed = [UInt8](repeating: 0, count: x.rows * bytesPerCode)
             var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
-            try forEachEncodedChunk(model, x) { start, n, v in
+            try model.forEachCodeChunk(of: x, rows: 0..<x.rows) { start, n, v in
                 for r in 0..<n {
                     for k in 0..<K where v[r * K + k] > 0 { packed[(start + r) * bytesPerCode + k / 8] |= UInt8(0x80) >> UInt8(k % 8) }
                     if !real.isEmpty { for k in 0..<K { real[(start + r) * K + k] = v[r * K + k] } }
@@ -209,17 +209,6 @@ func openFeatures(_ path: String, for model: HashModel, checkpoint: String) thro
         throw OrthoHashError("features have \(x.dim) columns but the model in \(checkpoint) expects \(model.config.inputDim)", file: path)
     }
     return x
-}
-
-/// Codes v (BatchNorm in evaluation mode) of every row of `x`, chunk by chunk: `body(start, rows, v)`
-/// with v (rows, K).
-func forEachEncodedChunk(_ model: HashModel, _ x: NPYFeatures, _ body: (Int, Int, FloatBuffer) throws -> Void) throws {
-    let chunk = model.batchSize
-    let input = FloatBuffer(count: chunk * x.dim), v = FloatBuffer(count: chunk * model.config.nbit)
-    try x.forEachChunk(0..<x.rows, chunk: chunk, into: input) { start, n in
-        model.encode(input.pointer, rows: n, into: v.pointer)
-        try body(start, n, v)
-    }
 }
 
 /// BatchNorm's running mean re-estimated on the rows of `target` (HashModel.setBatchNormMean).

@@ -199,7 +199,7 @@ final class CLITests: XCTestCase {
                     "--map-at takes", "got 'top100'")
         assertFails(try orthohash(["train"] + replacing("--batch-size", "512") + ["--run-dir", dir + "/r"]),
                     "train_x.npy", "larger than the training set (256 rows)")
-        FileManager.default.createFile(atPath: dir + "/junk.npy", contents: Data("hello world, not numpy".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/junk.npy", contents: Data("hello world, not numpy".utf8))
         assertFails(try orthohash(["train"] + replacing("--db-features", dir + "/junk.npy") + ["--run-dir", dir + "/r"]), "junk.npy", "wrong magic")
         assertFails(try orthohash(["train"] + args + ["--classes", "2", "--run-dir", dir + "/r"]), "out of range for 2 classes")
         try NPYWriter.write(path: dir + "/cb.npy", shape: [3, 4], int8: Array(repeating: 1, count: 12))

@@ -201,14 +201,14 @@ final class RevisitedTests: XCTestCase {
         XCTAssertEqual(r.easy, (0.25 + 1) / 2, accuracy: 1e-12)
         XCTAssertEqual(r.medium, ((0.5 + (0.5 + 2.0 / 3) + (0.5 + 0.6)) / 6 + 1) / 2, accuracy: 1e-12)
         XCTAssertEqual(r.hard, (0.5 + (1.0 / 3 + 0.5)) / 4, accuracy: 1e-12)
-        XCTAssertEqual(trapezoidAP(ranks: [0, 1, 2], positives: 3), 1, accuracy: 1e-12)
+        XCTAssertEqual(trapezoidAP(ranks: [0, 1, 2]), 1, accuracy: 1e-12)
     }
 
     func testGroundTruthFileErrors() throws {
         let dir = temporaryDirectory()
         func write(_ text: String) -> String {
             let path = dir + "/gnd.json"
-            FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
             return path
         }
         let good = write(#"[{"easy": [0], "hard": [1], "junk": []}]"#)
