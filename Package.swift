@@ -34,7 +34,7 @@ let package = Package(
             dependencies: ["OrthoHash", "OrthoHashMPI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Temporary directories for the tests, removed when the test process exits.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["OrthoHash"], path: "Tests/TestSupport"),
         .testTarget(name: "OrthoHashTests", dependencies: ["OrthoHash", "TestSupport"]),
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
         .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHash", "TestSupport"]),

@@ -1,0 +1,63 @@
+// Models trained by the code as it stood before the core was restructured (issue 10), committed
+// under Tests/Fixtures/reference: the same seed and settings must give them again, byte for byte,
+// as the exported safetensors file and as the last checkpoint (whose only fields that may differ
+// are the seconds it measured and the paths of the data).
+//
+// OpenBLAS is pinned to one thread and to its Haswell kernel (AVX2 + FMA, which every machine
+// this runs on has): another CPU's kernel adds the products of a GEMM in another order, and the
+// results would differ in the last bits for that reason alone. The other arithmetic (Swift code,
+// the C kernels, whose sums run in a fixed order in every CPU variant) is the same everywhere.
+//
+// ORTHOHASH_RECORD_REFERENCE=1 writes the files instead of comparing (done once, with the old code).
+
+import Foundation
+import XCTest
+import OrthoHash
+import TestSupport
+
+final class ReferenceTests: XCTestCase {
+    /// The default data (real Fashion-MNIST images, a subset), MLP backbone, the scalar loss path.
+    func testFashionMNISTReference() throws {
+        let dir = tempDir()
+        let run = dir + "/run"
+        let train = try orthohash(["train", "--backbone", "mlp", "--hidden", "16", "--nbit", "16", "--epochs", "2",
+                                   "--train-limit", "2048", "--query-limit", "256", "--db-limit", "2048", "--batch-size", "128",
+                                   "--eval-every", "1", "--threads", "1", "--quiet", "--run-dir", run], environment: reproducibleBLAS)
+        XCTAssertEqual(train.status, 0, train.stderr)
+        try assertMatchesReference("fashion-mnist-mlp", runDir: run) { out in
+            let r = try orthohash(["export", "--run-dir", run, "--out", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+    }
+
+    /// Many classes (300: the C kernel of the single-label loss), a linear backbone on float16
+    /// features, SGD with Nesterov momentum and a multistep schedule, checkpoints every 7 steps.
+    func testManyClassesReference() throws {
+        let dir = tempDir()
+        var rng = Xoshiro256(seed: 21)
+        let C = 300, D = 48
+        let centres = (0..<(C * D)).map { _ in Float(rng.gaussian()) }
+        for (split, n) in [("train", 1536), ("query", 100), ("db", 600)] {
+            var x: [Float16] = [], y: [Int64] = []
+            for i in 0..<n {
+                let c = split == "train" && i < C ? i : rng.nextInt(below: C)
+                y.append(Int64(c))
+                for d in 0..<D { x.append(Float16(centres[c * D + d] + Float(rng.gaussian() * 0.5))) }
+            }
+            try x.withUnsafeBytes { try NPYWriter.write(path: "\(dir)/\(split)_x.npy", type: .float16, shape: [n, D], bytes: $0) }
+            try NPYWriter.write(path: "\(dir)/\(split)_y.npy", shape: [n], int64: y)
+        }
+        let run = dir + "/run"
+        let train = try orthohash(["train", "--dataset", "npy", "--train-features", dir + "/train_x.npy", "--train-labels", dir + "/train_y.npy",
+                                   "--query-features", dir + "/query_x.npy", "--query-labels", dir + "/query_y.npy",
+                                   "--db-features", dir + "/db_x.npy", "--db-labels", dir + "/db_y.npy",
+                                   "--nbit", "32", "--epochs", "3", "--batch-size", "64", "--optimizer", "sgd", "--nesterov",
+                                   "--lr", "0.05", "--scheduler", "multistep", "--milestones", "1,2", "--checkpoint-every-steps", "7",
+                                   "--map-at", "100,gt100", "--threads", "1", "--quiet", "--run-dir", run], environment: reproducibleBLAS)
+        XCTAssertEqual(train.status, 0, train.stderr)
+        try assertMatchesReference("many-classes-linear", runDir: run) { out in
+            let r = try orthohash(["export", "--run-dir", run, "--out", out])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+    }
+}
