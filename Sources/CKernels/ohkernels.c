@@ -50,11 +50,6 @@ int oh_all_finite(const float *restrict x, size_t n) {
     return total == 0.0f;
 }
 
-OH_CLONES
-void oh_relu(float *restrict x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : (x[i] != x[i] ? x[i] : 0.0f);
-}
-
 // |x| as a float's bit pattern with the sign cleared: as unsigned integers these order like the
 // magnitudes, and every NaN or Inf (exponent all ones) is >= 0x7f800000, above every finite value.
 static inline uint32_t magnitude_bits(float x) {
@@ -89,52 +84,32 @@ uint32_t oh_max_magnitude_bits(const float *restrict x, size_t n) {
     return top;
 }
 
-// The plain and the clearing entry points share one body each; `clear` is a constant at each
-// call site, so each compiles to its own branch-free loop.
-static inline __attribute__((always_inline))
-uint32_t relu_backward_body(float *restrict dy, float *restrict y, size_t n, int clear) {
+// ReLU backward and the bias sums of the training step, each the last read of its input in the
+// step, which it clears for the next step's GEMM (beta = 1, no clearing pass).
+OH_CLONES
+uint32_t oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
     uint32_t top = 0;
     for (size_t i = 0; i < n; i++) {
         float d = y[i] > 0.0f ? dy[i] : 0.0f;
         dy[i] = d;
-        if (clear) y[i] = 0.0f;
+        y[i] = 0.0f;
         uint32_t m = magnitude_bits(d);
         top = m > top ? m : top;
     }
     return top;
 }
 
-static inline __attribute__((always_inline))
-void column_sums_body(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate, int clear) {
+OH_CLONES
+void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
     if (!accumulate)
         for (size_t c = 0; c < cols; c++) db[c] = 0;
     for (size_t r = 0; r < rows; r++) {
         float *row = dy + r * cols;
         for (size_t c = 0; c < cols; c++) {
             db[c] += row[c];
-            if (clear) row[c] = 0.0f;
+            row[c] = 0.0f;
         }
     }
-}
-
-OH_CLONES
-void oh_relu_backward(float *restrict dy, const float *restrict y, size_t n) {
-    relu_backward_body(dy, (float *)y, n, 0);
-}
-
-OH_CLONES
-uint32_t oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n) {
-    return relu_backward_body(dy, y, n, 1);
-}
-
-OH_CLONES
-void oh_column_sums(float *restrict db, const float *restrict dy, size_t rows, size_t cols, int accumulate) {
-    column_sums_body(db, (float *)dy, rows, cols, accumulate, 0);
-}
-
-OH_CLONES
-void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
-    column_sums_body(db, dy, rows, cols, accumulate, 1);
 }
 
 // exp(x) for x <= 0 (arguments are clamped to [-87, 0]): Cephes' expf polynomial, branch-free so

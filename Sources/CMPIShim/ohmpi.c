@@ -353,10 +353,6 @@ void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *
     *lo = shard_start(count, ohmpi_node_rank);
     *hi = shard_start(count, ohmpi_node_rank + 1);
     shard_sum(gradients, *lo, *hi, what);
-    // The rest of this segment held addends the other ranks have now summed: clear it for the
-    // next step's backward pass, which accumulates.
-    memset(gradients, 0, *lo * sizeof(float));
-    memset(gradients + *hi, 0, (count - *hi) * sizeof(float));
 }
 
 void ohmpi_gather_shards_f32(float *parameters, size_t count, const char *what) {
@@ -452,17 +448,4 @@ void ohmpi_allgatherv_bytes(const void *send, int64_t my_count, void *receive, c
     }
     free(c);
     free(d);
-}
-
-void ohmpi_barrier(const char *what) {
-    if (ohmpi_world == 1) return;
-    if (ohmpi_threaded) {
-        enter(what);
-        check(MPI_Barrier(ohmpi_comm), "MPI_Barrier", what);
-        leave();
-        return;
-    }
-    MPI_Request request;
-    check(MPI_Ibarrier(ohmpi_comm, &request), "MPI_Ibarrier", what);
-    wait_for(&request, what);
 }

@@ -1,12 +1,17 @@
+// Open MPI through the C shim: the collectives of a job (MPICollective) and data-parallel
+// training's gradient sums over them (MPIDataParallel).
+
 import CMPIShim
 import Foundation
-import OrthoHash
+import OrthoHashNumerics
+import OrthoHashTraining
 
-/// The MPI implementation of `Collective`, over the C shim. Every call is a non-blocking MPI
-/// collective polled against `--collective-timeout`; a failure or a timeout ends the whole job.
-public final class MPICollective: Collective, StepLabelled, TimedCollective {
+/// The MPI implementation of `Collective`. Every call is watched against `--collective-timeout`
+/// (a helper thread watches Open MPI's blocking collectives when the library is thread-safe;
+/// otherwise the shim polls non-blocking ones); a failure or a timeout ends the whole job.
+public final class MPICollective: Collective, TimedCollective {
     public let rank: Int
-    public let size: Int
+    public let ranks: Int
 
     /// True when an MPI launcher started this process; otherwise use `SingleProcess`.
     public static var launched: Bool { ohmpi_launched() != 0 }
@@ -14,7 +19,7 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
     public init(timeoutSeconds: Double) {
         _ = ohmpi_init()
         rank = Int(ohmpi_rank())
-        size = Int(ohmpi_size())
+        ranks = Int(ohmpi_size())
         ohmpi_set_timeout(timeoutSeconds)
     }
 
@@ -22,20 +27,15 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
 
     public func labelStep(_ step: Int) { ohmpi_set_step(Int64(step)) }
 
-    public private(set) var floatReduceSeconds = 0.0
-    public private(set) var doubleReduceSeconds = 0.0
-    public func resetTimers() { floatReduceSeconds = 0; doubleReduceSeconds = 0 }
+    public internal(set) var gradientSumSeconds = 0.0
+    public private(set) var statisticsSumSeconds = 0.0
+    public func resetTimers() { gradientSumSeconds = 0; statisticsSumSeconds = 0 }
 
-    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
+    /// BatchNorm's statistics, the loss's weight sum and the control word.
+    public func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {
         let start = DispatchTime.now().uptimeNanoseconds
-        ohmpi_allreduce_sum_f32(buffer, count, "all-reduce of \(count) float32 (gradients)")
-        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    }
-
-    public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) {
-        let start = DispatchTime.now().uptimeNanoseconds
-        ohmpi_allreduce_sum_f64(buffer, count, "all-reduce of \(count) float64 (BatchNorm statistics or control word)")
-        doubleReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        ohmpi_allreduce_sum_f64(values, count, "all-reduce of \(count) float64 (BatchNorm statistics or control word)")
+        statisticsSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] {
@@ -49,7 +49,7 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
     }
 
     public func allGather(_ bytes: [UInt8]) -> [[UInt8]] {
-        var counts = [Int64](repeating: 0, count: size)
+        var counts = [Int64](repeating: 0, count: ranks)
         counts.withUnsafeMutableBufferPointer { ohmpi_allgather_counts(Int64(bytes.count), $0.baseAddress!, "all-gather sizes") }
         let total = Int(counts.reduce(0, +))
         var all = [UInt8](repeating: 0, count: max(total, 1))
@@ -66,54 +66,62 @@ public final class MPICollective: Collective, StepLabelled, TimedCollective {
         return out
     }
 
-    public func barrier() { ohmpi_barrier("barrier") }
+    public func abort(_ message: String, code: Int32) -> Never {
+        ohmpi_abort(message, code)
+    }
+}
 
-    /// In the node's shared-memory window when the ranks share nodes (see `ohmpi_shared_buffer`),
-    /// so that the ranks of a node sum their gradients without copying them through MPI and
-    /// each updates one shard of the parameters.
-    public func makeTrainingBuffers(count: Int) -> (parameters: FloatBuffer, gradients: FloatBuffer) {
+/// Data-parallel training over MPI. When every node runs the same number L > 1 of ranks, each
+/// rank's parameters and gradients live in the node's shared-memory window: node rank l sums its
+/// 1/L shard of the node's gradients (reading every rank's segment, in rank order) and then that
+/// shard across the nodes with MPI_Allreduce, updates that shard, and copies the others' updated
+/// shards from the window. Otherwise (one rank per node, uneven nodes, no room for the window,
+/// or ORTHOHASH_SHARED_MEMORY_REDUCE=0 in rank 0's environment) one MPI_Allreduce of all of them.
+public final class MPIDataParallel: DataParallel {
+    let mpi: MPICollective
+    public var collective: Collective { mpi }
+    /// Whether the newest store's gradients are in shared memory (nil: no store made yet).
+    private var sharedGradients: Bool?
+
+    public init(_ mpi: MPICollective) { self.mpi = mpi }
+
+    public func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore {
+        let count = layout.count
         let shared = ohmpi_shared_buffer(count)
         sharedGradients = shared != nil
-        guard let shared else { return (FloatBuffer(count: count), FloatBuffer(count: count)) }
+        guard let shared else { return ParameterStore(layout: layout, optimizer: optimizer) }
         // The window goes back when both buffers are gone.
         final class Lease { deinit { ohmpi_shared_release() } }
         let lease = Lease()
-        return (FloatBuffer(borrowing: shared + count, count: count, release: { _ = lease }),
-                FloatBuffer(borrowing: shared, count: count, release: { _ = lease }))
+        return ParameterStore(layout: layout, optimizer: optimizer,
+                              parameters: FloatBuffer(borrowing: shared + count, count: count, release: { _ = lease }),
+                              gradients: FloatBuffer(borrowing: shared, count: count, release: { _ = lease }))
     }
 
-    public func reduceGradientShard(_ gradients: FloatBuffer) -> Range<Int> {
+    public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> {
         let start = DispatchTime.now().uptimeNanoseconds
         var lo = 0, hi = 0
         ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
-        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        mpi.gradientSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return lo..<hi
     }
 
     public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
-        guard updated != 0..<parameters.count else { return }
         let start = DispatchTime.now().uptimeNanoseconds
         ohmpi_gather_shards_f32(parameters.pointer, parameters.count, "gather of the updated parameter shards")
-        floatReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        mpi.gradientSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
-    public func gatherOptimizerShards(_ state: FloatBuffer, updated: Range<Int>) {
-        guard state.count > 0, updated != 0..<state.count else { return }
-        ohmpi_gather_node_shards_f32(state.pointer, state.count, "gather of the optimizer state shards")
+    public func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>) {
+        guard moments.count > 0 else { return }
+        ohmpi_gather_node_shards_f32(moments.pointer, moments.count, "gather of the optimizer state shards")
     }
 
-    /// Whether the newest gradient buffer is in shared memory (nil: none made yet).
-    private var sharedGradients: Bool?
-
-    /// What the newest gradient buffer's sums go through (before there is one: what it would).
+    /// What the newest store's gradient sums go through (before there is one: what they would).
     public var gradientReduction: String {
         var perNode: Int32 = 1, nodes: Int32 = 1
-        if size == 1 { return "none (one rank)" }
+        if mpi.ranks == 1 { return "none (one rank)" }
         guard ohmpi_shared_layout(&perNode, &nodes) != 0, sharedGradients != false else { return "MPI_Allreduce" }
         return "shared memory within each node (\(perNode) ranks)" + (nodes > 1 ? ", then MPI_Allreduce across \(nodes) nodes" : "")
-    }
-
-    public func abort(_ message: String, code: Int32) -> Never {
-        ohmpi_abort(message, code)
     }
 }

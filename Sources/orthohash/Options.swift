@@ -1,24 +1,11 @@
+// Option groups shared by the subcommands.
+
 import ArgumentParser
 import Foundation
-import OrthoHash
+import OrthoHashNumerics
+import OrthoHashTraining
 
-extension BackboneKind: ExpressibleByArgument {}
-extension MarginType: ExpressibleByArgument {}
-extension MultiLabelLoss: ExpressibleByArgument {}
-extension QuantizationType: ExpressibleByArgument {}
-extension CodebookMethod: ExpressibleByArgument {}
-extension OptimizerKind: ExpressibleByArgument {}
-extension SchedulerKind: ExpressibleByArgument {}
-extension DatasetKind: ExpressibleByArgument {}
-
-func intList(_ text: String) throws -> [Int] {
-    try text.split(separator: ",").map {
-        guard let n = Int($0.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("'\(text)' is not a comma-separated list of integers") }
-        return n
-    }
-}
-
-/// Where the data comes from; shared by train, eval and bench.
+/// Where the data comes from; shared by train and bench.
 struct DataOptions: ParsableArguments {
     @Option(help: "fashion-mnist (the Debian package's images) or npy (feature and label files).")
     var dataset: DatasetKind = .fashionMNIST
@@ -47,7 +34,8 @@ struct DataOptions: ParsableArguments {
 /// The model, loss and optimisation settings. Defaults are the paper's.
 struct ModelOptions: ParsableArguments {
     @Option(help: "linear (input is a feature vector) or mlp.") var backbone: BackboneKind = .linear
-    @Option(help: "Hidden widths of the mlp backbone.") var hidden: String = "1024,1024"
+    @Option(help: "Hidden widths of the mlp backbone (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden"))
+    var hidden: [Int] = [1024, 1024]
     @Option(help: "Bits K of the hash code.") var nbit: Int = 64
     @Option(help: "Logit scale s.") var scale: Float = 8
     @Option(help: "Margin m.") var margin: Float = 0.2
@@ -62,56 +50,55 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Learning rate of the hash layer.") var lr: Float = 1e-4
     @Option(help: "The backbone's learning rate is this times --lr.") var backboneLrScale: Float = 0.1
     @Option(help: "Coupled L2 weight decay.") var weightDecay: Float = 5e-4
-    @Option(help: "Adam betas.") var betas: String = "0.9,0.999"
+    @Option(help: "Adam betas (default: 0.9,0.999).", transform: Parse.betas) var betas: Betas = Betas(beta1: 0.9, beta2: 0.999)
     @Option(help: "Adam epsilon.") var adamEps: Float = 1e-8
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
     @Option(help: "step (StepLR), multistep (MultiStepLR) or none; stepped per epoch.") var scheduler: SchedulerKind = .step
     @Option(help: "StepLR step in epochs (default: int(0.8 x epochs)).") var stepSize: Int?
-    @Option(help: "MultiStepLR milestones (epochs), e.g. 4,7.") var milestones: String = ""
+    @Option(help: "MultiStepLR milestones (epochs), e.g. 4,7.", transform: Parse.positiveIntegers("--milestones"))
+    var milestones: [Int] = []
     @Option(help: "LR decay factor.") var gamma: Float = 0.1
     @Option(help: "Epochs.") var epochs: Int = 100
     @Option(help: "Global batch size (split over the ranks).") var batchSize: Int = 256
     @Option(help: "Seed of the codebook, initial weights and data order.") var seed: UInt64 = 0
 
-    func apply(to c: inout TrainConfig) throws {
-        c.backbone = backbone
-        c.hidden = try intList(hidden)
-        c.nbit = nbit
+    func apply(to c: inout TrainConfig) {
+        c.backbone = backbone; c.hidden = hidden; c.nbit = nbit
         c.loss.scale = scale; c.loss.margin = margin; c.loss.marginType = marginType
         c.loss.multiLabelLoss = multiLabelLoss; c.loss.ce = ce; c.loss.quan = quan; c.loss.quanType = quanType
         c.codebook = codebook; c.codebookFile = codebookFile
         c.optimizer.kind = optimizer; c.optimizer.lr = lr; c.optimizer.backboneLRScale = backboneLrScale
         c.optimizer.weightDecay = weightDecay
-        let b = betas.split(separator: ",").compactMap { Float($0) }
-        guard b.count == 2 else { throw ValidationError("--betas takes two numbers, e.g. 0.9,0.999") }
-        c.optimizer.beta1 = b[0]; c.optimizer.beta2 = b[1]; c.optimizer.eps = adamEps
+        c.optimizer.beta1 = betas.beta1; c.optimizer.beta2 = betas.beta2
+        c.optimizer.eps = adamEps
         c.optimizer.momentum = momentum; c.optimizer.nesterov = nesterov
         c.optimizer.scheduler = scheduler; c.optimizer.stepSize = stepSize
-        c.optimizer.milestones = milestones.isEmpty ? [] : try intList(milestones)
+        c.optimizer.milestones = milestones
         c.optimizer.gamma = gamma
         c.epochs = epochs; c.batchSize = batchSize; c.seed = seed
     }
 }
 
 struct EvalOptions: ParsableArguments {
-    @Option(help: "Cutoffs R of mAP@R, 'all' or numbers; 'gt100' is GLDv2's mAP@100 (AP over min(|GT|, 100), queries with ground truth).")
-    var mapAt: String = "all,1000"
-    @Option(help: "Cutoffs k of precision@k.") var precisionAt: String = "100"
+    @Option(help: "Cutoffs R of mAP@R, 'all' or numbers; 'gt100' is GLDv2's mAP@100 (AP over min(|GT|, 100), queries with ground truth). Default: all,1000.",
+            transform: Parse.cutoffs)
+    var mapAt: [MapCutoff] = [nil, 1000]
+    @Option(help: "Cutoffs k of precision@k (default: 100).", transform: Parse.positiveIntegers("--precision-at"))
+    var precisionAt: [Int] = [100]
 
-    func apply(to c: inout TrainConfig) throws {
-        c.mapAt = mapAt.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        c.precisionAt = try intList(precisionAt)
-    }
+    func apply(to c: inout TrainConfig) { c.mapAt = mapAt; c.precisionAt = precisionAt }
 }
 
 /// A run directory and which of its checkpoints to read (eval, encode, revisited, export).
 struct RunCheckpointOptions: ParsableArguments {
     @Option(help: "Run directory.") var runDir: String
-    @Option(help: "best, last, or a checkpoint file.") var checkpoint: String = "last"
+    @Option(help: "best, last, or a checkpoint: a path or a file name in the run's checkpoints/.") var checkpoint: CheckpointChoice = .last
 
-    /// The run's configuration, the checkpoint and its path (loadRun).
-    func load() throws -> (TrainConfig, Checkpoint, String) { try loadRun(runDir, checkpoint: checkpoint) }
+    /// The run's settings, the checkpoint and its path.
+    func load() throws -> (config: TrainConfig, checkpoint: Checkpoint, path: String) {
+        try Resume.loadRun(runDir, checkpoint: checkpoint)
+    }
 }
 
 struct RuntimeOptions: ParsableArguments {
@@ -120,4 +107,25 @@ struct RuntimeOptions: ParsableArguments {
     func resolvedThreads(ranks: Int) -> Int {
         threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks))
     }
+}
+
+/// A feature file whose width matches the model's input.
+func openFeatures(_ path: String, for model: HashModel, checkpoint: String) throws -> NPYFeatures {
+    let x = try NPYFeatures(path: path)
+    guard x.dim == model.config.inputDim else {
+        throw OrthoHashError("features have \(x.dim) columns but the model in \(checkpoint) expects \(model.config.inputDim)", file: path)
+    }
+    return x
+}
+
+/// BatchNorm's running mean re-estimated on the rows of `target` (HashModel.setBatchNormMean).
+func reestimateBatchNormMean(_ model: HashModel, from target: NPYFeatures, identityAffine: Bool) throws {
+    guard target.rows > 0 else { throw OrthoHashError("no rows to estimate BatchNorm's mean from", file: target.name) }
+    let chunk = model.batchSize
+    let input = FloatBuffer(count: chunk * target.dim)
+    var sums = [Double](repeating: 0, count: model.config.nbit)
+    try target.forEachChunk(0..<target.rows, chunk: chunk, into: input) { _, n in
+        model.addPreNormSums(input.pointer, rows: n, into: &sums)
+    }
+    model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: identityAffine)
 }

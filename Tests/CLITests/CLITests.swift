@@ -3,7 +3,9 @@
 
 import Foundation
 import XCTest
-import OrthoHash
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
 import TestSupport
 
 struct Run { var status: Int32; var stdout: String; var stderr: String }

@@ -12,7 +12,9 @@
 
 import Foundation
 import XCTest
-import OrthoHash
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
 import TestSupport
 
 final class ReferenceTests: XCTestCase {

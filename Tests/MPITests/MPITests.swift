@@ -8,7 +8,9 @@
 
 import Foundation
 import XCTest
-import OrthoHash
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
 import TestSupport
 
 struct Job { var status: Int32; var stdout: String; var stderr: String; var seconds: Double }

@@ -3,7 +3,9 @@
 
 import Foundation
 import XCTest
-import OrthoHash
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
 
 public let referenceDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Fixtures/reference").path

@@ -16,23 +16,17 @@ void oh_adam_zero_grad(float *p, float *grad, float *m, float *v, size_t n,
                        float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
 /// 1 if every value is finite.
 int oh_all_finite(const float *x, size_t n);
-/// x = max(x, 0) in place (NaN stays NaN).
-void oh_relu(float *x, size_t n);
 /// y = max(y + bias, 0) row by row, y (rows, cols), in place (NaN stays NaN). Returns the largest
 /// magnitude of the result as in oh_max_magnitude_bits.
 uint32_t oh_bias_relu(float *y, const float *bias, size_t rows, size_t cols);
 /// The largest |x[i]| as a float bit pattern (sign cleared), 0 for n = 0. Unsigned comparison of
 /// such patterns orders magnitudes; a value >= 0x7f800000 means some x[i] is NaN or Inf.
 uint32_t oh_max_magnitude_bits(const float *x, size_t n);
-/// dy = y > 0 ? dy : 0.
-void oh_relu_backward(float *dy, const float *y, size_t n);
-/// db (+)= column sums of dy (rows, cols).
-void oh_column_sums(float *db, const float *dy, size_t rows, size_t cols, int accumulate);
-/// oh_relu_backward, then y = 0: the training step's last read of y, which leaves the buffer
+/// dy = y > 0 ? dy : 0, then y = 0: the training step's last read of y, which leaves the buffer
 /// clear for the next step's GEMM to accumulate into (beta = 1, no clearing pass). Returns the
 /// largest magnitude of the new dy as in oh_max_magnitude_bits.
 uint32_t oh_relu_backward_clear(float *dy, float *y, size_t n);
-/// oh_column_sums, then dy = 0 (the last read of dy in the step, as above).
+/// db (+)= column sums of dy (rows, cols), then dy = 0 (the last read of dy in the step, as above).
 void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int accumulate);
 /// Single-label softmax cross-entropy over cosine-margin logits z = s (u - m y), rows at a time:
 /// on return u holds grad_scale * (softmax(z) - y) (grad_scale = ce * s / N gives dL/du), `correct`

@@ -27,8 +27,8 @@ void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what);
 /// request. Every rank must call it (collective).
 float *ohmpi_shared_buffer(size_t count);
 /// Sums `gradients` over all ranks, but only the shard [lo, hi) this rank updates: the whole
-/// buffer (lo = 0, hi = count) unless it is the window's gradients, which are then zero outside
-/// the shard.
+/// buffer (lo = 0, hi = count) unless it is the window's gradients. Outside the shard the buffer
+/// still holds this rank's addends, which the other ranks have summed (the caller clears them).
 void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *hi, const char *what);
 /// Copies into the window's `parameters` the shards the node's other ranks updated.
 void ohmpi_gather_shards_f32(float *parameters, size_t count, const char *what);
@@ -39,11 +39,12 @@ void ohmpi_shared_release(void);
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
 /// Root's `count` bytes into every rank's buffer.
 void ohmpi_bcast_bytes(void *buffer, size_t count, int root, const char *what);
-/// Every rank's `count` (may differ per rank) bytes, concatenated in rank order into `receive`
-/// (sized by the caller from `counts`, which this fills first when `receive` is NULL).
+/// Every rank's byte count, into `counts` (one per rank), so that each can size its buffer for
+/// ohmpi_allgatherv_bytes.
 void ohmpi_allgather_counts(int64_t my_count, int64_t *counts, const char *what);
+/// Every rank's `my_count` bytes (counts from ohmpi_allgather_counts), concatenated in rank order
+/// into `receive`.
 void ohmpi_allgatherv_bytes(const void *send, int64_t my_count, void *receive, const int64_t *counts, const char *what);
-void ohmpi_barrier(const char *what);
 /// Prints `[rank r] message` on stderr and ends every rank of the job.
 void ohmpi_abort(const char *message, int code) __attribute__((noreturn));
 

@@ -1,0 +1,46 @@
+// Fault injection for the tests, read from the environment once. Never set in normal use.
+
+import Foundation
+import OrthoHashNumerics
+import OrthoHashTraining
+
+/// - `ORTHOHASH_TEST_HANG_RANK` + `ORTHOHASH_TEST_HANG_STEP`: that rank stops (sleeps forever,
+///   outside MPI) before that step, so its peers' watchdog must fire.
+/// - `ORTHOHASH_TEST_STEP_SLEEP_MS`: every step sleeps this long (slows a run so a test can kill it).
+/// - `ORTHOHASH_TEST_CHECKPOINT_PAUSE`: seconds between writing a checkpoint's temporary file and
+///   renaming it (so a test can kill the writer mid-write).
+/// - `ORTHOHASH_TEST_STOP_AFTER_STEPS`: end the run (exit 0, no summary) after that many global
+///   steps, as if interrupted, so a test can resume it.
+/// - `ORTHOHASH_TEST_GRADIENT_SPIKE=STEP:VALUE`: at that step every rank sets its first gradient
+///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
+///   overflow), and counts as a rank that could not show their sum finite.
+public struct EnvironmentFaults: FaultInjection {
+    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double
+    public let stopAfterSteps: Int?
+    let spike: (step: Int, value: Float)?
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
+        hangStep = environment["ORTHOHASH_TEST_HANG_STEP"].flatMap(Int.init)
+        stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
+        checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
+        stopAfterSteps = environment["ORTHOHASH_TEST_STOP_AFTER_STEPS"].flatMap(Int.init)
+        let parts = environment["ORTHOHASH_TEST_GRADIENT_SPIKE"]?.split(separator: ":") ?? []
+        if parts.count == 2, let step = Int(parts[0]), let value = Float(parts[1]) { spike = (step, value) } else { spike = nil }
+    }
+
+    public func beforeStep(rank: Int, step: Int) {
+        if stepSleep > 0 { usleep(stepSleep * 1000) }
+        if rank == hangRank && step == hangStep { while true { sleep(1000) } }
+    }
+
+    public func afterBackward(_ gradients: FloatBuffer, step: Int) -> Bool {
+        guard let spike, spike.step == step else { return false }
+        gradients[0] = spike.value
+        return true
+    }
+
+    public func beforeCheckpointRename() {
+        if checkpointPause > 0 { usleep(UInt32(checkpointPause * 1e6)) }
+    }
+}

@@ -1,0 +1,52 @@
+// The one caller of BLAS.
+
+import COpenBLAS
+import Foundation
+
+/// Row-major single-precision GEMM over OpenBLAS:
+/// ```
+/// C (m, n) = alpha * op(A) (m, k) * op(B) (k, n) + beta * C
+/// ```
+/// where op(X) is X or its transpose. Benchmarks can have it count the time spent inside
+/// (`clock`), to report the share of a step that is GEMM; this module reads no clock itself.
+public enum BLAS {
+    /// Nanoseconds spent in `gemm` since the last `resetTimer()`, counted while `clock` is set
+    /// (the training loop calls GEMMs from one thread; OpenBLAS's own threads are inside).
+    public nonisolated(unsafe) static var gemmNanoseconds: UInt64 = 0
+    /// A monotonic clock in nanoseconds, set by a benchmark to time the GEMMs (nil: no timing).
+    public nonisolated(unsafe) static var clock: (() -> UInt64)? = nil
+
+    public static func resetTimer() { gemmNanoseconds = 0 }
+
+    /// Sets OpenBLAS's thread count (ranks x threads should not exceed the cores).
+    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    @inline(__always)
+    public static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int,
+        _ b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "gemm shapes m=\(m) n=\(n) k=\(k)")
+        if m == 0 || n == 0 { return }
+        let clock = BLAS.clock
+        let start = clock?() ?? 0
+        // beta = 0: clear C with memset and let BLAS accumulate (beta = 1). OpenBLAS's own pass to
+        // clear C (sgemm_beta) was 3-5% of step time, slower than memset on every shape of the step.
+        var effectiveBeta = beta
+        if beta == 0 {
+            if ldc == n {
+                memset(c, 0, m * n * MemoryLayout<Float>.stride)
+            } else {
+                for r in 0..<m { memset(c + r * ldc, 0, n * MemoryLayout<Float>.stride) }
+            }
+            effectiveBeta = 1
+        }
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), effectiveBeta, c, Int32(ldc))
+        if let clock { gemmNanoseconds &+= clock() - start }
+    }
+}

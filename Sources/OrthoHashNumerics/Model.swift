@@ -1,0 +1,299 @@
+// The OrthoHash model: backbone, hash layer (Linear without bias + BatchNorm1d), cosine to a
+// fixed codebook, and the loss; a training step is `forward` then `backward`, which adds the
+// gradients into the ParameterStore.
+//
+// Dimensions: B = rows of the local batch, N = rows of the global batch (B x ranks), D = input
+// features, H = hidden width, F = features out of the backbone (D for `linear`), K = bits,
+// C = classes.
+
+import CKernels
+
+public enum BackboneKind: String, Codable, CaseIterable, Sendable {
+    /// Identity: the input is a pre-extracted feature vector.
+    case linear
+    /// Fully connected layers with ReLU (`--hidden`).
+    case mlp
+}
+
+public struct ModelConfig: Codable, Equatable, Sendable {
+    public var inputDim: Int
+    public var backbone: BackboneKind
+    public var hidden: [Int]
+    public var nbit: Int
+    public var classes: Int
+
+    public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int) {
+        self.inputDim = inputDim; self.backbone = backbone
+        self.hidden = backbone == .linear ? [] : hidden
+        self.nbit = nbit; self.classes = classes
+    }
+
+    /// Width of the backbone's output, the input of the hash layer.
+    public var featureDim: Int { hidden.last ?? inputDim }
+}
+
+/// What a backward pass knows of the gradients it left (`HashModel.backward`).
+public struct GradientReport: Equatable, Sendable {
+    /// Every gradient is finite.
+    public var finite = true
+    /// Their sum over all ranks is known to be finite too (false only for magnitudes near
+    /// Float's limit; then the summed gradients must be read before the update).
+    public var sumFinite = true
+    /// Gradient slices read in full to know the above (0 in a normal step).
+    public var slicesRead = 0
+}
+
+/// Offsets of one Linear layer's weight (O, I) and bias (O) in the flat buffers.
+struct LinearSlot { let weight: Int; let bias: Int; let inputs: Int; let outputs: Int }
+
+public final class HashModel {
+    public let config: ModelConfig
+    public let loss: LossConfig
+    public let codebook: Codebook
+    /// Rows per local batch the workspace is sized for.
+    public let batchSize: Int
+    /// Parameters, gradients and optimizer moments.
+    public let store: ParameterStore
+    /// Sums BatchNorm's statistics (and the imbalance loss's weights) over the ranks.
+    public let statistics: StatisticsReducer
+    public let runningMean: FloatBuffer      // (K)
+    public let runningVar: FloatBuffer       // (K)
+    public var batchesTracked: Int64 = 0
+    let codebookUnit: FloatBuffer            // (C, K) codebook rows / sqrt(K)
+
+    let backbone: [LinearSlot]
+    let hashWeight: Int                      // (K, F)
+    let bnGamma: Int                         // (K)
+    let bnBeta: Int                          // (K)
+    let bn: BatchNormState
+
+    // Workspace, sized once for `batchSize` rows.
+    // `activations`, `dActA` and `dActB` hold zeros between training steps: the last pass of a
+    // step that reads each one clears it, so the next step's GEMMs add into them (beta = 1) and
+    // no pass is spent clearing them. `encode` has its own buffers for that reason.
+    let activations: [FloatBuffer]           // (B, H_i) per hidden layer, after ReLU
+    var activationBounds: [MagnitudeBound]   // the largest |value| in each, this step
+    let dActA: FloatBuffer, dActB: FloatBuffer  // (B, max H) ping-pong input gradients
+    let encodeActivations: [FloatBuffer]     // (B, H_i) for `encode`
+    let preNorm: FloatBuffer                 // (B, K) W f
+    let xhat: FloatBuffer                    // (B, K)
+    public let codes: FloatBuffer            // (B, K) v, the real-valued code
+    let unitCodes: FloatBuffer               // (B, K) v / |v|
+    let norms: FloatBuffer                   // (B)
+    let dCodes: FloatBuffer                  // (B, K)
+    let dScratch: FloatBuffer                // (B, K)
+    let logits: FloatBuffer                  // (B, C) cosines, then their gradient
+    let logitScratch: FloatBuffer?           // (B, C) arc margin only
+
+    /// A model with its parameters at PyTorch's initialisation for seed 0 (`resetParameters`).
+    /// `store` (made by the data-parallel back end when training) defaults to one of this
+    /// process's own with no optimizer moments.
+    public init(config: ModelConfig, loss: LossConfig, codebook: Codebook, batchSize: Int,
+                store: ParameterStore? = nil, statistics: StatisticsReducer = LocalStatistics()) {
+        precondition(codebook.classes == config.classes && codebook.bits == config.nbit,
+                     "codebook (\(codebook.classes), \(codebook.bits)) does not match model (\(config.classes), \(config.nbit))")
+        let layout = ParameterLayout(config)
+        precondition(store.map { $0.layout == layout } ?? true, "parameter store of another layout")
+        self.config = config; self.loss = loss; self.codebook = codebook
+        self.statistics = statistics; self.batchSize = batchSize
+        self.store = store ?? ParameterStore(layout: layout, optimizer: nil)
+        let K = config.nbit, B = batchSize, C = config.classes
+        backbone = config.hidden.indices.map { i in
+            let w = layout["backbone.fc.\(i).weight"]
+            return LinearSlot(weight: w.offset, bias: layout["backbone.fc.\(i).bias"].offset, inputs: w.shape[1], outputs: w.shape[0])
+        }
+        hashWeight = layout["hash_fc.0.weight"].offset
+        bnGamma = layout["hash_fc.1.weight"].offset
+        bnBeta = layout["hash_fc.1.bias"].offset
+        runningMean = FloatBuffer(count: K)
+        runningVar = FloatBuffer(count: K)
+        bn = BatchNormState(K: K)
+        codebookUnit = codebook.unitRows()
+
+        activations = config.hidden.map { FloatBuffer(count: B * $0) }
+        activationBounds = config.hidden.map { _ in MagnitudeBound(bits: 0) }
+        encodeActivations = config.hidden.map { FloatBuffer(count: B * $0) }
+        let widest = config.hidden.max() ?? 0
+        dActA = FloatBuffer(count: B * widest)
+        dActB = FloatBuffer(count: B * widest)
+        preNorm = FloatBuffer(count: B * K)
+        xhat = FloatBuffer(count: B * K)
+        codes = FloatBuffer(count: B * K)
+        unitCodes = FloatBuffer(count: B * K)
+        norms = FloatBuffer(count: B)
+        dCodes = FloatBuffer(count: B * K)
+        dScratch = FloatBuffer(count: B * K)
+        logits = FloatBuffer(count: B * C)
+        logitScratch = loss.marginType == .arc ? FloatBuffer(count: B * C) : nil
+        resetParameters(seed: 0)
+    }
+
+    public var parameters: FloatBuffer { store.parameters }
+    public var gradients: FloatBuffer { store.gradients }
+    public var parameterCount: Int { store.count }
+
+    /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
+    /// and bias (kaiming_uniform with a = sqrt(5)); the hash layer's weight N(0, 0.01^2);
+    /// BatchNorm gamma = 1, beta = 0, running mean 0 and variance 1.
+    public func resetParameters(seed: UInt64) {
+        var rng = Xoshiro256(seed: seed, stream: RandomStream.initialWeights.rawValue)
+        let p = parameters.pointer
+        for slot in backbone {
+            let bound = 1 / Double(slot.inputs).squareRoot()
+            for i in 0..<(slot.outputs * slot.inputs) { p[slot.weight + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
+            for i in 0..<slot.outputs { p[slot.bias + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
+        }
+        for i in 0..<(config.nbit * config.featureDim) { p[hashWeight + i] = Float(rng.gaussian() * 0.01) }
+        for k in 0..<config.nbit { p[bnGamma + k] = 1; p[bnBeta + k] = 0 }
+        runningMean.zero()
+        for k in 0..<config.nbit { runningVar[k] = 1 }
+        batchesTracked = 0
+    }
+
+    /// Forward (BatchNorm in training mode) and backward for one local batch of `batchSize` rows.
+    /// The gradients are this rank's share of the gradient of the global-batch loss: summing
+    /// them over the ranks gives it. Returns this rank's share of the global loss, its count of
+    /// correct rows, and what the backward pass knows of the gradients' finiteness.
+    @discardableResult
+    public func trainStep(_ x: UnsafePointer<Float>,   // (B, D)
+                          targets: BatchTargets, mode: GradientMode = .accumulate) -> (loss: Double, correct: Int, gradients: GradientReport) {
+        let (loss, correct) = forward(x, targets: targets)
+        return (loss, correct, backward(x, mode: mode))
+    }
+
+    /// Backbone, hash layer (BatchNorm's statistics over the global batch, running statistics
+    /// updated), cosines to the codebook, and the loss, whose gradient w.r.t. the cosines it
+    /// leaves in `logits` for `backward`. Returns this rank's share of the loss (with the
+    /// quantization term) and its count of correct rows.
+    public func forward(_ x: UnsafePointer<Float>,   // (B, D)
+                        targets: BatchTargets) -> (loss: Double, correct: Int) {
+        let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim
+        let N = B * statistics.ranks
+        let p = parameters.pointer
+        var input = x
+        for (i, slot) in backbone.enumerated() {
+            let out = activations[i].pointer
+            activationBounds[i] = linearReluForward(out, input, p + slot.weight, p + slot.bias,
+                                                    B: B, I: slot.inputs, O: slot.outputs, yIsClear: true)
+            input = UnsafePointer(out)
+        }
+        linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
+        batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
+                              runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
+        batchesTracked += 1
+        cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
+        var (lossValue, correct) = marginLoss(logits.pointer, scratch: logitScratch?.pointer, targets: targets,
+                                              B: B, C: C, N: N, config: loss, statistics: statistics)
+        if loss.quan != 0 {
+            lossValue += quantizationForward(codes.pointer, B: B, K: K, N: N, type: loss.quanType, weight: loss.quan)
+        }
+        return (lossValue, correct)
+    }
+
+    /// From the loss gradient `forward` left back to the parameters: adds their gradients into
+    /// the store (`.overwrite`: replaces them). `x` is the batch `forward` saw. The slices of the
+    /// gradients are checked for finiteness on the way (GradientFiniteness): proven from the
+    /// largest magnitudes of each GEMM's inputs where the gradients started at zero, read where not.
+    @discardableResult
+    public func backward(_ x: UnsafePointer<Float>,   // (B, D)
+                         mode: GradientMode = .accumulate) -> GradientReport {
+        let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim, D = config.inputDim
+        let N = B * statistics.ranks
+        let p = parameters.pointer, g = gradients.pointer
+        var check = GradientFiniteness(gradients: g, provable: mode == .overwrite || store.gradientsAreZero, rows: N, ranks: statistics.ranks)
+        store.noteGradientsWritten()
+        cosineBackward(dCodes.pointer, dScratch.pointer, logits.pointer, unitCodes.pointer, norms.pointer,
+                       codebookUnit.pointer, B: B, K: K, C: C)
+        if loss.quan != 0 {
+            quantizationBackward(dCodes.pointer, codes.pointer, B: B, K: K, N: N, type: loss.quanType, weight: loss.quan)
+        }
+        batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
+                               p + bnGamma, bn, B: B, statistics: statistics, mode: mode)
+        check.read(bnGamma, count: 2 * K)     // gamma and beta: adjacent, few, always read
+        // max|x| of the input rows costs a pass over B x D values: taken only where it spares
+        // reading a larger slice (the first layer's weight and bias, or the hash layer's weight
+        // for the linear backbone; GLDv2's 2048-d inputs with 64 bits read the 64 x 2048 slice).
+        let firstSlice = backbone.isEmpty ? K * D : backbone[0].outputs * (D + 1)
+        let inputBound = check.provable && B * D < firstSlice ? MagnitudeBound(of: x, count: B * D) : nil
+        let features = backbone.isEmpty ? x : UnsafePointer(activations[backbone.count - 1].pointer)
+        let featureBound = backbone.isEmpty ? inputBound : activationBounds[backbone.count - 1]
+        var dOut = dActA.pointer, dSpare = dActB.pointer
+        linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
+                       p + hashWeight, B: B, I: F, O: K, mode: mode)
+        check.slice(hashWeight, count: K * F) {
+            featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
+        }
+        for i in stride(from: backbone.count - 1, through: 0, by: -1) {
+            let slot = backbone[i]
+            // activations[i] is read for the last time here (the layer above used it as its input).
+            let dyBound = reluBackwardClearing(dOut, activations[i].pointer, count: B * slot.outputs)
+            let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
+            linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
+                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, mode: mode)
+            // Weight (O, I) then bias (O): one contiguous slice.
+            let xBound = i == 0 ? inputBound : activationBounds[i - 1]
+            check.slice(slot.weight, count: slot.outputs * (slot.inputs + 1)) {
+                xBound.map { GradientFiniteness.proven(dy: dyBound, x: $0, bias: true, rows: N) } ?? false
+            }
+            swap(&dOut, &dSpare)
+        }
+        return check.report
+    }
+
+    /// Real-valued codes v (BatchNorm in evaluation mode) for `rows` rows of `x`, in chunks of
+    /// `batchSize` rows; `out` is (rows, K). Hash codes are sign(v).
+    public func encode(_ x: UnsafePointer<Float>,       // (rows, D)
+                       rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let K = config.nbit
+        let p = parameters.pointer
+        forEachPreNormChunk(x, rows: rows) { start, B in
+            batchNormEvalForward(out + start * K, preNorm.pointer, p + bnGamma, p + bnBeta,
+                                 runningMean.pointer, runningVar.pointer, eps: bn.eps, B: B, K: K)
+        }
+    }
+
+    /// Adds the column sums of the hash layer's pre-BatchNorm output `W f(x)` over `rows` rows of
+    /// `x` to `sums` (K, in double), to re-estimate BatchNorm's running mean on other data.
+    public func addPreNormSums(_ x: UnsafePointer<Float>,  // (rows, D)
+                               rows: Int, into sums: inout [Double]) {
+        let K = config.nbit
+        precondition(sums.count == K, "pre-norm sums: \(sums.count) for \(K) bits")
+        forEachPreNormChunk(x, rows: rows) { _, B in
+            for r in 0..<B { for k in 0..<K { sums[k] += Double(preNorm[r * K + k]) } }
+        }
+    }
+
+    /// BatchNorm's running mean re-estimated on a target domain (a head trained on GLDv2
+    /// encoding ROxford/RParis; the paper reports ROxf-Hard at 128 bits falling from 0.184 to
+    /// 0.015 mAP without it): `runningMean = mean` of `W f(x)` over the target data; with
+    /// `identityAffine` also gamma = 1, beta = 0, so the codes are centred on it. The running
+    /// variance is kept.
+    public func setBatchNormMean(_ mean: [Double], identityAffine: Bool) {
+        let K = config.nbit
+        precondition(mean.count == K, "BatchNorm mean: \(mean.count) for \(K) bits")
+        for k in 0..<K { runningMean[k] = Float(mean[k]) }
+        if identityAffine {
+            for k in 0..<K { parameters[bnGamma + k] = 1; parameters[bnBeta + k] = 0 }
+        }
+    }
+
+    /// Runs the backbone and the hash layer's linear map over `x` in chunks of `batchSize` rows,
+    /// leaving each chunk's `W f` in `preNorm` for `body(start, rows)`.
+    private func forEachPreNormChunk(_ x: UnsafePointer<Float>, rows: Int, _ body: (Int, Int) -> Void) {
+        let K = config.nbit, D = config.inputDim, F = config.featureDim
+        let p = parameters.pointer
+        var start = 0
+        while start < rows {
+            let B = min(batchSize, rows - start)
+            var input = x + start * D
+            for (i, slot) in backbone.enumerated() {
+                let a = encodeActivations[i].pointer
+                linearReluForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
+                input = UnsafePointer(a)
+            }
+            linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
+            body(start, B)
+            start += B
+        }
+    }
+}

@@ -1,0 +1,52 @@
+// What training needs to exchange between the processes it runs in, beyond the gradients (see
+// DataParallel): the communication primitives. The MPI implementation lives in OrthoHashMPI;
+// `SingleProcess` is the one-process one.
+
+import Foundation
+import OrthoHashNumerics
+
+/// Communication primitives among the ranks of a job. Every rank calls each of them in the same
+/// order; they also sum statistics (StatisticsReducer) for BatchNorm and the loss.
+public protocol Collective: StatisticsReducer {
+    var rank: Int { get }
+    /// Rank `root`'s bytes on every rank.
+    func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8]
+    /// Every rank's bytes, in rank order, on every rank.
+    func allGather(_ bytes: [UInt8]) -> [[UInt8]]
+    /// Ends every rank of the job now, printing `message` on stderr (prefixed with the rank).
+    func abort(_ message: String, code: Int32) -> Never
+    /// Labels later collectives with the training step, for the watchdog's messages.
+    func labelStep(_ step: Int)
+}
+
+public extension Collective {
+    var isCoordinator: Bool { rank == 0 }
+    func labelStep(_ step: Int) {}
+}
+
+/// Implementations that time their reductions (benchmarks): the gradient sums, and the
+/// statistics and control-word sums.
+public protocol TimedCollective: AnyObject {
+    var gradientSumSeconds: Double { get }
+    var statisticsSumSeconds: Double { get }
+    func resetTimers()
+}
+
+/// One process, no launcher: every collective is the identity.
+public final class SingleProcess: Collective {
+    public init() {}
+    public var rank: Int { 0 }
+    public var ranks: Int { 1 }
+    public func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
+    public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] { bytes }
+    public func allGather(_ bytes: [UInt8]) -> [[UInt8]] { [bytes] }
+    public func abort(_ message: String, code: Int32) -> Never {
+        standardError(message)
+        exit(code)
+    }
+}
+
+/// A line on stderr, unbuffered (not held behind the progress bar).
+public func standardError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

@@ -1,0 +1,122 @@
+// Data-parallel training as one rank sees it: every rank computes the gradients of its slice of
+// the global batch, then
+// ```
+// let summed = dataParallel.sumGradients(store, local)       // over the ranks, where this rank needs them
+// dataParallel.update(store, optimizer, lr: lr, shard: summed.shard)
+// dataParallel.gatherParameters(store, shard: summed.shard)  // every rank's parameters whole again
+// ```
+// In one process the sum is the identity and the shard is everything. Under MPI the ranks of a
+// node may share the update: each sums and updates one shard and copies the others' (OrthoHashMPI).
+
+import CKernels
+import OrthoHashNumerics
+
+/// The back end of data-parallel training: where the parameters and gradients live, and the
+/// three collective operations on them. Training uses the calls of the extension below.
+public protocol DataParallel: AnyObject {
+    /// The other communication (broadcasts, gathers, BatchNorm's statistics, aborting the job).
+    var collective: Collective { get }
+    /// How the gradients are summed, for the log and summary.json.
+    var gradientReduction: String { get }
+    /// A zeroed store for a model of `layout`, with moments for `optimizer`; every rank calls it.
+    /// Its parameters and gradients may live in memory the ranks of a node share.
+    func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore
+    /// Sums the gradients over all ranks where this rank needs them, the elements it updates,
+    /// and returns that range (all of them unless the ranks of a node share the update). The
+    /// other elements are left as they were.
+    func reduceGradients(_ gradients: FloatBuffer) -> Range<Int>
+    /// After every rank updated its shard: the other ranks' shards of `parameters` copied in.
+    func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>)
+    /// The same for optimizer moments, which only checkpoints need whole.
+    func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>)
+}
+
+/// One step's figures over all ranks, and what this rank updates.
+public struct SummedStep: Equatable {
+    public enum Verdict: Equatable {
+        /// Every rank's loss and gradients, and their sum, are finite.
+        case finite
+        /// This rank (the lowest such) had a non-finite loss or gradient.
+        case nonFinite(rank: Int)
+        /// Each rank's gradients are finite, but their sum over the ranks overflows.
+        case sumOverflows
+    }
+    /// The loss of the global batch.
+    public var loss: Double
+    /// Correct rows of the global batch.
+    public var correct: Int
+    public var verdict: Verdict
+    /// The elements of the summed gradients this rank holds and updates.
+    public var shard: Range<Int>
+}
+
+public extension DataParallel {
+    var rank: Int { collective.rank }
+    var ranks: Int { collective.ranks }
+
+    /// Sums the gradients over the ranks (this rank's shard of them; the rest cleared, which
+    /// keeps the store's zero-gradient rule) and, in one control word, the loss, the correct
+    /// rows and every rank's finiteness verdict. `sumVouched` says this rank's gradient report
+    /// covers their sum (GradientReport.sumFinite). Where some rank's does not, each rank reads
+    /// its shard of the sum, with one more reduction of one number.
+    func sumGradients(_ store: ParameterStore, loss: Double, correct: Int, finite: Bool, sumVouched: Bool) -> SummedStep {
+        let shard = reduceGradients(store.gradients)
+        store.clearGradients(outside: shard)
+        let n = ranks
+        // Loss, correct count, one non-finite flag per rank, and the count of ranks that could
+        // not show that the sum of the gradients is finite.
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: 3 + n) { control in
+            control.initialize(repeating: 0)
+            control[0] = loss; control[1] = Double(correct)
+            control[2 + rank] = loss.isFinite && finite ? 0 : 1
+            control[2 + n] = sumVouched ? 0 : 1
+            collective.sum(control.baseAddress!, count: 3 + n)
+            var summed = SummedStep(loss: control[0], correct: Int(control[1]), verdict: .finite, shard: shard)
+            if let bad = (0..<n).first(where: { control[2 + $0] != 0 }) {
+                summed.verdict = .nonFinite(rank: bad)
+            } else if n > 1 && control[2 + n] != 0 {
+                var overflow = oh_all_finite(store.gradients.pointer + shard.lowerBound, shard.count) != 0 ? 0.0 : 1.0
+                collective.sum(&overflow, count: 1)
+                if overflow != 0 { summed.verdict = .sumOverflows }
+            }
+            return summed
+        }
+    }
+
+    /// This rank's shard of the parameters updated with the summed gradients, whose elements
+    /// are cleared in the same pass.
+    func update(_ store: ParameterStore, _ optimizer: Optimizer, lr: Float, shard: Range<Int>, threads: Int) {
+        store.update(with: optimizer, lr: lr, shard: shard, threads: threads)
+    }
+
+    /// Every rank's parameters whole again after a sharded update.
+    func gatherParameters(_ store: ParameterStore, shard: Range<Int>) {
+        guard shard != 0..<store.count else { return }
+        gatherParameterShards(store.parameters, updated: shard)
+    }
+
+    /// Every rank's optimizer moments whole (before a checkpoint); all ranks call it.
+    func gatherOptimizerState(_ store: ParameterStore) {
+        guard let shard = store.momentShard else { return }
+        gatherMomentShards(store.moment1, updated: shard)
+        gatherMomentShards(store.moment2, updated: shard)
+        store.noteMomentsWhole()
+    }
+}
+
+/// One process: nothing to sum or gather.
+public final class OneProcess: DataParallel {
+    public let collective: Collective = SingleProcess()
+    public init() {}
+    public var gradientReduction: String { "none (one rank)" }
+    public func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore {
+        ParameterStore(layout: layout, optimizer: optimizer)
+    }
+    public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> { 0..<gradients.count }
+    public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
+        preconditionFailure("one process does not shard the update")
+    }
+    public func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>) {
+        preconditionFailure("one process does not shard the update")
+    }
+}

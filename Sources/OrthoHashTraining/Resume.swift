@@ -1,0 +1,129 @@
+// Resuming a run and reading a model back: the settings a resumed run takes, the checkpoint it
+// starts from, and the one check that a checkpoint fits the settings and the data.
+
+import Foundation
+import OrthoHashFormats
+import OrthoHashNumerics
+
+/// Which checkpoint of a run to read.
+public enum CheckpointChoice: Equatable, Sendable {
+    /// checkpoints/best.ohck: the best mAP (the first cutoff) at an evaluation.
+    case best
+    /// The newest step checkpoint.
+    case last
+    /// A file: a path, or the name of a file in the run's checkpoints/.
+    case file(String)
+
+    public init(_ text: String) {
+        switch text {
+        case "best": self = .best
+        case "last": self = .last
+        default: self = .file(text)
+        }
+    }
+}
+
+public enum Resume {
+    /// The settings of a run started with `resume`: the stored config.json as the base, and
+    /// every flag whose value differs from its default over it (a setting that shapes the run,
+    /// such as --nbit, then fails the checkpoint's check and is named). Without --resume, or
+    /// with nothing stored yet, the flags. Rank 0 reads the file and broadcasts the result, so
+    /// that ranks without the run directory on a shared file system agree.
+    public static func settings(flags: TrainConfig, defaults: TrainConfig, resume: Bool, runDir: RunDirectory,
+                                collective: Collective) throws -> TrainConfig {
+        guard resume else { return flags }
+        var bytes: [UInt8] = []
+        if collective.isCoordinator, let stored = try runDir.storedConfig() {
+            bytes = [UInt8](JSON.encode(try merge(stored: stored, flags: flags, defaults: defaults, file: runDir.configPath), pretty: false))
+        }
+        bytes = collective.broadcast(bytes, root: 0)
+        return bytes.isEmpty ? flags : try JSON.decode(TrainConfig.self, from: Data(bytes), file: runDir.configPath)
+    }
+
+    /// `stored` with every setting of `flags` that differs from `defaults` put over it, field by
+    /// field through the JSON form (nested groups such as the optimizer's merge per field).
+    public static func merge(stored: TrainConfig, flags: TrainConfig, defaults: TrainConfig, file: String) throws -> TrainConfig {
+        func merge(_ base: [String: Any], _ given: [String: Any], _ standard: [String: Any]) -> [String: Any] {
+            var out = base
+            for key in Set(given.keys).union(standard.keys) {
+                if let g = given[key] as? [String: Any], let d = standard[key] as? [String: Any] {
+                    out[key] = merge(base[key] as? [String: Any] ?? [:], g, d)
+                } else if JSON.text(given[key]) != JSON.text(standard[key]) {
+                    out[key] = given[key]
+                }
+            }
+            return out
+        }
+        let merged = merge(JSON.object(stored), JSON.object(flags), JSON.object(defaults))
+        let data = try JSONSerialization.data(withJSONObject: merged, options: [.sortedKeys])
+        return try JSON.decode(TrainConfig.self, from: data, file: file)
+    }
+
+    /// The newest checkpoint of `directory` that reads back intact (corrupt ones are reported
+    /// through `warn` and skipped), chosen by rank 0 and sent to every rank, so all start from
+    /// the same one. nil: there is none.
+    public static func newestCheckpoint(in directory: CheckpointDirectory, collective: Collective,
+                                        warn: (String) -> Void) throws -> (path: String, checkpoint: Checkpoint)? {
+        var bytes: [UInt8] = []
+        if collective.isCoordinator, let (file, ck) = directory.newestValid(warn: warn) {
+            bytes = Array(file.utf8) + [0] + [UInt8](ck.serialized())
+        }
+        bytes = collective.broadcast(bytes, root: 0)
+        guard let zero = bytes.firstIndex(of: 0) else { return nil }
+        let file = String(decoding: bytes[..<zero], as: UTF8.self)
+        return (file, try Checkpoint.parse(Data(bytes[(zero + 1)...]), path: file))
+    }
+
+    /// The one check that checkpoint `ck` (read from `file`) belongs to a run with `config` on
+    /// data that makes `model`: the settings that shape the run are equal, the model is the
+    /// data's, and the arrays have the model's sizes (with `optimizer`, the moments too).
+    public static func check(_ ck: Checkpoint, file: String, config: TrainConfig, model: ModelConfig,
+                             optimizer: OptimizerKind? = nil, runDir: String) throws {
+        let differing = JSON.differingFields(ck.state.config.fixedPart, config.fixedPart)
+        guard differing.isEmpty else {
+            throw OrthoHashError("checkpoint does not match this run's settings (differs in: \(differing.joined(separator: ", ")))",
+                                 file: file, hint: "leave these settings as the run has them in \(runDir)/config.json")
+        }
+        guard ck.state.model == model else {
+            throw OrthoHashError("checkpoint's model (\(describe(ck.state.model))) does not match the data (\(describe(model)))", file: file)
+        }
+        let P = ParameterLayout(model).count
+        let moments = optimizer.map { ($0 == .adam ? [P, P] : [P, 0]) } ?? [ck.momentum1.count, ck.momentum2.count]
+        guard ck.parameters.count == P, [ck.momentum1.count, ck.momentum2.count] == moments else {
+            throw OrthoHashError("checkpoint does not match the model (\(ck.parameters.count) parameters, expected \(P))", file: file)
+        }
+    }
+
+    static func describe(_ m: ModelConfig) -> String {
+        "\(m.inputDim)-d inputs, \(m.classes) classes, \(m.backbone.rawValue)\(m.backbone == .mlp ? " \(m.hidden)" : ""), \(m.nbit) bits"
+    }
+
+    /// A finished (or interrupted) run's settings and one of its checkpoints, checked against
+    /// each other: what eval, encode, revisited and export read.
+    public static func loadRun(_ runDir: String, checkpoint choice: CheckpointChoice) throws -> (config: TrainConfig, checkpoint: Checkpoint, path: String) {
+        let run = RunDirectory(runDir)
+        let config = try run.config()
+        let directory = run.checkpoints
+        let path: String
+        switch choice {
+        case .best: path = directory.bestPath
+        case .last:
+            guard let newest = directory.stepCheckpoints().first else { throw OrthoHashError("no checkpoints", file: directory.path) }
+            path = newest
+        case .file(let name):
+            let inRun = directory.path + "/" + name
+            path = !name.contains("/") && FileManager.default.fileExists(atPath: inRun) ? inRun : name
+        }
+        let ck = try Checkpoint.read(path)
+        try check(ck, file: path, config: config, model: ck.state.model, runDir: runDir)
+        return (config, ck, path)
+    }
+
+    /// A model (no optimizer state) with the checkpoint's parameters and BatchNorm statistics,
+    /// its workspace sized for `batchSize` rows at a time.
+    public static func model(from ck: Checkpoint, batchSize: Int = 256) -> HashModel {
+        let model = HashModel(config: ck.state.model, loss: ck.state.config.loss, codebook: ck.codebook, batchSize: batchSize)
+        ck.restore(into: model)
+        return model
+    }
+}

@@ -1,0 +1,130 @@
+// The run directory: every file a training run writes, and the one place that writes them.
+//
+//   config.json     the run's settings (TrainConfig)
+//   codebook.npy    the codebook trained with, int8 (C, K)
+//   metrics.jsonl   one line per epoch
+//   steps.csv       step,loss of every step (--log-steps)
+//   summary.json    the end-of-run figures (Summary)
+//   checkpoints/    step-XXXXXXXXXX.ohck and best.ohck (CheckpointDirectory)
+
+import Foundation
+import OrthoHashFormats
+import OrthoHashNumerics
+
+/// The figures of a finished run, as summary.json holds them.
+public struct Summary: Codable, Equatable {
+    public var map: [String: Double]
+    public var precision: [String: Double]
+    public var samples_per_second: Double
+    public var train_seconds: Double
+    public var epochs: Int
+    public var world_size: Int
+    /// How the ranks summed their gradients (`DataParallel.gradientReduction`).
+    public var gradient_reduction: String
+    public var nbit: Int
+    public var final_loss: Double
+    public var best_epoch: Int?
+    public var best_map: Double?
+}
+
+public struct RunDirectory {
+    public let path: String
+    public var configPath: String { path + "/config.json" }
+    public var codebookPath: String { path + "/codebook.npy" }
+    public var metricsPath: String { path + "/metrics.jsonl" }
+    public var stepsPath: String { path + "/steps.csv" }
+    public var summaryPath: String { path + "/summary.json" }
+    public var checkpoints: CheckpointDirectory { CheckpointDirectory(runDir: path) }
+
+    public init(_ path: String) { self.path = path }
+
+    /// Creates the directory and its checkpoints/, and removes temporary files left by a writer
+    /// that was killed mid-write.
+    public func create() throws {
+        do {
+            try FileManager.default.createDirectory(atPath: checkpoints.path, withIntermediateDirectories: true)
+        } catch {
+            throw OrthoHashError("cannot create the run directory: \(ioReason(error))", file: path)
+        }
+        checkpoints.removeStaleTemporaries()
+    }
+
+    /// The settings stored by an earlier run here, or nil when there are none.
+    public func storedConfig() throws -> TrainConfig? {
+        guard let data = FileManager.default.contents(atPath: configPath) else { return nil }
+        return try JSON.decode(TrainConfig.self, from: data, file: configPath)
+    }
+
+    /// The stored settings, which a run directory must have.
+    public func config() throws -> TrainConfig {
+        guard let stored = try storedConfig() else {
+            throw OrthoHashError("no such file", file: configPath, hint: "is \(path) a run directory made by 'orthohash train'?")
+        }
+        return stored
+    }
+
+    /// A run starts (or resumes): its settings and codebook, and the metrics of the epochs done
+    /// (`epochsDone`; lines past them were written after the checkpoint it resumes from).
+    public func begin(config: TrainConfig, codebook: Codebook, epochsDone: Int) throws {
+        try AtomicFile.write(JSON.encode(config), to: configPath)
+        try NPYWriter.write(path: codebookPath, shape: [codebook.classes, codebook.bits], int8: codebook.values)
+        guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
+        let kept = text.split(separator: "\n").prefix(epochsDone)
+        try AtomicFile.write(Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: metricsPath)
+    }
+
+    /// One epoch's line of metrics.jsonl.
+    public func appendMetrics(_ line: JSONValue) throws {
+        try append(line.text() + "\n", to: metricsPath, sync: true)
+    }
+
+    public func writeSummary(_ summary: Summary) throws {
+        try AtomicFile.write(JSON.encode(summary), to: summaryPath)
+    }
+
+    /// steps.csv, opened for appending.
+    public func openStepLog() throws -> StepLog { try StepLog(path: stepsPath) }
+
+    func append(_ text: String, to file: String, sync: Bool) throws {
+        guard let handle = FileHandle(forWritingAtPath: file) ?? {
+            _ = FileManager.default.createFile(atPath: file, contents: nil)
+            return FileHandle(forWritingAtPath: file)
+        }() else { throw OrthoHashError("cannot write", file: file) }
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data(text.utf8))
+        if sync { try? handle.synchronize() }
+    }
+}
+
+/// `step,loss` lines, the loss at full precision.
+public final class StepLog {
+    let handle: FileHandle
+
+    init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: path) else { throw OrthoHashError("cannot write", file: path) }
+        h.seekToEndOfFile()
+        handle = h
+    }
+
+    deinit { try? handle.close() }
+
+    public func write(step: Int, loss: Double) {
+        handle.write(Data(String(format: "%d,%.17g\n", step, loss).utf8))
+    }
+}
+
+/// What went wrong with a file operation, in a few words rather than Foundation's error text.
+func ioReason(_ error: Error) -> String {
+    let e = error as NSError
+    if let underlying = e.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code)))
+    }
+    switch e.code {
+    case NSFileWriteNoPermissionError: return "permission denied"
+    case NSFileWriteFileExistsError: return "a file is in the way"
+    case NSFileWriteOutOfSpaceError: return "no space left on the device"
+    default: return e.localizedDescription
+    }
+}

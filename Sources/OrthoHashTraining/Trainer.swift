@@ -1,0 +1,295 @@
+// The trainer: the schedule of a run (epochs, learning rate, evaluation, checkpoints) around one
+// step that reads as a straight line: this rank's batch, forward, backward, the sum over ranks,
+// the update of this rank's shard, and every rank's parameters whole again.
+//
+// Dimensions: N = global batch, B = local batch (N / ranks), D = input features, C = classes.
+
+import Foundation
+import OrthoHashFormats
+import OrthoHashNumerics
+
+public final class Trainer {
+    public let config: TrainConfig
+    public let data: DataSplits
+    public let runDir: RunDirectory
+    public let dataParallel: DataParallel
+    public let threads: Int
+    public var log: Log
+    /// Fault injection (tests); none by default.
+    public var faults: FaultInjection = NoFaults() { didSet { stopAfterSteps = faults.stopAfterSteps } }
+    /// Stop (as if interrupted) after this many global steps (tests, benchmarks).
+    public var stopAfterSteps: Int? = nil
+    /// Rank 0 appends `step,loss` of every global step to the run's steps.csv (full precision).
+    public var logSteps = false
+    /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
+    public var verify = false
+    /// Draw a progress bar within an epoch (rank 0, on a terminal).
+    public var progressBar = Progress.barWanted
+
+    public private(set) var model: HashModel!
+    public private(set) var optimizer: Optimizer!
+    /// Loss of every global step, in order (for tests and equivalence checks).
+    public private(set) var stepLosses: [Double] = []
+
+    var collective: Collective { dataParallel.collective }
+    var loader: BatchLoader!
+    /// Where the run is and its running sums: what a checkpoint saves.
+    var state: CheckpointState!
+    var stepLog: StepLog?
+    var lastLoss = 0.0
+
+    public init(config: TrainConfig, data: DataSplits, runDir: String, dataParallel: DataParallel = OneProcess(),
+                threads: Int = 1, log: Log = Log()) throws {
+        self.config = config; self.data = data; self.runDir = RunDirectory(runDir); self.dataParallel = dataParallel
+        self.threads = threads; self.log = log
+        try config.validate()
+        guard config.batchSize <= data.train.rows else {
+            throw OrthoHashError("--batch-size \(config.batchSize) is larger than the training set (\(data.train.rows) rows)", file: data.train.features.name)
+        }
+        guard config.batchSize % dataParallel.ranks == 0 else {
+            throw OrthoHashError("--batch-size \(config.batchSize) is not divisible by the \(dataParallel.ranks) ranks",
+                                 hint: "the global batch is split evenly; choose a multiple of \(dataParallel.ranks)")
+        }
+    }
+
+    var modelConfig: ModelConfig {
+        ModelConfig(inputDim: data.inputDim, backbone: config.backbone, hidden: config.hidden, nbit: config.nbit, classes: data.classes)
+    }
+
+    /// Seconds spent in the training loop so far (this run and the runs it resumed).
+    public var trainSeconds: Double { state?.trainSeconds ?? 0 }
+
+    /// Trains to the end (or to `stopAfterSteps`) and returns the summary (nil if stopped early).
+    @discardableResult
+    public func run(resume: Bool = false) throws -> Summary? {
+        if collective.isCoordinator { try runDir.create() }
+        try prepare(resume: resume)
+        if collective.isCoordinator {
+            try runDir.begin(config: config, codebook: model.codebook, epochsDone: state.epoch)
+            if logSteps { stepLog = try runDir.openStepLog() }
+        }
+        return try train()
+    }
+
+    /// Goes on after `run` stopped at `stopAfterSteps` (benchmarks).
+    @discardableResult
+    public func continueRun() throws -> Summary? { try train() }
+
+    /// Sets up the model, optimizer and data, from scratch or from the newest valid checkpoint.
+    public func prepare(resume: Bool) throws {
+        let resumed = resume ? try Resume.newestCheckpoint(in: runDir.checkpoints, collective: collective, warn: log.warn) : nil
+        if resume && resumed == nil { log.info("no checkpoint in \(runDir.checkpoints.path): starting from scratch") }
+        if let (file, ck) = resumed {
+            try Resume.check(ck, file: file, config: config, model: modelConfig, optimizer: config.optimizer.kind, runDir: runDir.path)
+        }
+        let codebook = try resumed?.checkpoint.codebook ?? makeCodebook()
+        let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
+        model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
+                          store: store, statistics: collective)
+        optimizer = Optimizer(config: config.optimizer)
+        loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
+                             ranks: dataParallel.ranks, seed: config.seed)
+        if let (file, ck) = resumed {
+            ck.restore(into: model, optimizer: optimizer)
+            state = ck.state
+            state.config = config
+            if ck.state.worldSize != dataParallel.ranks {
+                log.info("resuming a \(ck.state.worldSize)-rank run with \(dataParallel.ranks) ranks: the global batch (\(config.batchSize)) and data order are unchanged")
+            }
+            state.worldSize = dataParallel.ranks
+            log.info("resumed from \(file) (epoch \(state.epoch + 1), step \(state.stepInEpoch) of \(loader.stepsPerEpoch))")
+        } else {
+            model.resetParameters(seed: config.seed)
+            // Rank 0's initial parameters are everyone's (the seed makes them equal anyway;
+            // broadcasting makes it true whatever the ranks' builds or libraries).
+            broadcastParameters()
+            state = CheckpointState(config: config, model: modelConfig, epoch: 0, stepInEpoch: 0, globalStep: 0,
+                                    optimizerStep: 0, batchesTracked: 0, epochLossSum: 0, epochCorrect: 0,
+                                    epochSamples: 0, epochSeconds: 0, trainSeconds: 0, samplesSeen: 0,
+                                    bestMAP: nil, bestEpoch: nil, worldSize: dataParallel.ranks, permutationSeed: config.seed)
+        }
+    }
+
+    /// The codebook: from `--codebook-file`, or generated from the seed on rank 0 and broadcast.
+    func makeCodebook() throws -> Codebook {
+        if let file = config.codebookFile { return try loadCodebook(file, classes: data.classes, bits: config.nbit) }
+        var bytes: [UInt8] = []
+        if collective.isCoordinator {
+            let cb = try Codebook.generate(method: config.codebook, classes: data.classes, bits: config.nbit, seed: config.seed)
+            bytes = cb.values.map { UInt8(bitPattern: $0) }
+        }
+        bytes = collective.broadcast(bytes, root: 0)
+        return Codebook(classes: data.classes, bits: config.nbit, values: bytes.map { Int8(bitPattern: $0) })
+    }
+
+    func broadcastParameters() {
+        guard dataParallel.ranks > 1 else { return }
+        let p = model.parameters
+        let bytes = collective.broadcast(Array(UnsafeRawBufferPointer(start: p.pointer, count: p.count * 4)), root: 0)
+        bytes.withUnsafeBytes { p.pointer.update(from: $0.bindMemory(to: Float.self).baseAddress!, count: p.count) }
+    }
+
+    /// The schedule: epochs of steps, and at the end of each the metrics, evaluation and checkpoints.
+    func train() throws -> Summary? {
+        log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
+                                ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
+                                parameters: model.parameterCount, threads: threads))
+        if dataParallel.ranks > 1 { log.info("gradients summed by \(dataParallel.gradientReduction)") }
+        let steps = loader.stepsPerEpoch
+        while state.epoch < config.epochs {
+            let lr = config.optimizer.lr * config.optimizer.lrFactor(epoch: state.epoch, epochs: config.epochs)
+            var lastBar = Date.distantPast
+            while state.stepInEpoch < steps {
+                try step(lr: lr)
+                if progressBar && collective.isCoordinator && !log.quiet && Date().timeIntervalSince(lastBar) > 0.2 {
+                    lastBar = Date()
+                    Progress.drawBar(epoch: state.epoch, epochs: config.epochs, step: state.stepInEpoch, of: steps)
+                }
+                if config.checkpointEverySteps > 0 && state.globalStep % config.checkpointEverySteps == 0 && state.stepInEpoch < steps {
+                    try writeCheckpoint()
+                }
+                if let stop = stopAfterSteps, state.globalStep >= stop { return nil }
+            }
+            if let summary = try endEpoch(lr: lr) { return summary }
+        }
+        return nil
+    }
+
+    /// One training step.
+    func step(lr: Float) throws {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let step = state.globalStep + 1
+        collective.labelStep(step)
+        faults.beforeStep(rank: dataParallel.rank, step: step)
+        let batch = try loader.batch(at: BatchPosition(epoch: state.epoch, step: state.stepInEpoch))  // this rank's rows
+        let (loss, correct) = model.forward(batch.input, targets: batch.targets)   // BatchNorm over the global batch
+        let gradients = model.backward(batch.input)                                 // into the store's zeroed gradients
+        let spiked = faults.afterBackward(model.gradients, step: step)
+        let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
+                                               sumVouched: gradients.sumFinite && !spiked)
+        try stopUnlessFinite(summed.verdict, step: step)
+        dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads)
+        dataParallel.gatherParameters(model.store, shard: summed.shard)
+        if verify { try verifyIdentical(after: step) }
+        record(summed, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+    }
+
+    /// A step whose loss or gradients are not finite stops the run before the update, so the
+    /// newest checkpoint holds the last good state.
+    func stopUnlessFinite(_ verdict: SummedStep.Verdict, step: Int) throws {
+        let hint = "lower --lr or check the features for extreme values"
+        switch verdict {
+        case .finite: return
+        case .nonFinite(let rank):
+            let who = dataParallel.ranks > 1 ? " on rank \(rank)" : ""
+            throw OrthoHashError("non-finite loss or gradient\(who) at step \(step) (epoch \(state.epoch + 1)); stopped before the update, the last checkpoint is intact",
+                                 hint: hint)
+        case .sumOverflows:
+            throw OrthoHashError("the gradients summed over the ranks overflow at step \(step) (epoch \(state.epoch + 1)), though each rank's own are finite; stopped before the update, the last checkpoint is intact",
+                                 hint: hint)
+        }
+    }
+
+    /// The step's figures into the running sums, the step log and the position.
+    func record(_ summed: SummedStep, seconds: Double) {
+        let N = config.batchSize
+        lastLoss = summed.loss
+        stepLosses.append(summed.loss)
+        stepLog?.write(step: state.globalStep + 1, loss: summed.loss)
+        state.epochLossSum += summed.loss
+        state.epochCorrect += summed.correct
+        state.epochSamples += N
+        state.epochSeconds += seconds
+        state.trainSeconds += seconds
+        state.samplesSeen += N
+        state.stepInEpoch += 1
+        state.globalStep += 1
+    }
+
+    /// The end of an epoch: its metrics line, an evaluation when one is due (and a new best
+    /// checkpoint when it is the best), a checkpoint when one is due, and at the last epoch the
+    /// summary, which it returns.
+    func endEpoch(lr: Float) throws -> Summary? {
+        if progressBar && collective.isCoordinator && !log.quiet { Progress.clearBar() }
+        let steps = loader.stepsPerEpoch, N = config.batchSize
+        let epochsDone = state.epoch + 1
+        let loss = state.epochLossSum / Double(steps)
+        let accuracy = Double(state.epochCorrect) / Double(max(1, state.epochSamples))
+        let samplesPerSecond = Double(state.epochSamples) / max(state.epochSeconds, 1e-9)
+        let remaining = Double(config.epochs - epochsDone) * Double(steps * N) / max(Double(state.samplesSeen) / state.trainSeconds, 1e-9)
+        state.epoch += 1
+        state.stepInEpoch = 0
+        state.epochLossSum = 0; state.epochCorrect = 0; state.epochSamples = 0; state.epochSeconds = 0
+        let isLast = state.epoch == config.epochs
+        var evaluated: RetrievalResult? = nil
+        if isLast || (config.evalEvery > 0 && epochsDone % config.evalEvery == 0) {
+            let result = try evaluate()
+            evaluated = result
+            if let first = result.meanAP.first, first > (state.bestMAP ?? -1) {
+                state.bestMAP = first; state.bestEpoch = epochsDone
+                try writeCheckpoint(to: runDir.checkpoints.bestPath)
+            }
+        }
+        let maps = evaluated.map { Array(zip(config.mapAt, $0.meanAP)) } ?? []
+        log.info(Progress.epochLine(epoch: epochsDone, epochs: config.epochs, loss: loss, accuracy: accuracy, lr: lr,
+                                    samplesPerSecond: samplesPerSecond, remainingSeconds: remaining, maps: maps))
+        if collective.isCoordinator {
+            // Keys sorted, as metrics.jsonl has always had them.
+            var line: [(String, JSONValue)] = [("accuracy", .double(accuracy)), ("epoch", .int(epochsDone)), ("loss", .double(loss)),
+                                               ("lr", .double(Double(lr)))]
+            if !maps.isEmpty {
+                line.append(("map", .object(maps.map { ($0.0.text, JSONValue.double($0.1)) }.sorted { $0.0 < $1.0 })))
+            }
+            line += [("samples_per_second", .double(samplesPerSecond)), ("step", .int(state.globalStep))]
+            try runDir.appendMetrics(.object(line))
+        }
+        if isLast || (config.checkpointEvery > 0 && epochsDone % config.checkpointEvery == 0) {
+            try writeCheckpoint()
+        }
+        guard isLast, let result = evaluated else { return nil }
+        let summary = Summary(
+            map: Dictionary(uniqueKeysWithValues: zip(config.mapAt.map(\.text), result.meanAP)),
+            precision: Dictionary(uniqueKeysWithValues: zip(config.precisionAt.map(String.init), result.precision)),
+            samples_per_second: Double(state.samplesSeen) / max(state.trainSeconds, 1e-9),
+            train_seconds: state.trainSeconds, epochs: config.epochs, world_size: dataParallel.ranks,
+            gradient_reduction: dataParallel.gradientReduction, nbit: config.nbit, final_loss: lastLoss,
+            best_epoch: state.bestEpoch, best_map: state.bestMAP)
+        if collective.isCoordinator { try runDir.writeSummary(summary) }
+        return summary
+    }
+
+    /// Rank 0 writes the training state (every rank calls it: the optimizer's moments may have
+    /// to be gathered first). Without a path: a step checkpoint, and old ones pruned.
+    func writeCheckpoint(to path: String? = nil) throws {
+        dataParallel.gatherOptimizerState(model.store)
+        guard collective.isCoordinator else { return }
+        let checkpoint = Checkpoint(state: state, model: model, optimizer: optimizer)
+        try checkpoint.write(to: path ?? runDir.checkpoints.stepPath(state.globalStep), beforeRename: faults.beforeCheckpointRename)
+        if path == nil { runDir.checkpoints.prune(keep: config.keepCheckpoints) }
+    }
+
+    /// Checks that every rank holds bitwise the same parameters and BN statistics (verify mode).
+    func verifyIdentical(after step: Int) throws {
+        var checksum = Checksum()
+        checksum.add(model.parameters); checksum.add(model.runningMean); checksum.add(model.runningVar)
+        let all = collective.allGather(withUnsafeBytes(of: checksum.value) { Array($0) })
+        if let other = all.firstIndex(where: { $0 != all[0] }) {
+            throw OrthoHashError("verify: parameters on rank \(other) differ from rank 0's after step \(step)")
+        }
+    }
+
+    /// mAP and precision of the current model on the query and database splits.
+    public func evaluate() throws -> RetrievalResult {
+        try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
+                           collective: collective, threads: threads)
+    }
+}
+
+/// FNV-1a over the bytes of float buffers: equal values give equal checksums, bit for bit.
+struct Checksum {
+    var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    mutating func add(_ buffer: FloatBuffer) {
+        let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
+        for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
+    }
+}

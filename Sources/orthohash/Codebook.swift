@@ -1,0 +1,24 @@
+import ArgumentParser
+import Foundation
+import OrthoHashFormats
+import OrthoHashNumerics
+
+extension OrthoHashCommand {
+    struct CodebookCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "codebook", abstract: "Generate a codebook and print its pairwise Hamming distances.")
+        @Option(help: "Classes C.") var classes: Int
+        @Option(help: "Bits K.") var nbit: Int = 64
+        @Option(help: "B, N or O.") var method: CodebookMethod = .B
+        @Option(help: "Seed.") var seed: UInt64 = 0
+        @Option(help: "Output .npy (int8, (C, K), entries +-1).") var out: String?
+
+        func run() throws {
+            let cb = try Codebook.generate(method: method, classes: classes, bits: nbit, seed: seed)
+            if let out { try NPYWriter.write(path: out, shape: [classes, nbit], int8: cb.values) }
+            let (minimum, mean) = cb.pairwiseHamming()
+            print(String(format: "codebook %@: %d classes x %d bits  min Hamming %d (%.3f)  mean %.2f (%.3f)%@",
+                         method.rawValue, classes, nbit, minimum, Double(minimum) / Double(nbit), mean, mean / Double(nbit),
+                         out.map { "  -> \($0)" } ?? ""))
+        }
+    }
+}

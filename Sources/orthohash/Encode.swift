@@ -1,0 +1,46 @@
+import ArgumentParser
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
+
+extension OrthoHashCommand {
+    struct Encode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Binary codes of a feature matrix.",
+            discussion: "Codes are packed like numpy.packbits(v > 0, axis=1) (bitorder 'big'): bit k of a code is bit 7 - k % 8 of byte k / 8; a set bit means v > 0 (sign +1).")
+        @OptionGroup var source: RunCheckpointOptions
+        @Option(help: "Features (.npy, (N, D) float32/float16).") var features: String
+        @Option(help: "Output: packed codes, uint8 (N, ceil(K/8)).") var out: String
+        @Option(help: "Also write the real-valued codes v, float32 (N, K).") var outReal: String?
+        @Option(help: "Re-estimate BatchNorm's running mean on these features (.npy) first: the target database when the model was trained on another domain.")
+        var bnMeanFrom: String?
+        @Flag(help: "With --bn-mean-from: also set BatchNorm's gamma to 1 and beta to 0.") var bnIdentityAffine = false
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            if bnIdentityAffine && bnMeanFrom == nil { throw ValidationError("--bn-identity-affine needs --bn-mean-from") }
+        }
+
+        func run() throws {
+            let (_, ck, path) = try source.load()
+            BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
+            let model = Resume.model(from: ck)
+            let x = try openFeatures(features, for: model, checkpoint: path)
+            if let bnMeanFrom {
+                try reestimateBatchNormMean(model, from: try openFeatures(bnMeanFrom, for: model, checkpoint: path), identityAffine: bnIdentityAffine)
+            }
+            let K = ck.state.model.nbit
+            var codes = PackedCodes(count: 0, bits: K, storage: [])
+            var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
+            codes.storage.reserveCapacity(x.rows * codes.words)
+            try model.forEachCodeChunk(of: x, rows: 0..<x.rows) { start, n, v in
+                codes.storage += PackedCodes(values: v, count: n, bits: K).storage
+                if !real.isEmpty { for i in 0..<(n * K) { real[start * K + i] = v[i] } }
+            }
+            codes = PackedCodes(count: x.rows, bits: K, storage: codes.storage)
+            try NPYWriter.write(path: out, shape: [x.rows, (K + 7) / 8], uint8: codes.numpyBytes())
+            if let outReal { try NPYWriter.write(path: outReal, shape: [x.rows, K], floats: real) }
+            print("encoded \(x.rows) rows to \(K)-bit codes: \(out)")
+        }
+    }
+}

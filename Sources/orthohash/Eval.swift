@@ -1,0 +1,34 @@
+import ArgumentParser
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
+
+extension OrthoHashCommand {
+    struct Eval: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "mAP and precision of a run's checkpoint on the run's data.")
+        @OptionGroup var source: RunCheckpointOptions
+        @Option(help: "Cutoffs R of mAP@R (default: the run's).", transform: Parse.cutoffs) var mapAt: [MapCutoff]?
+        @Option(help: "Cutoffs k of precision@k (default: the run's).", transform: Parse.positiveIntegers("--precision-at"))
+        var precisionAt: [Int]?
+        @OptionGroup var runtime: RuntimeOptions
+
+        func run() throws {
+            var (config, ck, path) = try source.load()
+            if let mapAt { config.mapAt = mapAt }
+            if let precisionAt { config.precisionAt = precisionAt }
+            try config.validate()
+            let threads = runtime.resolvedThreads(ranks: 1)
+            BLAS.setThreads(threads)
+            let data = try config.loadData()
+            try Resume.check(ck, file: path, config: config, model: ModelConfig(inputDim: data.inputDim, backbone: config.backbone,
+                                                                                 hidden: config.hidden, nbit: config.nbit, classes: data.classes),
+                             runDir: source.runDir)
+            let model = Resume.model(from: ck)
+            let result = try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt, threads: threads)
+            var fields: [(String, JSONValue)] = [("checkpoint", .string(path)), ("epoch", .int(ck.state.epoch))]
+            for (cutoff, v) in zip(config.mapAt, result.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }
+            for (k, v) in zip(config.precisionAt, result.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
+            print(JSONValue.object(fields).text())
+        }
+    }
+}

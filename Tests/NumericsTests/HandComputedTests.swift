@@ -1,0 +1,204 @@
+// Values checked against numbers worked out by hand from the definitions in docs/METHOD.md.
+
+import XCTest
+@testable import OrthoHashNumerics
+
+final class HandComputedTests: XCTestCase {
+    let one = LocalStatistics()
+
+    /// One channel, x = [1, 3]: mean 2, biased var 1, unbiased var 2.
+    func testBatchNormPyTorchSemantics() {
+        let x = FloatBuffer([1, 3]), y = FloatBuffer(count: 2), xhat = FloatBuffer(count: 2)
+        let gamma = FloatBuffer([2]), beta = FloatBuffer([0.5])
+        let rm = FloatBuffer([0]), rv = FloatBuffer([1])
+        batchNormTrainForward(y.pointer, xhat.pointer, x.pointer, gamma.pointer, beta.pointer, rm.pointer, rv.pointer,
+                              BatchNormState(K: 1), B: 2, statistics: one)
+        let s = 1 / (1 + 1e-5).squareRoot()
+        XCTAssertEqual(Double(y[0]), 2 * -s + 0.5, accuracy: 1e-6)
+        XCTAssertEqual(Double(y[1]), 2 * s + 0.5, accuracy: 1e-6)
+        XCTAssertEqual(rm[0], 0.2, accuracy: 1e-7)                 // 0.9 * 0 + 0.1 * 2
+        XCTAssertEqual(rv[0], 0.9 + 0.1 * 2, accuracy: 1e-6)      // unbiased variance 2
+    }
+
+    /// Two classes, cosines (0.5, -0.5), target 0, s = 8, m = 0.2:
+    /// z = (8 * 0.3, -4) = (2.4, -4); CE = log(1 + exp(-6.4)).
+    func testCosineMarginCrossEntropy() {
+        let u = FloatBuffer([0.5, -0.5])
+        var config = LossConfig()
+        config.scale = 8; config.margin = 0.2
+        let t: [Int32] = [0]
+        let result = t.withUnsafeBufferPointer {
+            marginLoss(u.pointer, scratch: nil, targets: .single($0.baseAddress!), B: 1, C: 2, N: 1, config: config, statistics: one)
+        }
+        XCTAssertEqual(result.loss, log(1 + exp(-6.4)), accuracy: 1e-6)
+        XCTAssertEqual(result.correct, 1)
+        // dL/du_0 = s (p_0 - 1), p_0 = 1 / (1 + exp(-6.4))
+        XCTAssertEqual(Double(u[0]), 8 * (1 / (1 + exp(-6.4)) - 1), accuracy: 1e-5)
+    }
+
+
+    /// The many-classes kernel (C >= 256: vectorised exponentials) against the definition computed
+    /// in Double: loss, dL/du and accuracy, with 1 and 2 threads (row blocks), targets that are
+    /// and are not the largest cosine, and a scale large enough that most exponentials underflow
+    /// to the clamp. Tolerance 2e-6 relative: the float exponential is within ~2 ulp (1.2e-7 each)
+    /// and the softmax divides by a sum of many of them.
+    func testManyClassesLossMatchesDefinition() {
+        let B = 7, C = 3001
+        let threadsBefore = BLAS.threads
+        defer { BLAS.setThreads(threadsBefore) }
+        for (scale, margin, ce) in [(Float(8), Float(0.2), Float(1)), (64, 0.5, 0.5)] {
+            var rng = Xoshiro256(seed: 11)
+            let cosines = (0..<(B * C)).map { _ in Float(rng.nextDouble() * 2 - 1) }
+            var targets = (0..<B).map { _ in Int32(rng.nextInt(below: C)) }
+            // Row 0's target is its largest cosine; row 1's the smallest.
+            targets[0] = Int32(cosines[0..<C].indices.max { cosines[$0] < cosines[$1] }!)
+            targets[1] = Int32(cosines[C..<(2 * C)].indices.min { cosines[$0] < cosines[$1] }! - C)
+            var config = LossConfig()
+            config.scale = scale; config.margin = margin; config.ce = ce
+            let N = 2 * B   // as if another rank held the other half of the batch
+            var expectedLoss = 0.0, expectedCorrect = 0
+            var expectedGrad = [Double](repeating: 0, count: B * C)
+            for r in 0..<B {
+                let row = cosines[(r * C)..<((r + 1) * C)].map(Double.init), t = Int(targets[r])
+                if row.indices.max(by: { row[$0] < row[$1] }) == t { expectedCorrect += 1 }
+                let z = row.indices.map { Double(scale) * (row[$0] - ($0 == t ? Double(margin) : 0)) }
+                let top = z.max()!, sum = z.reduce(0) { $0 + exp($1 - top) }
+                expectedLoss += (top + log(sum) - z[t]) * Double(ce) / Double(N)
+                for c in 0..<C {
+                    expectedGrad[r * C + c] = Double(ce) * Double(scale) / Double(N) * (exp(z[c] - top) / sum - (c == t ? 1 : 0))
+                }
+            }
+            for threads in [1, 2] {
+                BLAS.setThreads(threads)
+                let u = FloatBuffer(cosines)
+                let result = targets.withUnsafeBufferPointer {
+                    marginLoss(u.pointer, scratch: nil, targets: .single($0.baseAddress!), B: B, C: C, N: N, config: config, statistics: one)
+                }
+                XCTAssertEqual(result.loss, expectedLoss, accuracy: 2e-6 * expectedLoss, "s \(scale), \(threads) threads")
+                XCTAssertEqual(result.correct, expectedCorrect)
+                let bound = Double(ce * scale) / Double(N)
+                var worst = 0.0
+                for i in 0..<(B * C) { worst = max(worst, abs(Double(u[i]) - expectedGrad[i])) }
+                XCTAssertLessThan(worst, 2e-6 * bound, "s \(scale), \(threads) threads")
+            }
+        }
+    }
+    /// Arc margin on the target: z = s cos(acos(0.5) + 0.2) = s cos(pi/3 + 0.2).
+    func testArcMarginLogit() {
+        let u = FloatBuffer([0.5, 0.1])
+        var config = LossConfig()
+        config.marginType = .arc; config.scale = 1
+        let scratch = FloatBuffer(count: 2)
+        let t: [Int32] = [0]
+        let loss = t.withUnsafeBufferPointer {
+            marginLoss(u.pointer, scratch: scratch.pointer, targets: .single($0.baseAddress!), B: 1, C: 2, N: 1, config: config, statistics: one).loss
+        }
+        let z0 = cos(Double.pi / 3 + 0.2), z1 = 0.1
+        XCTAssertEqual(loss, log(exp(z0) + exp(z1)) - z0, accuracy: 1e-6)
+    }
+
+    /// Label smoothing with targets {0, 2} of 3: y~ = (1/2, 0, 1/2).
+    func testLabelSmoothing() {
+        let u = FloatBuffer([0.2, 0.0, -0.4])
+        let y = FloatBuffer([1, 0, 1])
+        var config = LossConfig()
+        config.scale = 2; config.margin = 0.1
+        let loss = marginLoss(u.pointer, scratch: nil, targets: .multi(y.pointer), B: 1, C: 3, N: 1, config: config, statistics: one).loss
+        let z = [2 * (0.2 - 0.1), 0.0, 2 * (-0.4 - 0.1)]
+        let lse = log(z.map { exp($0) }.reduce(0, +))
+        XCTAssertEqual(loss, -(0.5 * (z[0] - lse) + 0.5 * (z[2] - lse)), accuracy: 1e-6)
+    }
+
+    /// Quantization cs for v = (2, -1): cos(v, sign v) = 3 / (sqrt(5) sqrt(2)).
+    func testQuantizationCosine() {
+        let v = FloatBuffer([2, -1])
+        let loss = quantizationForward(v.pointer, B: 1, K: 2, N: 1, type: .cs, weight: 1)
+        XCTAssertEqual(loss, 1 - 3 / (5.0.squareRoot() * 2.0.squareRoot()), accuracy: 1e-6)
+        let l1 = quantizationForward(v.pointer, B: 1, K: 2, N: 1, type: .l1, weight: 1)
+        XCTAssertEqual(l1, (1 + 0) / 2, accuracy: 1e-6)
+        let l2 = quantizationForward(v.pointer, B: 1, K: 2, N: 1, type: .l2, weight: 1)
+        XCTAssertEqual(l2, (1 + 0) / 2, accuracy: 1e-6)
+    }
+
+    /// PyTorch's Adam with coupled weight decay, one parameter, two steps, worked by hand.
+    func testAdamMatchesPyTorchUpdate() {
+        var c = OptimizerConfig()
+        c.lr = 0.1; c.weightDecay = 0.5; c.backboneLRScale = 1
+        let opt = Optimizer(config: c)
+        let s = store([1], gradients: [0.2], backbone: 0, optimizer: .adam), p = s.parameters
+        opt.update(s, lr: 0.1, range: 0..<1)
+        // g' = 0.2 + 0.5 * 1 = 0.7; m = 0.07, v = 0.00049; mhat = 0.7, vhat = 0.49 -> step = 0.1 * 0.7 / (0.7 + 1e-8)
+        XCTAssertEqual(Double(p[0]), 1 - 0.1 * 0.7 / (0.7 + 1e-8), accuracy: 1e-6)
+        let p1 = Double(p[0])
+        opt.update(s, lr: 0.1, range: 0..<1)
+        let g2 = 0.2 + 0.5 * p1
+        let m = 0.9 * 0.07 + 0.1 * g2, v = 0.999 * 0.00049 + 0.001 * g2 * g2
+        let expected = p1 - 0.1 / (1 - 0.81) * m / ((v).squareRoot() / (1 - 0.999 * 0.999).squareRoot() + 1e-8)
+        XCTAssertEqual(Double(p[0]), expected, accuracy: 1e-6)
+    }
+
+    func testSGDNesterovAndGroups() {
+        var c = OptimizerConfig()
+        c.kind = .sgd; c.momentum = 0.5; c.nesterov = true; c.weightDecay = 0; c.backboneLRScale = 0.1
+        let opt = Optimizer(config: c)
+        let s = store([0, 0], gradients: [1, 1], backbone: 1, optimizer: .sgd), p = s.parameters   // [backbone, hash]
+        opt.update(s, lr: 1, range: 0..<2)
+        // buf = g = 1; d = g + 0.5 * buf = 1.5; backbone lr 0.1
+        XCTAssertEqual(p[0], -0.15, accuracy: 1e-7)
+        XCTAssertEqual(p[1], -1.5, accuracy: 1e-7)
+        opt.update(s, lr: 1, range: 0..<2)
+        // buf = 0.5 + 1 = 1.5; d = 1 + 0.75 = 1.75
+        XCTAssertEqual(p[1], -3.25, accuracy: 1e-6)
+    }
+
+    /// The update that clears the gradients (the training loop's, `ParameterStore.update`) gives
+    /// bitwise the same parameters and moments as the plain update, and leaves every gradient at
+    /// 0, for Adam and SGD, over a buffer long enough to take the vectorised and the threaded paths.
+    func testUpdateThatClearsGradientsMatchesPlainUpdate() {
+        for kind in [OptimizerKind.adam, .sgd] {
+            var c = OptimizerConfig()
+            c.kind = kind; c.lr = 0.01
+            let n = 300_001, backbone = 123_457
+            var rng = Xoshiro256(seed: 7)
+            let start = (0..<n).map { _ in Float(rng.gaussian()) }
+            let grads = (0..<n).map { _ in Float(rng.gaussian()) }
+            let plain = Optimizer(config: c), clearing = Optimizer(config: c)
+            let s1 = store(start, gradients: grads, backbone: backbone, optimizer: kind)
+            let s2 = store(start, gradients: grads, backbone: backbone, optimizer: kind)
+            for _ in 0..<3 {
+                grads.withUnsafeBufferPointer { s1.gradients.pointer.update(from: $0.baseAddress!, count: n) }
+                grads.withUnsafeBufferPointer { s2.gradients.pointer.update(from: $0.baseAddress!, count: n) }
+                s2.noteGradientsWritten()
+                plain.update(s1, lr: 0.01, range: 0..<n, threads: 1)
+                s2.update(with: clearing, lr: 0.01, threads: 2)
+                XCTAssertEqual(s1.gradients.array, grads, "\(kind): the plain update must not touch the gradients")
+                XCTAssertTrue(s2.gradients.array.allSatisfy { $0 == 0 }, "\(kind): gradients not cleared")
+                XCTAssertTrue(s2.gradientsAreZero, "\(kind): the store knows")
+            }
+            XCTAssertEqual(s1.parameters.array, s2.parameters.array, "\(kind)")
+            XCTAssertEqual(s1.moment1.array, s2.moment1.array, "\(kind)")
+            XCTAssertEqual(s1.moment2.array, s2.moment2.array, "\(kind)")
+        }
+    }
+
+    func testSchedules() {
+        var c = OptimizerConfig()
+        XCTAssertEqual(c.lrFactor(epoch: 79, epochs: 100), 1)
+        XCTAssertEqual(c.lrFactor(epoch: 80, epochs: 100), 0.1, accuracy: 1e-7)   // step = int(0.8 * 100)
+        XCTAssertEqual(c.lrFactor(epoch: 7, epochs: 10), 1)                        // step = 8
+        XCTAssertEqual(c.lrFactor(epoch: 8, epochs: 10), 0.1, accuracy: 1e-7)
+        c.scheduler = .multistep; c.milestones = [4, 7]
+        XCTAssertEqual(c.lrFactor(epoch: 3, epochs: 10), 1)
+        XCTAssertEqual(c.lrFactor(epoch: 4, epochs: 10), 0.1, accuracy: 1e-7)
+        XCTAssertEqual(c.lrFactor(epoch: 9, epochs: 10), 0.01, accuracy: 1e-8)
+    }
+
+    /// A store of one backbone tensor of `backbone` elements and one hash-layer tensor of the rest.
+    func store(_ parameters: [Float], gradients: [Float], backbone: Int, optimizer: OptimizerKind) -> ParameterStore {
+        let shapes: [(name: String, shape: [Int])] = backbone > 0 ? [("b", [backbone]), ("h", [parameters.count - backbone])] : [("h", [parameters.count])]
+        let s = ParameterStore(layout: ParameterLayout(tensors: shapes, backboneTensors: backbone > 0 ? 1 : 0), optimizer: optimizer)
+        parameters.withUnsafeBufferPointer { s.parameters.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        gradients.withUnsafeBufferPointer { s.gradients.pointer.update(from: $0.baseAddress!, count: $0.count) }
+        return s
+    }
+}
