@@ -1,7 +1,11 @@
 // The one caller of BLAS.
 
 import COpenBLAS
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 /// Row-major single-precision GEMM over OpenBLAS:
 /// ```

@@ -1,6 +1,10 @@
 // Fixed class codewords in {-1, +1}^(C, K). Dimensions: C = classes, K = bits.
 
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 public enum CodebookMethod: String, Codable, CaseIterable, Sendable {
     /// Sign of a standard Gaussian draw.

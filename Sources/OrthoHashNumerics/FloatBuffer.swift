@@ -1,6 +1,10 @@
 // Flat float32 buffers: the storage of parameters, gradients, activations and workspaces.
 
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 /// A fixed-size Float buffer, allocated once and freed with its owner. Training-loop code works
 /// on its pointer; nothing in the loop allocates.

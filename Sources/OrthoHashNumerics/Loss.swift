@@ -4,7 +4,12 @@
 // Dimensions: B = rows of the local batch, N = rows of the global batch, K = bits, C = classes.
 
 import CKernels
-import Foundation
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 public enum MarginType: String, Codable, CaseIterable, Sendable { case cos, arc }
 public enum MultiLabelLoss: String, Codable, CaseIterable, Sendable { case smooth, bce, imbalance }

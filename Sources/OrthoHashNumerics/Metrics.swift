@@ -1,7 +1,7 @@
 // Hamming-ranking retrieval metrics: mAP@R (HashNet's and GLDv2's denominators) and
 // precision@k. Dimensions: Q = queries, M = database rows, K = bits, W = 64-bit words per code.
 
-import Foundation
+import Dispatch
 
 /// Labels in the form the metric reads: single class per row, or a bitset of classes per row.
 public struct RelevanceLabels {

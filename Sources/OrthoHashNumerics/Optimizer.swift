@@ -2,7 +2,12 @@
 // that differ only in learning rate. Dimension: P = parameters.
 
 import CKernels
-import Foundation
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 public enum OptimizerKind: String, Codable, CaseIterable, Sendable { case adam, sgd }
 public enum SchedulerKind: String, Codable, CaseIterable, Sendable { case step, multistep, none }

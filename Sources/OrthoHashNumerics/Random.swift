@@ -74,6 +74,11 @@ public enum RandomStream: UInt64 {
     case initialWeights = 2, epochPermutation = 1000
 }
 
-import Foundation
-@inline(__always) func _log(_ x: Double) -> Double { Foundation.log(x) }
-@inline(__always) func _cos(_ x: Double) -> Double { Foundation.cos(x) }
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+// The struct has no methods named log or cos, but keeping the C library's visibly apart.
+@inline(__always) func _log(_ x: Double) -> Double { log(x) }
+@inline(__always) func _cos(_ x: Double) -> Double { cos(x) }

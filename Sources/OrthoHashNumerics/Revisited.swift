@@ -1,7 +1,11 @@
 // The revisited Oxford/Paris retrieval protocol (ROxford5k, RParis6k) over Hamming ranking.
 // Dimensions: Q = queries, M = database rows, K = bits, W = 64-bit words per code.
 
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 /// One query's ground truth: database rows (0-based) that are easy or hard positives, or junk.
 public struct RevisitedQuery: Codable, Equatable {

@@ -24,7 +24,11 @@
 // reference would produce 0 (radius 0, i.e. a uniform of exactly 0, or theta exactly 0: chance
 // 2^-24 per element), sign() gives 0 there, an invalid codeword entry; we write +1 instead.
 
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 
 struct TorchGenerator {
     private var mt = [UInt32](repeating: 0, count: 624)
@@ -117,10 +121,10 @@ struct TorchGenerator {
             return cached
         }
         let u1 = uniformDouble(), u2 = uniformDouble()
-        let r = (-2 * Foundation.log1p(-u2)).squareRoot()
+        let r = (-2 * _log1p(-u2)).squareRoot()
         let theta = 2 * Double.pi * u1
-        cachedNormal = r * Foundation.sin(theta)
-        return r * Foundation.cos(theta)
+        cachedNormal = r * _sin(theta)
+        return r * _cos(theta)
     }
 
     /// `torch.randperm(n)` for n below 2^32 / 20.
@@ -136,3 +140,6 @@ struct TorchGenerator {
         return p
     }
 }
+
+@inline(__always) func _log1p(_ x: Double) -> Double { log1p(x) }
+@inline(__always) func _sin(_ x: Double) -> Double { sin(x) }

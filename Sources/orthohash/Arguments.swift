@@ -37,12 +37,12 @@ enum Parse {
     }
 
     /// `all,1000,gt100`.
-    static func cutoffs(_ text: String) throws -> [MapCutoff] {
+    static let cutoffs: @Sendable (String) throws -> [MapCutoff] = { text in
         try commaList(text, flag: "--map-at", what: "'all' or positive numbers, optionally behind 'gt' (gt100)") { MapCutoff($0) }
     }
 
     /// `0.9,0.999`.
-    static func betas(_ text: String) throws -> Betas {
+    static let betas: @Sendable (String) throws -> Betas = { text in
         let b = try commaList(text, flag: "--betas", what: "two numbers, e.g. 0.9,0.999") { Float($0) }
         guard b.count == 2 else { throw ValidationError("--betas takes two numbers, e.g. 0.9,0.999, got '\(text)'") }
         return Betas(beta1: b[0], beta2: b[1])
