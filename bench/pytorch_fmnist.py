@@ -13,8 +13,8 @@ Bernoulli codebook), optimiser (Adam, coupled weight decay 5e-4, backbone lr x0.
 import argparse, gzip, json, time
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from orthohash_torch import Model
 
 D = "/usr/share/datasets/fashion-mnist"
 
@@ -25,25 +25,6 @@ def load(prefix):
     with gzip.open(f"{D}/{prefix}-labels-idx1-ubyte.gz") as f:
         y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
     return torch.from_numpy((x / 255.0 - 0.2860) / 0.3530), torch.from_numpy(y)
-
-
-class Model(nn.Module):
-    def __init__(self, hidden, nbit, codebook, s, m):
-        super().__init__()
-        layers, d = [], 784
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        self.backbone = nn.Sequential(*layers)
-        self.hash_fc = nn.Sequential(nn.Linear(d, nbit, bias=False), nn.BatchNorm1d(nbit))
-        nn.init.normal_(self.hash_fc[0].weight, std=0.01)
-        self.register_buffer("centroids", codebook)
-        self.s, self.m = s, m
-
-    def forward(self, x):
-        v = self.hash_fc(self.backbone(x))
-        u = F.normalize(v, dim=1) @ F.normalize(self.centroids, dim=1).t()
-        return u, v
 
 
 def mean_ap(qb, qy, db, dy, R):
@@ -83,7 +64,8 @@ def main():
         codebook = torch.from_numpy(np.load(a.codebook_file).astype(np.float32))
     xtr, ytr = load("train")
     xte, yte = load("t10k")
-    model = Model([1024, 1024], a.nbit, codebook, 8.0, 0.2)
+    model = Model(784, [1024, 1024], a.nbit, codebook)
+    s, m = 8.0, 0.2
     if a.save_codebook:
         np.save(a.save_codebook, model.centroids.numpy().astype(np.int8))
     lr = 1e-4
@@ -95,7 +77,7 @@ def main():
     def step(idx):
         x, y = xtr[idx], ytr[idx]
         u, _ = model(x)
-        z = model.s * (u - model.m * F.one_hot(y, 10).float())
+        z = s * (u - m * F.one_hot(y, 10).float())
         loss = F.cross_entropy(z, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

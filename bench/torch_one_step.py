@@ -18,8 +18,8 @@ manner of llm.c's test_gpt2.c).
 """
 import argparse, json
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from orthohash_torch import Model
 
 CASES = [
     dict(name="mlp cos margin, cross-entropy, Adam", D=12, hidden=[10, 8], K=6, C=5, B=16, multi=None,
@@ -38,36 +38,6 @@ CASES = [
          loss=dict(scale=8.0, margin=0.2, margin_type="cos", quan=0.2, quan_type="l1", ce=1.0),
          optimizer=dict(kind="sgd", lr=0.05, backbone_lr_scale=0.1, weight_decay=5e-4, momentum=0.9, nesterov=False), seed=5),
 ]
-
-
-class Model(nn.Module):
-    """The authors' model: backbone, hash_fc = Linear(no bias) + BatchNorm1d, cosine to the codebook."""
-
-    def __init__(self, D, hidden, K, codebook):
-        super().__init__()
-        layers, d = [], D
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        self.backbone = nn.Sequential(*layers)
-        self.hash_fc = nn.Sequential(nn.Linear(d, K, bias=False), nn.BatchNorm1d(K))
-        nn.init.normal_(self.hash_fc[0].weight, std=0.01)
-        self.register_buffer("centroids", codebook)
-
-    def forward(self, x):
-        v = self.hash_fc(self.backbone(x))
-        u = F.normalize(v, dim=1) @ F.normalize(self.centroids, dim=1).t()
-        return u, v
-
-    def named(self):
-        """Parameters under orthohash's layout names, in its order."""
-        out, i = [], 0
-        for layer in self.backbone:
-            if isinstance(layer, nn.Linear):
-                out += [(f"backbone.fc.{i}.weight", layer.weight), (f"backbone.fc.{i}.bias", layer.bias)]
-                i += 1
-        return out + [("hash_fc.0.weight", self.hash_fc[0].weight), ("hash_fc.1.weight", self.hash_fc[1].weight),
-                      ("hash_fc.1.bias", self.hash_fc[1].bias)]
 
 
 def orthohash_loss(u, v, y, multi, s, m, margin_type, ce, quan, quan_type):

@@ -30,14 +30,13 @@ extension OrthoHashCommand {
                 try reestimateBatchNormMean(model, from: try openFeatures(bnMeanFrom, for: model, checkpoint: path), identityAffine: bnIdentityAffine)
             }
             let K = ck.state.model.nbit
-            var codes = PackedCodes(count: 0, bits: K, storage: [])
+            var words: [UInt64] = []                 // the packed codes, (N, ceil(K / 64))
             var real = outReal == nil ? [] : [Float](repeating: 0, count: x.rows * K)
-            codes.storage.reserveCapacity(x.rows * codes.words)
             try model.forEachCodeChunk(of: x, rows: 0..<x.rows) { start, n, v in
-                codes.storage += PackedCodes(values: v, count: n, bits: K).storage
+                words += PackedCodes(values: v, count: n, bits: K).storage
                 if !real.isEmpty { for i in 0..<(n * K) { real[start * K + i] = v[i] } }
             }
-            codes = PackedCodes(count: x.rows, bits: K, storage: codes.storage)
+            let codes = PackedCodes(count: x.rows, bits: K, storage: words)
             try NPYWriter.write(path: out, shape: [x.rows, (K + 7) / 8], uint8: codes.numpyBytes())
             if let outReal { try NPYWriter.write(path: outReal, shape: [x.rows, K], floats: real) }
             print("encoded \(x.rows) rows to \(K)-bit codes: \(out)")

@@ -26,10 +26,7 @@ final class ReferenceTests: XCTestCase {
                                    "--train-limit", "2048", "--query-limit", "256", "--db-limit", "2048", "--batch-size", "128",
                                    "--eval-every", "1", "--threads", "1", "--quiet", "--run-dir", run], environment: reproducibleBLAS)
         XCTAssertEqual(train.status, 0, train.stderr)
-        try assertMatchesReference("fashion-mnist-mlp", runDir: run) { out in
-            let r = try orthohash(["export", "--run-dir", run, "--out", out])
-            XCTAssertEqual(r.status, 0, r.stderr)
-        }
+        try matchesReference("fashion-mnist-mlp", run: run)
     }
 
     /// Many classes (300: the C kernel of the single-label loss), a linear backbone on float16
@@ -57,9 +54,14 @@ final class ReferenceTests: XCTestCase {
                                    "--lr", "0.05", "--scheduler", "multistep", "--milestones", "1,2", "--checkpoint-every-steps", "7",
                                    "--map-at", "100,gt100", "--threads", "1", "--quiet", "--run-dir", run], environment: reproducibleBLAS)
         XCTAssertEqual(train.status, 0, train.stderr)
-        try assertMatchesReference("many-classes-linear", runDir: run) { out in
+        try matchesReference("many-classes-linear", run: run)
+    }
+
+    /// The run's newest checkpoint and its export against the reference `name`.
+    func matchesReference(_ name: String, run: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        try assertMatchesReference(name, runDir: run, export: { out in
             let r = try orthohash(["export", "--run-dir", run, "--out", out])
             XCTAssertEqual(r.status, 0, r.stderr)
-        }
+        }, file: file, line: line)
     }
 }
