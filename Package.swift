@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Modules, lowest first; each depends only on those above it (docs/ARCHITECTURE.md):
-//   C targets            COpenBLAS, CZlib, CMPI (system libraries), CKernels, CMPIShim
+//   C targets            COpenBLAS, CZlib, CMPI (system libraries), CKernels, CMPIShim, CStop
 //   OrthoHashNumerics    tensors over flat buffers, layers, loss, model, optimizer, codes, metrics
 //   OrthoHashFormats     npy, IDX, safetensors, JSON, atomic files, the checkpoint container
 //   OrthoHashTraining    data, batches, data parallelism, trainer, evaluation, run directory, resume
@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // Stop requests: signal handlers that record SIGTERM, SIGINT and SIGUSR1 for the trainer.
+        .target(name: "CStop", exclude: ["README.md"]),
         // Vectorised elementwise kernels with run-time CPU dispatch (no MPI, no BLAS).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off"])]),
         // The arithmetic: no files, clocks, environment or processes.
@@ -42,7 +44,7 @@ let package = Package(
         .executableTarget(
             name: "orthohash",
             dependencies: ["OrthoHashNumerics", "OrthoHashFormats", "OrthoHashTraining", "OrthoHashMPI", "OrthoHashFaultInjection",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
+                           "CStop", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Temporary directories, fixtures and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["OrthoHashNumerics", "OrthoHashFormats", "OrthoHashTraining", "CZlib"], path: "Tests/TestSupport"),

@@ -7,7 +7,8 @@
 # Defaults: this machine only; C = its cores; R = C (one single-threaded rank per core, which
 # measured as fast as one rank using all cores here, see README); threads per rank = C / R.
 # The global --batch-size must be divisible by N x R. Always safe to pass --resume: with no
-# checkpoint in --run-dir the run starts from scratch.
+# checkpoint in --run-dir the run starts from scratch. SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 to
+# this script stops the run after the current step with a checkpoint (exit status 75).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 hostfile="" nodes=1 rpn="" cores=""
@@ -33,4 +34,15 @@ args=(-np "$np" --map-by "ppr:$rpn:node:PE=$threads" --bind-to core -x OPENBLAS_
 # More ranks than cores on one machine (tests, laptops) need --oversubscribe.
 [ "$nodes" -eq 1 ] && [ -z "$hostfile" ] && [ "$rpn" -gt "$(nproc)" ] && args+=(--oversubscribe)
 echo "launch: $np rank(s) ($nodes node(s) x $rpn), $threads BLAS thread(s) each" >&2
-exec mpirun "${args[@]}" "$binary" train --threads "$threads" "$@"
+# mpirun forwards SIGUSR1 to the ranks but answers SIGTERM and SIGINT by killing them a second
+# later. So this script passes SIGTERM, SIGINT and SIGUSR1 on to mpirun as SIGUSR1: every rank
+# stops after the same step, rank 0 writes a checkpoint of it, and the exit status is 75.
+mpirun "${args[@]}" "$binary" train --threads "$threads" "$@" &
+pid=$!
+trap 'kill -USR1 "$pid" 2>/dev/null' TERM INT USR1
+while :; do
+  status=0
+  wait "$pid" || status=$?
+  kill -0 "$pid" 2>/dev/null || break      # wait returned for a trapped signal: mpirun still runs
+done
+exit "$status"

@@ -11,6 +11,8 @@ import OrthoHashTraining
 ///   renaming it (so a test can kill the writer mid-write).
 /// - `ORTHOHASH_TEST_STOP_AFTER_STEPS`: end the run (exit 0, no summary) after that many global
 ///   steps, as if interrupted, so a test can resume it.
+/// - `ORTHOHASH_TEST_SIGNAL=STEP:SIGNAL[:RANK]`: before that step, that rank (default 0) sends
+///   itself the signal (TERM, INT or USR1), through the real handlers.
 /// - `ORTHOHASH_TEST_GRADIENT_SPIKE=STEP:VALUE`: at that step every rank sets its first gradient
 ///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
 ///   overflow), and counts as a rank that could not show their sum finite.
@@ -18,6 +20,7 @@ public struct EnvironmentFaults: FaultInjection {
     let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double
     public let stopAfterSteps: Int?
     let spike: (step: Int, value: Float)?
+    let signal: (step: Int, signal: Int32, rank: Int)?
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
@@ -27,10 +30,18 @@ public struct EnvironmentFaults: FaultInjection {
         stopAfterSteps = environment["ORTHOHASH_TEST_STOP_AFTER_STEPS"].flatMap(Int.init)
         let parts = environment["ORTHOHASH_TEST_GRADIENT_SPIKE"]?.split(separator: ":") ?? []
         if parts.count == 2, let step = Int(parts[0]), let value = Float(parts[1]) { spike = (step, value) } else { spike = nil }
+        let signalParts = environment["ORTHOHASH_TEST_SIGNAL"]?.split(separator: ":").map(String.init) ?? []
+        let numbers: [String: Int32] = ["TERM": SIGTERM, "INT": SIGINT, "USR1": SIGUSR1]
+        if signalParts.count >= 2, let step = Int(signalParts[0]), let number = numbers[signalParts[1]] {
+            signal = (step, number, signalParts.count > 2 ? Int(signalParts[2]) ?? 0 : 0)
+        } else {
+            signal = nil
+        }
     }
 
     public func beforeStep(rank: Int, step: Int) {
         if stepSleep > 0 { usleep(stepSleep * 1000) }
+        if let signal, signal.step == step, signal.rank == rank { raise(signal.signal) }
         if rank == hangRank && step == hangStep { while true { sleep(1000) } }
     }
 

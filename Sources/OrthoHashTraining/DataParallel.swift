@@ -48,6 +48,8 @@ public struct SummedStep: Equatable {
     public var verdict: Verdict
     /// The elements of the summed gradients this rank holds and updates.
     public var shard: Range<Int>
+    /// Ranks asked to stop (a signal) before this step's sum: all stop after it.
+    public var stopRequests: Int = 0
 }
 
 public extension DataParallel {
@@ -56,22 +58,25 @@ public extension DataParallel {
 
     /// Sums the gradients over the ranks (this rank's shard of them; the rest cleared, which
     /// keeps the store's zero-gradient rule) and, in one control word, the loss, the correct
-    /// rows and every rank's finiteness verdict. `sumVouched` says this rank's gradient report
-    /// covers their sum (GradientReport.sumFinite). Where some rank's does not, each rank reads
-    /// its shard of the sum, with one more reduction of one number.
-    func sumGradients(_ store: ParameterStore, loss: Double, correct: Int, finite: Bool, sumVouched: Bool) -> SummedStep {
+    /// rows, every rank's finiteness verdict and whether it was asked to stop. `sumVouched` says
+    /// this rank's gradient report covers their sum (GradientReport.sumFinite). Where some
+    /// rank's does not, each rank reads its shard of the sum, with one more reduction of one number.
+    func sumGradients(_ store: ParameterStore, loss: Double, correct: Int, finite: Bool, sumVouched: Bool,
+                      stopRequested: Bool = false) -> SummedStep {
         let shard = reduceGradients(store.gradients)
         store.clearGradients(outside: shard)
         let n = ranks
-        // Loss, correct count, one non-finite flag per rank, and the count of ranks that could
-        // not show that the sum of the gradients is finite.
-        return withUnsafeTemporaryAllocation(of: Double.self, capacity: 3 + n) { control in
+        // Loss, correct count, one non-finite flag per rank, the count of ranks that could not
+        // show that the sum of the gradients is finite, and the count of ranks asked to stop.
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: 4 + n) { control in
             control.initialize(repeating: 0)
             control[0] = loss; control[1] = Double(correct)
             control[2 + rank] = loss.isFinite && finite ? 0 : 1
             control[2 + n] = sumVouched ? 0 : 1
-            collective.sum(control.baseAddress!, count: 3 + n)
-            var summed = SummedStep(loss: control[0], correct: Int(control[1]), verdict: .finite, shard: shard)
+            control[3 + n] = stopRequested ? 1 : 0
+            collective.sum(control.baseAddress!, count: 4 + n)
+            var summed = SummedStep(loss: control[0], correct: Int(control[1]), verdict: .finite, shard: shard,
+                                    stopRequests: Int(control[3 + n]))
             if let bad = (0..<n).first(where: { control[2 + $0] != 0 }) {
                 summed.verdict = .nonFinite(rank: bad)
             } else if n > 1 && control[2 + n] != 0 {

@@ -25,6 +25,10 @@ public final class Trainer {
     public var verify = false
     /// Draw a progress bar within an epoch (rank 0, on a terminal).
     public var progressBar = Progress.barWanted
+    /// Whether this process was asked to stop (the signal's name), read at every step: the
+    /// command line installs signal handlers (CStop) and sets it. A request on any rank stops
+    /// every rank after the same step, with a checkpoint of it (`Interruption`).
+    public var stopRequested: () -> String? = { nil }
 
     public private(set) var model: HashModel!
     public private(set) var optimizer: Optimizer!
@@ -37,6 +41,8 @@ public final class Trainer {
     var state: CheckpointState!
     var stepLog: StepLog?
     var lastLoss = 0.0
+    /// The global step of the newest step checkpoint this run wrote.
+    var checkpointedStep = -1
 
     public init(config: TrainConfig, data: DataSplits, runDir: String, dataParallel: DataParallel = OneProcess(),
                 threads: Int = 1, log: Log = Log()) throws {
@@ -140,7 +146,7 @@ public final class Trainer {
             let lr = config.optimizer.lr * config.optimizer.lrFactor(epoch: state.epoch, epochs: config.epochs)
             var lastBar = Date.distantPast
             while state.stepInEpoch < steps {
-                try step(lr: lr)
+                let summed = try step(lr: lr)
                 if progressBar && collective.isCoordinator && !log.quiet && Date().timeIntervalSince(lastBar) > 0.2 {
                     lastBar = Date()
                     Progress.drawBar(epoch: state.epoch, epochs: config.epochs, step: state.stepInEpoch, of: steps)
@@ -148,6 +154,7 @@ public final class Trainer {
                 if config.checkpointEverySteps > 0 && state.globalStep % config.checkpointEverySteps == 0 && state.stepInEpoch < steps {
                     try writeCheckpoint()
                 }
+                if summed.stopRequests > 0 { try interrupt(requests: summed.stopRequests) }
                 if let stop = stopAfterSteps, state.globalStep >= stop { return nil }
             }
             if let summary = try endEpoch(lr: lr) { return summary }
@@ -156,7 +163,8 @@ public final class Trainer {
     }
 
     /// One training step.
-    func step(lr: Float) throws {
+    @discardableResult
+    func step(lr: Float) throws -> SummedStep {
         let started = DispatchTime.now().uptimeNanoseconds
         let step = state.globalStep + 1
         collective.labelStep(step)
@@ -166,12 +174,23 @@ public final class Trainer {
         let gradients = model.backward(batch.input)                                 // into the store's zeroed gradients
         let spiked = faults.afterBackward(model.gradients, step: step)
         let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
-                                               sumVouched: gradients.sumFinite && !spiked)
+                                               sumVouched: gradients.sumFinite && !spiked, stopRequested: stopRequested() != nil)
         try stopUnlessFinite(summed.verdict, step: step)
         dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads)
         dataParallel.gatherParameters(model.store, shard: summed.shard)
         if verify { try verifyIdentical(after: step) }
         record(summed, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        return summed
+    }
+
+    /// A stop was asked of some rank before this step's sum, so every rank knows it now: the
+    /// step is done, rank 0 writes its checkpoint (unless it just did), and the run stops.
+    func interrupt(requests: Int) throws -> Never {
+        if checkpointedStep != state.globalStep { try writeCheckpoint() }
+        let reason = stopRequested() ?? "a stop request on \(requests) other rank\(requests > 1 ? "s" : "")"
+        throw Interruption(reason: reason, step: state.globalStep, epoch: state.epoch + 1, epochs: config.epochs,
+                           stepInEpoch: state.stepInEpoch, stepsPerEpoch: loader.stepsPerEpoch,
+                           checkpoint: runDir.checkpoints.stepPath(state.globalStep))
     }
 
     /// A step whose loss or gradients are not finite stops the run before the update, so the
@@ -213,6 +232,13 @@ public final class Trainer {
         if progressBar && collective.isCoordinator && !log.quiet { Progress.clearBar() }
         let steps = loader.stepsPerEpoch, N = config.batchSize
         let epochsDone = state.epoch + 1
+        let isLast = epochsDone == config.epochs
+        let checkpointDue = isLast || (config.checkpointEvery > 0 && epochsDone % config.checkpointEvery == 0)
+        let evaluationDue = isLast || (config.evalEvery > 0 && epochsDone % config.evalEvery == 0)
+        // The epoch's training is saved before its evaluation, so a failure there loses none of
+        // it (a run resumed from this checkpoint starts with this end of epoch); the checkpoint
+        // is written again below, with the evaluation's result.
+        if checkpointDue && evaluationDue { try writeCheckpoint() }
         let loss = state.epochLossSum / Double(steps)
         let accuracy = Double(state.epochCorrect) / Double(max(1, state.epochSamples))
         let samplesPerSecond = Double(state.epochSamples) / max(state.epochSeconds, 1e-9)
@@ -220,9 +246,8 @@ public final class Trainer {
         state.epoch += 1
         state.stepInEpoch = 0
         state.epochLossSum = 0; state.epochCorrect = 0; state.epochSamples = 0; state.epochSeconds = 0
-        let isLast = state.epoch == config.epochs
         var evaluated: RetrievalResult? = nil
-        if isLast || (config.evalEvery > 0 && epochsDone % config.evalEvery == 0) {
+        if evaluationDue {
             let result = try evaluate()
             evaluated = result
             if let first = result.meanAP.first, first > (state.bestMAP ?? -1) {
@@ -243,9 +268,7 @@ public final class Trainer {
             line += [("samples_per_second", .double(samplesPerSecond)), ("step", .int(state.globalStep))]
             try runDir.appendMetrics(.object(line))
         }
-        if isLast || (config.checkpointEvery > 0 && epochsDone % config.checkpointEvery == 0) {
-            try writeCheckpoint()
-        }
+        if checkpointDue { try writeCheckpoint() }
         guard isLast, let result = evaluated else { return nil }
         let summary = Summary(
             map: Dictionary(uniqueKeysWithValues: zip(config.mapAt.map(\.text), result.meanAP)),
@@ -265,7 +288,10 @@ public final class Trainer {
         guard collective.isCoordinator else { return }
         let checkpoint = Checkpoint(state: state, model: model, optimizer: optimizer)
         try checkpoint.write(to: path ?? runDir.checkpoints.stepPath(state.globalStep), beforeRename: faults.beforeCheckpointRename)
-        if path == nil { runDir.checkpoints.prune(keep: config.keepCheckpoints) }
+        if path == nil {
+            checkpointedStep = state.globalStep
+            runDir.checkpoints.prune(keep: config.keepCheckpoints)
+        }
     }
 
     /// Checks that every rank holds bitwise the same parameters and BN statistics (verify mode).
@@ -282,6 +308,25 @@ public final class Trainer {
     public func evaluate() throws -> RetrievalResult {
         try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
                            collective: collective, threads: threads)
+    }
+}
+
+/// A run stopped before its end because a process was asked to (SIGTERM, SIGINT, SIGUSR1): every
+/// rank stopped after the same step, and rank 0 wrote a checkpoint of it, from which `--resume`
+/// continues to the result an uninterrupted run gives.
+public struct Interruption: Error, CustomStringConvertible, Equatable {
+    public var reason: String
+    /// The global step done last, and where it is: epoch (1-based) of epochs, step of the epoch's steps.
+    public var step: Int
+    public var epoch: Int, epochs: Int
+    public var stepInEpoch: Int, stepsPerEpoch: Int
+    public var checkpoint: String
+    /// The exit status of an interrupted run: EX_TEMPFAIL, "try again" (deploy/slurm.sbatch requeues on it).
+    public static let exitStatus: Int32 = 75
+
+    public var description: String {
+        "stopped by \(reason) after step \(step) (step \(stepInEpoch) of \(stepsPerEpoch) in epoch \(epoch) of \(epochs)): "
+            + "checkpoint \(checkpoint); run the same command with --resume to continue"
     }
 }
 

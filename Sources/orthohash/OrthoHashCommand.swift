@@ -3,6 +3,7 @@
 // Arguments.swift.
 
 import ArgumentParser
+import CStop
 import Foundation
 import OrthoHashMPI
 import OrthoHashNumerics
@@ -38,14 +39,30 @@ struct OrthoHashCommand: ParsableCommand {
 
 /// Runs `body` on this process's ranks: under an MPI launcher (mpirun, srun --mpi=pmix) every
 /// rank runs it with the MPI back end, and a user error on any rank ends them all with the rank
-/// named; otherwise one process.
+/// named; otherwise one process. A run that stopped on request (`Interruption`, which every
+/// rank reaches together) prints one line from rank 0 and exits with `Interruption.exitStatus`.
 func onRanks(collectiveTimeout: Double, _ body: (DataParallel) throws -> Void) throws {
-    guard MPICollective.launched else { return try body(OneProcess()) }
-    let mpi = MPICollective(timeoutSeconds: collectiveTimeout)
+    let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: collectiveTimeout) : nil
+    let dataParallel: DataParallel = mpi.map { MPIDataParallel($0) } ?? OneProcess()
     do {
-        try body(MPIDataParallel(mpi))
-        mpi.finalize()
+        try body(dataParallel)
+        mpi?.finalize()
+    } catch let stop as Interruption {
+        if dataParallel.rank == 0 { standardError(stop.description) }
+        mpi?.finalize()
+        throw ExitCode(Interruption.exitStatus)
     } catch let error as OrthoHashError {
+        guard let mpi else { throw error }
         mpi.abort("error: \(error)", code: 1)
+    }
+}
+
+/// Stop requests from now on: SIGTERM, SIGINT and SIGUSR1 ask the run to stop after the current
+/// step with a checkpoint (on a terminal, rank 0 says so when the signal arrives: Ctrl-C).
+func installStopHandlers(rank: Int) -> () -> String? {
+    oh_stop_install(rank == 0 && isatty(2) != 0 ? 1 : 0)
+    return {
+        let signal = oh_stop_signal()
+        return signal == 0 ? nil : String(cString: oh_stop_signal_name(signal))
     }
 }

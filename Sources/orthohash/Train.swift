@@ -53,6 +53,7 @@ extension OrthoHashCommand {
                 let trainer = try Trainer(config: config, data: splits, runDir: runDir, dataParallel: dataParallel, threads: threads,
                                           log: Log(rank: collective.rank, ranks: collective.ranks, quiet: quiet))
                 trainer.faults = EnvironmentFaults()
+                trainer.stopRequested = installStopHandlers(rank: collective.rank)
                 trainer.verify = verify
                 trainer.logSteps = logSteps
                 if let summary = try trainer.run(resume: resume), !quiet, collective.isCoordinator {

@@ -11,6 +11,21 @@ import TestSupport
 struct Run { var status: Int32; var stdout: String; var stderr: String }
 
 func orthohash(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
+    try start(arguments, environment: environment).finish()
+}
+
+/// A running `orthohash` process, for tests that signal it.
+struct Started {
+    let process: Process
+    let out: Pipe, err: Pipe
+    func finish() -> Run {
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+}
+
+func start(_ arguments: [String], environment: [String: String] = [:]) throws -> Started {
     let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let candidates = [here.appendingPathComponent("orthohash"), Bundle.main.bundleURL.appendingPathComponent("orthohash")]
     guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
@@ -19,13 +34,11 @@ func orthohash(_ arguments: [String], environment: [String: String] = [:]) throw
     let p = Process()
     p.executableURL = binary
     p.arguments = arguments
-    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     let out = Pipe(), err = Pipe()
     p.standardOutput = out; p.standardError = err
     try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    return Started(process: p, out: out, err: err)
 }
 
 /// A fresh temporary directory for one test (removed when the test process exits).
@@ -162,6 +175,48 @@ final class CLITests: XCTestCase {
         try NPYWriter.write(path: dir + "/wide.npy", shape: [2, 9], floats: Array(repeating: 0, count: 18))
         assertFails(try orthohash(["encode", "--run-dir", run, "--checkpoint", "best", "--features", dir + "/wide.npy", "--out", dir + "/c.npy"]),
                     "wide.npy", "9 columns")
+    }
+
+    /// A signal stops the run after the current step with a checkpoint of that step, one line on
+    /// stderr and exit status 75; --resume then ends exactly where the uninterrupted run ends.
+    /// SIGINT through the fault hook at step 11, and SIGTERM and SIGUSR1 sent from outside.
+    func testSignalStopsWithCheckpointAndResumeIsExact() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "4", "--threads", "1", "--log-steps"]
+        XCTAssertEqual(try orthohash(["train"] + args + ["--run-dir", dir + "/whole"]).status, 0)
+        func finalState(_ run: String) throws -> (losses: String, parameters: [Float]) {
+            (try String(contentsOfFile: run + "/steps.csv", encoding: .utf8),
+             try Checkpoint.read(CheckpointDirectory(runDir: run).stepCheckpoints()[0]).parameters)
+        }
+        func checkResume(_ run: String, stoppedAt step: Int, _ what: String) throws {
+            XCTAssertEqual(try Checkpoint.read(CheckpointDirectory(runDir: run).stepCheckpoints()[0]).state.globalStep, step, what)
+            let resumed = try orthohash(["train", "--run-dir", run, "--resume", "--threads", "1", "--quiet", "--log-steps"])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            let (a, b) = (try finalState(run), try finalState(dir + "/whole"))
+            XCTAssertEqual(a.losses, b.losses, "\(what): every step's loss, once")
+            XCTAssertEqual(a.parameters, b.parameters, "\(what): byte-identical parameters")
+        }
+        let hooked = try orthohash(["train"] + args + ["--run-dir", dir + "/int"], environment: ["ORTHOHASH_TEST_SIGNAL": "11:INT"])
+        XCTAssertEqual(hooked.status, Interruption.exitStatus, hooked.stderr)
+        XCTAssertEqual(hooked.stderr.split(separator: "\n").count, 1, hooked.stderr)
+        XCTAssertTrue(hooked.stderr.hasPrefix("stopped by SIGINT after step 11 (step 3 of 8 in epoch 2 of 4): checkpoint \(dir)/int/checkpoints/step-0000000011.ohck; run the same command with --resume"), hooked.stderr)
+        try checkResume(dir + "/int", stoppedAt: 11, "SIGINT at step 11")
+        for signal in [SIGTERM, SIGUSR1] {
+            let run = dir + "/kill\(signal)"
+            let job = try start(["train"] + args + ["--run-dir", run], environment: ["ORTHOHASH_TEST_STEP_SLEEP_MS": "40"])
+            // Once a few steps are done, from outside.
+            let started = Date()
+            while ((try? String(contentsOfFile: run + "/steps.csv", encoding: .utf8))?.split(separator: "\n").count ?? 0) < 5
+                    && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+            kill(job.process.processIdentifier, signal)
+            let r = job.finish()
+            XCTAssertEqual(r.status, Interruption.exitStatus, "signal \(signal): \(r.stderr)")
+            let name = signal == SIGTERM ? "SIGTERM" : "SIGUSR1"
+            XCTAssertTrue(r.stderr.hasPrefix("stopped by \(name) after step "), r.stderr)
+            let done = try String(contentsOfFile: run + "/steps.csv", encoding: .utf8).split(separator: "\n").count
+            XCTAssertLessThan(done, 32, "stopped before the end")
+            try checkResume(run, stoppedAt: done, name)
+        }
     }
 
     /// `train --run-dir D --resume` with no other flag continues with the run's stored settings

@@ -234,6 +234,59 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// A signal stops every rank after the same step: SIGTERM to rank 1 alone, SIGUSR1 to
+    /// mpirun (which forwards it), SIGTERM to deploy/launch.sh (which passes it on as SIGUSR1).
+    /// Each time rank 0 writes a checkpoint of that step and says so once, the job exits with 75,
+    /// and --resume on 2 ranks ends byte-identical to a run that was never interrupted.
+    func testSignalsStopEveryRankAfterTheSameStep() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "6"]
+        let whole = try mpirun(np: 2, args + ["--run-dir", dir + "/whole"])
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        for how in ["rank 1", "mpirun", "launch.sh"] {
+            let run = dir + "/" + how.filter { $0.isLetter || $0.isNumber }
+            let env = ["ORTHOHASH_TEST_STEP_SLEEP_MS": "60"]
+            let job: (Process, Pipe, Pipe)
+            if how == "launch.sh" {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: packageRoot + "/deploy/launch.sh")
+                p.arguments = ["--"] + Array(args.dropFirst()) + ["--run-dir", run]
+                var environment = mpiEnvironment(env)
+                environment["ORTHOHASH"] = try binary()
+                p.environment = environment
+                let out = Pipe(), err = Pipe()
+                p.standardOutput = out; p.standardError = err
+                try p.run()
+                job = (p, out, err)
+            } else {
+                job = try launch(np: 2, args + ["--run-dir", run], env: env)
+            }
+            let started = Date()
+            while ((try? String(contentsOfFile: run + "/steps.csv", encoding: .utf8))?.split(separator: "\n").count ?? 0) < 5
+                    && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+            switch how {
+            case "rank 1":
+                guard let rank1 = try rankProcesses(run).first(where: { worldRank(of: $0) == 1 }) else { return XCTFail("rank 1 not found") }
+                kill(rank1, SIGTERM)
+            default:
+                kill(job.0.processIdentifier, how == "mpirun" ? SIGUSR1 : SIGTERM)
+            }
+            let r = finish(job)
+            XCTAssertEqual(r.status, Interruption.exitStatus, "\(how): \(r.stderr)")
+            let lines = r.stderr.split(separator: "\n").filter { $0.contains("stopped by") }
+            XCTAssertEqual(lines.count, 1, "\(how): \(r.stderr)")
+            let reason = how == "rank 1" ? "a stop request on 1 other rank" : "SIGUSR1"
+            XCTAssertTrue(lines.first?.hasPrefix("stopped by \(reason) after step ") ?? false, "\(how): \(r.stderr)")
+            let done = try stepLosses(run).count
+            XCTAssertLessThan(done, 48, "\(how): stopped before the end")
+            XCTAssertEqual(try Checkpoint.read(CheckpointDirectory(runDir: run).stepCheckpoints()[0]).state.globalStep, done, how)
+            let resumed = try mpirun(np: 2, args + ["--run-dir", run, "--resume"])
+            XCTAssertEqual(resumed.status, 0, "\(how): \(resumed.stderr)")
+            XCTAssertEqual(try stepLosses(run), try stepLosses(dir + "/whole"), how)
+            XCTAssertEqual(try finalParameters(run), try finalParameters(dir + "/whole"), "\(how): byte-identical")
+        }
+    }
+
     /// A rank that stops answering: the others' watchdog aborts the job naming it.
     func testWatchdogNamesTheMissingRank() throws {
         let dir = tempDir()
@@ -401,8 +454,106 @@ func rankProcesses(_ runDir: String) throws -> [Int32] {
     return out.sorted()
 }
 
+/// A rank's MPI_COMM_WORLD rank, from the environment Open MPI gave it.
+func worldRank(of pid: Int32) -> Int? {
+    guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+    for entry in environment.split(separator: 0) {
+        let text = String(decoding: entry, as: UTF8.self)
+        if text.hasPrefix("OMPI_COMM_WORLD_RANK=") { return Int(text.dropFirst("OMPI_COMM_WORLD_RANK=".count)) }
+    }
+    return nil
+}
+
 /// The process writing a checkpoint: temporary files are named `.NAME.tmp-PID`.
 func writerProcess(_ directory: String) -> Int32? {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
     return names.first { $0.contains(".tmp-") }.flatMap { Int32($0.split(separator: "-").last ?? "") }
+}
+
+/// deploy/slurm.sbatch under a real Slurm (one node, started by scripts/slurm-local.sh, which
+/// scripts/test.sh runs as root): srun --mpi=pmix with 2 tasks, steps slowed to 100 ms so that
+/// the jobs outlast their one-minute limit.
+final class SlurmTests: XCTestCase {
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/sbatch"),
+              (try? shell("timeout 10 sinfo -h -o %t"))?.stdout.contains(where: { $0.isLetter }) == true else {
+            throw XCTSkip("no Slurm running here (as root, scripts/slurm-local.sh up starts a one-node Slurm; scripts/test.sh does)")
+        }
+    }
+
+    /// Submits the batch script (`script`, a copy of deploy/slurm.sbatch) and returns the job id.
+    func submit(_ script: String, dir: String, run: String, trainArgs: [String], options: [String], sleepMs: Int) throws -> String {
+        let env = ["ORTHOHASH": try binary(), "RUN": run, "TRAIN_ARGS": trainArgs.joined(separator: " "),
+                   "ORTHOHASH_TEST_STEP_SLEEP_MS": String(sleepMs)]
+        let exports = env.map { "\($0.key)='\($0.value)'" }.joined(separator: " ")
+        let r = try shell("cd '\(dir)' && env \(exports) sbatch --parsable --nodes=1 --ntasks-per-node=2 --export=ALL "
+                          + options.joined(separator: " ") + " '\(script)'")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Waits until job `id` has left the queue for good; a job requeued by the script waits two
+    /// minutes before it may start again (Slurm's rule), which `releasing` cuts short.
+    func waitForJob(_ id: String, releasing: Bool, timeout: Double) throws {
+        let start = Date()
+        while Date().timeIntervalSince(start) < timeout {
+            let state = try shell("squeue -h -j \(id) -o '%T %r'").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            if state.isEmpty { return }
+            if releasing && state.contains("BeginTime") { _ = try shell("scontrol update JobId=\(id) StartTime=now") }
+            sleep(2)
+        }
+        _ = try shell("scancel \(id)")
+        XCTFail("job \(id) still in the queue after \(Int(timeout)) s")
+    }
+
+    func trainArgs(_ dir: String, epochs: Int) throws -> [String] {
+        Array(try writeData(dir).dropFirst()) + ["--epochs", String(epochs)]
+    }
+
+    /// A job that reaches its time limit (SIGTERM to every task and to the script, SIGKILL 30 s
+    /// later) leaves a checkpoint of the step it was signalled at, and the script requeues it;
+    /// the requeued job resumes it and ends byte-identical to an uninterrupted run.
+    func testTimeLimitLeavesACheckpointThatResumes() throws {
+        let dir = tempDir()
+        let args = try trainArgs(dir, epochs: 150)                   // 1,200 steps: two minutes at 100 ms
+        let reference = try mpirun(np: 2, ["train"] + args + ["--run-dir", dir + "/reference"])
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        // The script without the early signal: the time limit's SIGTERM is all the job gets.
+        let plain = dir + "/nosignal.sbatch"
+        let script = try String(contentsOfFile: packageRoot + "/deploy/slurm.sbatch", encoding: .utf8)
+        try script.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("#SBATCH --signal") }
+            .joined(separator: "\n").write(toFile: plain, atomically: true, encoding: .utf8)
+        let run = dir + "/run"
+        let job = try submit(plain, dir: dir, run: run, trainArgs: args, options: ["--time=00:01:00"], sleepMs: 100)
+        try waitForJob(job, releasing: true, timeout: 420)
+        let log = (try? String(contentsOfFile: dir + "/orthohash-\(job).out", encoding: .utf8)) ?? ""
+        XCTAssertTrue(log.contains("DUE TO TIME LIMIT"), log)
+        XCTAssertTrue(log.contains("stopped by SIGTERM after step "), log)
+        XCTAssertTrue(log.contains("interrupted with a checkpoint; requeued to continue"), log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/summary.json"), log)
+        // Every step's loss once, in order: the requeued job started right after the signalled step.
+        XCTAssertEqual(try stepLosses(run), try stepLosses(dir + "/reference"))
+        XCTAssertEqual(try finalParameters(run), try finalParameters(dir + "/reference"), "byte-identical")
+        XCTAssertEqual(try gradientReduction(run), "shared memory within each node (2 ranks)")
+    }
+
+    /// The script's own early signal (--signal=USR1@20 here) stops the ranks with a checkpoint
+    /// and exit status 75, on which the script requeues the job; the requeued job resumes, and
+    /// the run ends byte-identical to an uninterrupted one.
+    func testEarlySignalRequeuesAndResumes() throws {
+        let dir = tempDir()
+        let args = try trainArgs(dir, epochs: 50)                    // 400 steps: 40 s at 100 ms
+        let reference = try mpirun(np: 2, ["train"] + args + ["--run-dir", dir + "/reference"])
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        let run = dir + "/run"
+        let job = try submit(packageRoot + "/deploy/slurm.sbatch", dir: dir, run: run, trainArgs: args,
+                             options: ["--time=00:01:00", "--signal=USR1@20"], sleepMs: 100)
+        try waitForJob(job, releasing: true, timeout: 360)
+        let log = (try? String(contentsOfFile: dir + "/orthohash-\(job).out", encoding: .utf8)) ?? ""
+        XCTAssertTrue(log.contains("stopped by SIGUSR1 after step "), log)
+        XCTAssertTrue(log.contains("interrupted with a checkpoint; requeued to continue"), log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/summary.json"), log)
+        XCTAssertEqual(try stepLosses(run), try stepLosses(dir + "/reference"))
+        XCTAssertEqual(try finalParameters(run), try finalParameters(dir + "/reference"), "byte-identical")
+    }
 }

@@ -138,6 +138,48 @@ final class TrainingTests: XCTestCase {
         }
     }
 
+    /// A stop request (what a signal sets) at step S, mid-epoch or at an epoch's last step:
+    /// the run stops after step S with a checkpoint of exactly that step, and --resume from it
+    /// ends byte-identical to the run that was never interrupted.
+    func testStopRequestCheckpointsTheStepAndResumesExactly() throws {
+        let dir = temporaryDirectory()
+        var config = SyntheticNPY(dir: dir).config
+        config.evalEvery = 1
+        let full = try train(config, dir: dir + "/full")
+        for stop in [11, 16] {                     // 8 steps per epoch: mid-epoch 2, end of epoch 2
+            let run = dir + "/cut\(stop)"
+            let t = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
+            t.progressBar = false
+            var calls = 0
+            t.stopRequested = { calls += 1; return calls >= stop ? "SIGTERM" : nil }
+            do {
+                try t.run()
+                XCTFail("the run was not stopped")
+            } catch let interruption as Interruption {
+                XCTAssertEqual(interruption.step, stop)
+                XCTAssertEqual(interruption.reason, "SIGTERM")
+                XCTAssertEqual(interruption.checkpoint, run + "/checkpoints/" + String(format: "step-%010d.ohck", stop))
+                XCTAssertTrue(interruption.description.hasPrefix("stopped by SIGTERM after step \(stop) (step \(stop - 8) of 8 in epoch 2 of 3)"),
+                              interruption.description)
+            }
+            XCTAssertEqual(try Checkpoint.read(CheckpointDirectory(runDir: run).stepCheckpoints()[0]).state.globalStep, stop)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/summary.json"))
+            let resumed = try train(config, dir: run, resume: true)
+            XCTAssertEqual(resumed.model.parameters.array, full.model.parameters.array, "stopped at \(stop)")
+            XCTAssertEqual(resumed.stepLosses, Array(full.stepLosses.suffix(24 - stop)))
+            XCTAssertEqual(try metricsWithoutTiming(run), try metricsWithoutTiming(dir + "/full"), "every epoch's line, once")
+        }
+    }
+
+    /// metrics.jsonl's lines without the one field that measures time.
+    func metricsWithoutTiming(_ run: String) throws -> [String] {
+        try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").map { line in
+            var object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            object["samples_per_second"] = nil
+            return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        }
+    }
+
     func testNonFiniteLossStopsWithStep() throws {
         let dir = temporaryDirectory()
         var config = SyntheticNPY(dir: dir).config
