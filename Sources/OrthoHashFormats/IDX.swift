@@ -9,9 +9,7 @@ import OrthoHashNumerics
 public enum IDX {
     /// The whole (decompressed) content of `path`.
     static func readAll(_ path: String, missingHint: String?) throws -> [UInt8] {
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw OrthoHashError("no such file", file: path, hint: missingHint)
-        }
+        try InputFile.check(path, missingHint: missingHint)
         guard let gz = gzopen(path, "rb") else { throw OrthoHashError("cannot open", file: path) }
         defer { gzclose(gz) }
         var out: [UInt8] = []

@@ -29,7 +29,9 @@ public final class NPYArray {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        try InputFile.check(path)
+        // O_NONBLOCK: should the path have become a FIFO since the check, open does not wait for a writer.
+        let fd = open(path, O_RDONLY | O_NONBLOCK)
         guard fd >= 0 else {
             throw OrthoHashError(errno == ENOENT ? "no such file" : "cannot open: \(String(cString: strerror(errno)))", file: path)
         }

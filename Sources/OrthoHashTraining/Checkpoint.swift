@@ -99,6 +99,7 @@ public struct Checkpoint {
     }
 
     public static func read(_ path: String) throws -> Checkpoint {
+        try InputFile.check(path)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw OrthoHashError(FileManager.default.fileExists(atPath: path) ? "cannot read checkpoint" : "no such file", file: path)
         }
@@ -136,18 +137,13 @@ public struct CheckpointDirectory {
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".ohck") }.sorted(by: >).map { path + "/" + $0 }
     }
 
-    /// The newest checkpoint that reads back intact; corrupt ones are reported through `warn` and skipped.
-    public func newestValid(warn: (String) -> Void) -> (String, Checkpoint)? {
+    /// The newest step checkpoint that reads back intact, and why each newer one did not.
+    public func newestValid() -> (found: (path: String, checkpoint: Checkpoint)?, skipped: [String]) {
+        var skipped: [String] = []
         for file in stepCheckpoints() {
-            do { return (file, try Checkpoint.read(file)) } catch { warn("skipping \(error)") }
+            do { return ((file, try Checkpoint.read(file)), skipped) } catch { skipped.append("\(error)") }
         }
-        return nil
-    }
-
-    /// Removes temporary files left by a writer that was killed mid-write (never valid checkpoints).
-    public func removeStaleTemporaries() {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        for name in names where name.hasPrefix(".") && name.contains(".tmp-") { try? FileManager.default.removeItem(atPath: path + "/" + name) }
+        return (nil, skipped)
     }
 
     /// Deletes all but the newest `keep` step checkpoints.

@@ -245,7 +245,8 @@ public func loadCodebook(_ path: String, classes: Int, bits: Int) throws -> Code
 /// Reads the ground truth: a JSON list with one `{"easy": [...], "hard": [...], "junk": [...]}`
 /// object per query, rows 0-based (bench/revisitop_gnd_to_json.py converts revisitop's pickles).
 public func loadRevisitedGroundTruth(_ path: String, queries: Int, databaseRows: Int) throws -> [RevisitedQuery] {
-    guard let data = FileManager.default.contents(atPath: path) else { throw OrthoHashError("no such file", file: path) }
+    try InputFile.check(path)
+    guard let data = FileManager.default.contents(atPath: path) else { throw OrthoHashError("cannot read", file: path) }
     let gt: [RevisitedQuery]
     do {
         gt = try JSONDecoder().decode([RevisitedQuery].self, from: data)

@@ -59,14 +59,22 @@ public enum Resume {
         return try JSON.decode(TrainConfig.self, from: data, file: file)
     }
 
-    /// The newest checkpoint of `directory` that reads back intact (corrupt ones are reported
-    /// through `warn` and skipped), chosen by rank 0 and sent to every rank, so all start from
-    /// the same one. nil: there is none.
+    /// The newest checkpoint of `directory` that reads back intact (newer corrupt ones are
+    /// reported through `warn` and skipped), chosen by rank 0 and sent to every rank, so all
+    /// start from the same one. nil: there is no checkpoint yet. Checkpoints of which none reads
+    /// back intact are an error naming each and why: starting afresh would overwrite them.
     public static func newestCheckpoint(in directory: CheckpointDirectory, collective: Collective,
                                         warn: (String) -> Void) throws -> (path: String, checkpoint: Checkpoint)? {
         var bytes: [UInt8] = []
-        if collective.isCoordinator, let (file, ck) = directory.newestValid(warn: warn) {
-            bytes = Array(file.utf8) + [0] + [UInt8](ck.serialized())
+        if collective.isCoordinator {
+            let (found, skipped) = directory.newestValid()
+            if let (file, ck) = found {
+                for reason in skipped { warn("skipping \(reason)") }
+                bytes = Array(file.utf8) + [0] + [UInt8](ck.serialized())
+            } else if !skipped.isEmpty {
+                throw OrthoHashError("no checkpoint reads back intact (\(skipped.joined(separator: "; ")))", file: directory.path,
+                                     hint: "restore one, or move them away to start from scratch")
+            }
         }
         bytes = collective.broadcast(bytes, root: 0)
         guard let zero = bytes.firstIndex(of: 0) else { return nil }

@@ -6,6 +6,7 @@
 //   steps.csv       step,loss of every step (--log-steps)
 //   summary.json    the end-of-run figures (Summary)
 //   checkpoints/    step-XXXXXXXXXX.ohck and best.ohck (CheckpointDirectory)
+//   lock            held (flock) by the coordinator of the job that trains here; names it
 
 import Foundation
 import OrthoHashFormats
@@ -35,23 +36,60 @@ public struct RunDirectory {
     public var stepsPath: String { path + "/steps.csv" }
     public var summaryPath: String { path + "/summary.json" }
     public var checkpoints: CheckpointDirectory { CheckpointDirectory(runDir: path) }
+    public var lockPath: String { path + "/lock" }
+    /// The files a run writes here (besides its checkpoints): what `clear` removes.
+    var runFiles: [String] { [configPath, codebookPath, metricsPath, stepsPath, summaryPath] }
 
     public init(_ path: String) { self.path = path }
 
-    /// Creates the directory and its checkpoints/, and removes temporary files left by a writer
-    /// that was killed mid-write.
+    /// Creates the directory and its checkpoints/.
     public func create() throws {
         do {
             try FileManager.default.createDirectory(atPath: checkpoints.path, withIntermediateDirectories: true)
         } catch {
             throw OrthoHashError("cannot create the run directory: \(ioReason(error))", file: path)
         }
-        checkpoints.removeStaleTemporaries()
+    }
+
+    /// Takes the directory for this job: an exclusive lock on `lock`, which the kernel releases
+    /// when the process ends however it ends. A directory another job holds is refused, naming
+    /// that job. Then the temporary files that writers killed mid-write left are removed.
+    public func lock() throws -> RunLock {
+        let lock = try RunLock(path: lockPath, runDir: path)
+        AtomicFile.removeTemporaries(in: path)
+        AtomicFile.removeTemporaries(in: checkpoints.path)
+        return lock
+    }
+
+    /// What an earlier run left here, for messages ("config.json, 2 step checkpoints"); nil if nothing.
+    public func earlierRun() -> String? {
+        var found = runFiles.filter { FileManager.default.fileExists(atPath: $0) }.map { URL(fileURLWithPath: $0).lastPathComponent }
+        let steps = checkpoints.stepCheckpoints().count
+        if steps > 0 { found.append("\(steps) step checkpoint\(steps > 1 ? "s" : "")") }
+        if FileManager.default.fileExists(atPath: checkpoints.bestPath) { found.append("best.ohck") }
+        return found.isEmpty ? nil : found.joined(separator: ", ")
+    }
+
+    /// A run starting afresh (`overwrite`: clear what an earlier run left first); refused when an
+    /// earlier run is here and not to be overwritten.
+    public func claimForNewRun(overwrite: Bool) throws {
+        guard let earlier = earlierRun() else { return }
+        guard overwrite else {
+            throw OrthoHashError("holds a run already (\(earlier))", file: path,
+                                 hint: "continue it with --resume, train into another --run-dir, or pass --overwrite to delete its files first")
+        }
+        for file in runFiles + checkpoints.stepCheckpoints() + [checkpoints.bestPath] where FileManager.default.fileExists(atPath: file) {
+            do { try FileManager.default.removeItem(atPath: file) } catch {
+                throw OrthoHashError("cannot delete the earlier run's file: \(ioReason(error))", file: file)
+            }
+        }
     }
 
     /// The settings stored by an earlier run here, or nil when there are none.
     public func storedConfig() throws -> TrainConfig? {
-        guard let data = FileManager.default.contents(atPath: configPath) else { return nil }
+        guard FileManager.default.fileExists(atPath: configPath) else { return nil }
+        try InputFile.check(configPath)
+        guard let data = FileManager.default.contents(atPath: configPath) else { throw OrthoHashError("cannot read", file: configPath) }
         return try JSON.decode(TrainConfig.self, from: data, file: configPath)
     }
 
@@ -95,6 +133,27 @@ public struct RunDirectory {
         handle.write(Data(text.utf8))
         if sync { try? handle.synchronize() }
     }
+}
+
+/// The lock of a run directory, held while this value lives (the kernel drops it if the process dies).
+public final class RunLock {
+    let fd: Int32
+
+    init(path: String, runDir: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw OrthoHashError("cannot open the run's lock: \(String(cString: strerror(errno)))", file: path) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            close(fd)
+            throw OrthoHashError("is in use by another job (\(holder.isEmpty ? "its lock holder did not say who it is" : holder))", file: runDir,
+                                 hint: "wait for it to end, or train into another --run-dir")
+        }
+        let me = "pid \(getpid()) on host \(ProcessInfo.processInfo.hostName), since \(ISO8601DateFormatter().string(from: Date()))\n"
+        _ = ftruncate(fd, 0)
+        _ = me.withCString { Foundation.write(fd, $0, strlen($0)) }
+    }
+
+    deinit { close(fd) }
 }
 
 /// `step,loss` lines, the loss at full precision.

@@ -43,6 +43,8 @@ public final class Trainer {
     var lastLoss = 0.0
     /// The global step of the newest step checkpoint this run wrote.
     var checkpointedStep = -1
+    /// The run directory's lock (coordinator), held while `run` or `continueRun` runs.
+    var lock: RunLock?
 
     public init(config: TrainConfig, data: DataSplits, runDir: String, dataParallel: DataParallel = OneProcess(),
                 threads: Int = 1, log: Log = Log()) throws {
@@ -66,10 +68,18 @@ public final class Trainer {
     public var trainSeconds: Double { state?.trainSeconds ?? 0 }
 
     /// Trains to the end (or to `stopAfterSteps`) and returns the summary (nil if stopped early).
+    /// The coordinator holds the run directory's lock for the run's life. Without `resume`, a
+    /// directory that holds an earlier run is refused, unless `overwrite` clears it first.
     @discardableResult
-    public func run(resume: Bool = false) throws -> Summary? {
-        if collective.isCoordinator { try runDir.create() }
+    public func run(resume: Bool = false, overwrite: Bool = false) throws -> Summary? {
+        defer { lock = nil }
+        if collective.isCoordinator {
+            try runDir.create()
+            lock = try runDir.lock()
+            if !resume { try runDir.claimForNewRun(overwrite: overwrite) }
+        }
         try prepare(resume: resume)
+        guard state.epoch < config.epochs else { return nil }     // a finished run, resumed
         if collective.isCoordinator {
             try runDir.begin(config: config, codebook: model.codebook, epochsDone: state.epoch)
             if logSteps { stepLog = try runDir.openStepLog() }
@@ -79,7 +89,11 @@ public final class Trainer {
 
     /// Goes on after `run` stopped at `stopAfterSteps` (benchmarks).
     @discardableResult
-    public func continueRun() throws -> Summary? { try train() }
+    public func continueRun() throws -> Summary? {
+        defer { lock = nil }
+        if collective.isCoordinator { lock = try runDir.lock() }
+        return try train()
+    }
 
     /// Sets up the model, optimizer and data, from scratch or from the newest valid checkpoint.
     public func prepare(resume: Bool) throws {
@@ -103,7 +117,11 @@ public final class Trainer {
                 log.info("resuming a \(ck.state.worldSize)-rank run with \(dataParallel.ranks) ranks: the global batch (\(config.batchSize)) and data order are unchanged")
             }
             state.worldSize = dataParallel.ranks
-            log.info("resumed from \(file) (epoch \(state.epoch + 1), step \(state.stepInEpoch) of \(loader.stepsPerEpoch))")
+            if state.epoch >= config.epochs {
+                log.info("the run in \(runDir.path) has finished all \(config.epochs) epochs (\(file)): nothing to resume")
+            } else {
+                log.info("resumed from \(file) (epoch \(state.epoch + 1), step \(state.stepInEpoch) of \(loader.stepsPerEpoch))")
+            }
         } else {
             model.resetParameters(seed: config.seed)
             // Rank 0's initial parameters are everyone's (the seed makes them equal anyway;

@@ -18,6 +18,7 @@ extension OrthoHashCommand {
         @Option(help: "Also checkpoint every N steps (0: off), for long epochs.") var checkpointEverySteps: Int = 0
         @Option(help: "Step checkpoints to keep (the best is kept besides).") var keepCheckpoints: Int = 3
         @Flag(help: "Continue from the newest valid checkpoint in --run-dir, with the run's stored settings.") var resume = false
+        @Flag(help: "Delete the files of an earlier run in --run-dir first (without it, such a directory is refused).") var overwrite = false
         @Flag(help: "No progress output.") var quiet = false
         @Option(help: "Under MPI: seconds a collective may wait for the other ranks before the job is aborted, naming the ranks that did not arrive.")
         var collectiveTimeout: Double = 300
@@ -38,6 +39,7 @@ extension OrthoHashCommand {
         /// The flags' settings are checked here; with --resume the stored ones fill in what the
         /// flags leave out, so the merged settings are checked once merged.
         func validate() throws {
+            if resume && overwrite { throw ValidationError("--resume continues the run in --run-dir and --overwrite deletes it: choose one") }
             if !resume { try makeConfig().validate() }
         }
 
@@ -56,7 +58,7 @@ extension OrthoHashCommand {
                 trainer.stopRequested = installStopHandlers(rank: collective.rank)
                 trainer.verify = verify
                 trainer.logSteps = logSteps
-                if let summary = try trainer.run(resume: resume), !quiet, collective.isCoordinator {
+                if let summary = try trainer.run(resume: resume, overwrite: overwrite), !quiet, collective.isCoordinator {
                     print(Progress.doneLine(summary, mapAt: config.mapAt, summaryPath: RunDirectory(runDir).summaryPath))
                 }
             }

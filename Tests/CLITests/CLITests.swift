@@ -219,6 +219,33 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// A second job on a run directory another job trains in stops at once, naming the holder;
+    /// the first goes on to its end. A new run into a directory that holds a run is refused, and
+    /// --overwrite starts afresh there.
+    func testRunDirectoryIsOneJobsAndOneRuns() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "2"]
+        let run = dir + "/run"
+        let first = try start(["train"] + args + ["--run-dir", run], environment: ["ORTHOHASH_TEST_STEP_SLEEP_MS": "100"])
+        let started = Date()
+        while !FileManager.default.fileExists(atPath: run + "/config.json") && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+        let second = try orthohash(["train"] + args + ["--run-dir", run, "--resume"])
+        assertFails(second, "\(run): is in use by another job (pid \(first.process.processIdentifier) on host ", "train into another --run-dir")
+        let firstResult = first.finish()
+        XCTAssertEqual(firstResult.status, 0, firstResult.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/summary.json"))
+        assertFails(try orthohash(["train"] + args + ["--run-dir", run]), "\(run): holds a run already (config.json, codebook.npy, metrics.jsonl, summary.json, 2 step checkpoints, best.ohck)",
+                    "--resume", "--overwrite")
+        let again = try orthohash(["train"] + args + ["--run-dir", run, "--overwrite"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        assertFails(try orthohash(["train"] + args + ["--run-dir", run, "--overwrite", "--resume"]), "choose one")
+        // Resuming the finished run says so and changes nothing.
+        let finished = try orthohash(["train", "--run-dir", run, "--resume"])
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        XCTAssertTrue(finished.stdout.contains("has finished all 2 epochs"), finished.stdout)
+        XCTAssertFalse(finished.stdout.contains("done:"), finished.stdout)
+    }
+
     /// `train --run-dir D --resume` with no other flag continues with the run's stored settings
     /// and ends exactly where the uninterrupted run ends; a setting given again with its stored
     /// value is accepted.

@@ -60,3 +60,40 @@ final class CheckpointFileTests: XCTestCase {
         assertUserError("section overruns the file", file: "x.ohck") { _ = try CheckpointFile.parse(bytes, sections: 2, path: "x.ohck") }
     }
 }
+
+final class FileCheckTests: XCTestCase {
+    /// Writes replace regular files only: a directory, a FIFO and a device node in the way are
+    /// refused (and left as they were); a symbolic link's file is replaced, the link kept.
+    func testWritesReplaceOnlyRegularFiles() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/adir", withIntermediateDirectories: false)
+        XCTAssertEqual(mkfifo(dir + "/afifo", 0o644), 0)
+        var targets = [("adir", "a directory"), ("afifo", "a FIFO")]
+        if getuid() == 0, mknod(dir + "/adevice", S_IFCHR | 0o644, (1 << 8) | 3) == 0 { targets.append(("adevice", "a device")) }
+        for (name, kind) in targets {
+            assertUserError("exists and is \(kind), not a regular file", file: name) {
+                try AtomicFile.write(Data("x".utf8), to: dir + "/" + name)
+            }
+        }
+        var info = stat()
+        XCTAssertEqual(lstat(dir + "/afifo", &info), 0)
+        XCTAssertEqual(info.st_mode & S_IFMT, S_IFIFO, "the FIFO is still there")
+        try Data("old".utf8).write(to: URL(fileURLWithPath: dir + "/real"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: "real")
+        try AtomicFile.write(Data("new".utf8), to: dir + "/link")
+        XCTAssertEqual(try String(contentsOfFile: dir + "/real", encoding: .utf8), "new")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/link"), "real")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter(AtomicFile.isTemporary), [])
+    }
+
+    /// Inputs that are not regular files are refused at once, a FIFO included (reading one would
+    /// wait for a writer forever).
+    func testInputsMustBeRegularFiles() throws {
+        let dir = temporaryDirectory()
+        XCTAssertEqual(mkfifo(dir + "/fifo.npy", 0o644), 0)
+        assertUserError("is a FIFO, not a regular file", file: "fifo.npy") { _ = try NPYArray(path: dir + "/fifo.npy") }
+        assertUserError("is a directory, not a regular file", file: dir) { _ = try NPYArray(path: dir) }
+        assertUserError("is a FIFO, not a regular file", file: "fifo.npy") { _ = try IDX.readLabels(dir + "/fifo.npy") }
+        assertUserError("no such file", file: "missing.npy") { _ = try NPYArray(path: dir + "/missing.npy") }
+    }
+}

@@ -53,6 +53,7 @@ final class CheckpointTests: XCTestCase {
 
 
 final class TrainingTests: XCTestCase {
+    @discardableResult
     func train(_ config: TrainConfig, dir: String, resume: Bool = false, stopAfter: Int? = nil) throws -> Trainer {
         let t = try Trainer(config: config, data: try config.loadData(), runDir: dir, log: Log(quiet: true))
         t.progressBar = false
@@ -169,6 +170,67 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(resumed.stepLosses, Array(full.stepLosses.suffix(24 - stop)))
             XCTAssertEqual(try metricsWithoutTiming(run), try metricsWithoutTiming(dir + "/full"), "every epoch's line, once")
         }
+    }
+
+    /// A run directory belongs to one run: a new run into one that holds a run is refused
+    /// (unless it overwrites it), a directory another job holds is refused naming that job, and
+    /// temporary files of a writer killed mid-write are removed by the next job.
+    func testRunDirectoryBelongsToOneRun() throws {
+        let dir = temporaryDirectory()
+        let config = SyntheticNPY(dir: dir).config
+        let run = dir + "/run"
+        _ = try train(config, dir: run, stopAfter: 13)
+        assertUserError("holds a run already (config.json, codebook.npy, metrics.jsonl, 1 step checkpoint)", file: run) {
+            _ = try train(config, dir: run)
+        }
+        do { _ = try train(config, dir: run) } catch let error as OrthoHashError {
+            XCTAssertEqual(error.hint, "continue it with --resume, train into another --run-dir, or pass --overwrite to delete its files first")
+        }
+        // Another job's lock (taken here through the same call a job makes).
+        do {
+            let held = try RunDirectory(run).lock()
+            assertUserError("is in use by another job (pid \(getpid()) on host ", file: run) { _ = try train(config, dir: run, resume: true) }
+            withExtendedLifetime(held) {}
+        }
+        // Leftovers of writers killed mid-write, in the run directory and in checkpoints/.
+        for leftover in [run + "/.summary.json.tmp-4242", run + "/checkpoints/.step-0000000016.ohck.tmp-4242"] {
+            _ = FileManager.default.createFile(atPath: leftover, contents: Data([1, 2, 3]))
+        }
+        // Overwritten: the earlier run's files go, and the new run is a run from scratch.
+        let fresh = try train(config, dir: dir + "/fresh")
+        let t = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
+        t.progressBar = false
+        try t.run(overwrite: true)
+        XCTAssertEqual(t.model.parameters.array, fresh.model.parameters.array)
+        let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").sorted()
+        XCTAssertEqual(names, try FileManager.default.contentsOfDirectory(atPath: dir + "/fresh/checkpoints").sorted(), "no step-13 left, no temporaries")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/.summary.json.tmp-4242"))
+        // Resuming the finished run: nothing to do, nothing written.
+        let before = try Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))
+        let again = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
+        XCTAssertNil(try again.run(resume: true))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run + "/summary.json")), before)
+        XCTAssertTrue(again.stepLosses.isEmpty)
+    }
+
+    /// --resume with checkpoints of which none reads back intact stops, naming each and why
+    /// (starting afresh would overwrite them); with no checkpoint yet it starts from scratch.
+    func testResumeRefusesWhenNoCheckpointIsIntact() throws {
+        let dir = temporaryDirectory()
+        var config = SyntheticNPY(dir: dir).config
+        config.checkpointEverySteps = 4
+        _ = try train(config, dir: dir + "/run", stopAfter: 9)
+        let files = CheckpointDirectory(runDir: dir + "/run").stepCheckpoints()
+        XCTAssertEqual(files.count, 2)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: files[0])))
+        bytes[bytes.count / 2] ^= 1
+        try Data(bytes).write(to: URL(fileURLWithPath: files[0]))
+        try Data(bytes.prefix(40)).write(to: URL(fileURLWithPath: files[1]))
+        assertUserError("no checkpoint reads back intact (\(files[0]): corrupt checkpoint: checksum mismatch; \(files[1]): corrupt checkpoint: truncated",
+                        file: dir + "/run/checkpoints") { _ = try train(config, dir: dir + "/run", resume: true) }
+        XCTAssertEqual(CheckpointDirectory(runDir: dir + "/run").stepCheckpoints(), files, "nothing overwritten")
+        let scratch = try train(config, dir: dir + "/empty", resume: true)
+        XCTAssertEqual(scratch.stepLosses.count, 24)
     }
 
     /// metrics.jsonl's lines without the one field that measures time.
