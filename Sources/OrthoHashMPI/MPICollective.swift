@@ -8,7 +8,9 @@ import OrthoHashTraining
 
 /// The MPI implementation of `Collective`. Every call is watched against `--collective-timeout`
 /// (a helper thread watches Open MPI's blocking collectives when the library is thread-safe;
-/// otherwise the shim polls non-blocking ones); a failure or a timeout ends the whole job.
+/// otherwise the shim polls non-blocking ones), or `--io-timeout` after work rank 0 does alone;
+/// a failure or a timeout ends the whole job, naming the ranks that did not arrive and where
+/// they are.
 public final class MPICollective: Collective, TimedCollective {
     public let rank: Int
     public let ranks: Int
@@ -16,16 +18,22 @@ public final class MPICollective: Collective, TimedCollective {
     /// True when an MPI launcher started this process; otherwise use `SingleProcess`.
     public static var launched: Bool { ohmpi_launched() != 0 }
 
-    public init(timeoutSeconds: Double) {
+    /// How long the other ranks wait for work rank 0 does alone (`allowCoordinatorWork`).
+    public let coordinatorTimeout: Double
+
+    public init(timeoutSeconds: Double, coordinatorTimeoutSeconds: Double = 900) {
         _ = ohmpi_init()
         rank = Int(ohmpi_rank())
         ranks = Int(ohmpi_size())
+        coordinatorTimeout = coordinatorTimeoutSeconds
         ohmpi_set_timeout(timeoutSeconds)
     }
 
     public func finalize() { ohmpi_finalize() }
 
     public func labelStep(_ step: Int) { ohmpi_set_step(Int64(step)) }
+    public func setActivity(_ what: String) { ohmpi_set_activity(what) }
+    public func allowCoordinatorWork() { ohmpi_allow_next_wait(coordinatorTimeout) }
 
     public internal(set) var gradientSumSeconds = 0.0
     public private(set) var statisticsSumSeconds = 0.0

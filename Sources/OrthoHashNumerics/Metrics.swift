@@ -74,8 +74,20 @@ public struct RetrievalResult: Equatable {
 public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: PackedCodes,
                              databaseLabels: Labels, mapAt: [MapCutoff], precisionAt: [Int],
                              threads: Int = 1) -> RetrievalResult {
+    let perQuery = retrievalFigures(query: query, queryLabels: queryLabels, database: database, databaseLabels: databaseLabels,
+                                    mapAt: mapAt, precisionAt: precisionAt, queries: 0..<query.count, threads: threads)
+    return meanRetrievalFigures(perQuery, mapAt: mapAt, precisionAt: precisionAt, databaseRows: database.count)
+}
+
+/// The per-query figures of `retrievalMetrics` for the queries `queries` (an evaluation spread
+/// over ranks gives each a share): (queries.count, mapAt.count + precisionAt.count), the APs
+/// first (NaN where GLDv2's metric leaves a query out), then the precisions.
+public func retrievalFigures(query: PackedCodes, queryLabels: Labels, database: PackedCodes,
+                             databaseLabels: Labels, mapAt: [MapCutoff], precisionAt: [Int],
+                             queries: Range<Int>, threads: Int = 1) -> [Double] {
     precondition(query.bits == database.bits, "query codes \(query.bits) bits, database \(database.bits)")
-    let Q = query.count, M = database.count
+    precondition(queries.lowerBound >= 0 && queries.upperBound <= query.count, "queries \(queries) of \(query.count)")
+    let Q = queries.count, M = database.count
     let figures = QueryFigures(mapAt: mapAt, precisionAt: precisionAt, databaseRows: M)
     var perQuery = [Double](repeating: 0, count: Q * figures.count)    // (Q, figures)
     let workers = max(1, min(threads, Q))
@@ -85,15 +97,24 @@ public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: 
             database.storage.withUnsafeBufferPointer { dc in
                 DispatchQueue.concurrentPerform(iterations: workers) { worker in
                     var scorer = QueryScorer(figures: figures, databaseRows: M, bits: query.bits)
-                    for q in stride(from: worker, to: Q, by: workers) {
+                    for i in stride(from: worker, to: Q, by: workers) {
+                        let q = queries.lowerBound + i
                         scorer.score(query: qc.baseAddress! + q * query.words, database: dc.baseAddress!, words: query.words,
-                                     relevant: { relevance.relevant(q, $0) }, into: out.baseAddress! + q * figures.count)
+                                     relevant: { relevance.relevant(q, $0) }, into: out.baseAddress! + i * figures.count)
                     }
                 }
             }
         }
     }
-    return figures.mean(perQuery, queries: Q)
+    return perQuery
+}
+
+/// The mean of each figure over the queries of `perQuery` (retrievalFigures of all queries, in
+/// order), added in query order so that the result depends neither on the thread count nor on
+/// how the queries were shared out.
+public func meanRetrievalFigures(_ perQuery: [Double], mapAt: [MapCutoff], precisionAt: [Int], databaseRows: Int) -> RetrievalResult {
+    let figures = QueryFigures(mapAt: mapAt, precisionAt: precisionAt, databaseRows: databaseRows)
+    return figures.mean(perQuery, queries: figures.count == 0 ? 0 : perQuery.count / figures.count)
 }
 
 /// Whether database row x is relevant to query q: the same class, or a class in common.

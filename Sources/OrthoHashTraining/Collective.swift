@@ -17,11 +17,29 @@ public protocol Collective: StatisticsReducer {
     func abort(_ message: String, code: Int32) -> Never
     /// Labels later collectives with the training step, for the watchdog's messages.
     func labelStep(_ step: Int)
+    /// What this rank does outside collectives from now on ("evaluating"), for the other ranks'
+    /// watchdog messages.
+    func setActivity(_ what: String)
+    /// The next collective follows work that rank 0 does alone (reading or writing the run
+    /// directory): it may wait as long as such work may take, not only the collective timeout.
+    /// Every rank calls it at the same point.
+    func allowCoordinatorWork()
 }
 
 public extension Collective {
     var isCoordinator: Bool { rank == 0 }
     func labelStep(_ step: Int) {}
+    func setActivity(_ what: String) {}
+    func allowCoordinatorWork() {}
+
+    /// Runs `body` on rank 0 only (reading or writing the run directory) and lets the other
+    /// ranks' next collective wait for it.
+    func onCoordinator<T>(_ activity: String, _ body: () throws -> T) rethrows -> T? {
+        defer { allowCoordinatorWork() }
+        guard isCoordinator else { return nil }
+        setActivity(activity)
+        return try body()
+    }
 }
 
 /// Implementations that time their reductions (benchmarks): the gradient sums, and the

@@ -36,21 +36,20 @@ public enum Evaluation {
     }
 
     /// mAP@R and precision@k of `model` (docs/METHOD.md, "Evaluation"): every rank encodes its
-    /// share of both splits; rank 0 ranks and scores, and sends the figures to the others.
+    /// share of both splits and scores its share of the queries against the whole database; the
+    /// per-query figures are gathered and every rank adds them in query order, so the result is
+    /// the same for any number of ranks (and no rank waits while another works alone).
     public static func run(model: HashModel, data: DataSplits, mapAt: [MapCutoff], precisionAt: [Int],
                            collective: Collective = SingleProcess(), threads: Int = 1) throws -> RetrievalResult {
         let q = try encode(model: model, features: data.query.features, collective: collective)
         let db = try encode(model: model, features: data.database.features, collective: collective)
-        var figures = [Double](repeating: 0, count: mapAt.count + precisionAt.count)
-        if collective.isCoordinator {
-            let r = retrievalMetrics(query: q, queryLabels: data.query.labels, database: db, databaseLabels: data.database.labels,
-                                     mapAt: mapAt, precisionAt: precisionAt, threads: threads)
-            figures = r.meanAP + r.precision
+        let Q = q.count, r = collective.rank, n = collective.ranks
+        var perQuery = retrievalFigures(query: q, queryLabels: data.query.labels, database: db, databaseLabels: data.database.labels,
+                                        mapAt: mapAt, precisionAt: precisionAt, queries: (Q * r / n)..<(Q * (r + 1) / n), threads: threads)
+        if n > 1 {
+            let parts = collective.allGather(perQuery.withUnsafeBytes { Array($0) })
+            perQuery = parts.flatMap { bytes in bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) } }
         }
-        if collective.ranks > 1 {
-            let bytes = collective.broadcast(figures.withUnsafeBytes { Array($0) }, root: 0)
-            figures = bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
-        }
-        return RetrievalResult(meanAP: Array(figures[..<mapAt.count]), precision: Array(figures[mapAt.count...]))
+        return meanRetrievalFigures(perQuery, mapAt: mapAt, precisionAt: precisionAt, databaseRows: db.count)
     }
 }

@@ -32,11 +32,11 @@ public enum Resume {
     public static func settings(flags: TrainConfig, defaults: TrainConfig, resume: Bool, runDir: RunDirectory,
                                 collective: Collective) throws -> TrainConfig {
         guard resume else { return flags }
-        var bytes: [UInt8] = []
-        if collective.isCoordinator, let stored = try runDir.storedConfig() {
-            bytes = [UInt8](JSON.encode(try merge(stored: stored, flags: flags, defaults: defaults, file: runDir.configPath), pretty: false))
+        let merged = try collective.onCoordinator("reading \(runDir.configPath)") { () -> [UInt8] in
+            guard let stored = try runDir.storedConfig() else { return [] }
+            return [UInt8](JSON.encode(try merge(stored: stored, flags: flags, defaults: defaults, file: runDir.configPath), pretty: false))
         }
-        bytes = collective.broadcast(bytes, root: 0)
+        let bytes = collective.broadcast(merged ?? [], root: 0)
         return bytes.isEmpty ? flags : try JSON.decode(TrainConfig.self, from: Data(bytes), file: runDir.configPath)
     }
 
@@ -65,18 +65,18 @@ public enum Resume {
     /// back intact are an error naming each and why: starting afresh would overwrite them.
     public static func newestCheckpoint(in directory: CheckpointDirectory, collective: Collective,
                                         warn: (String) -> Void) throws -> (path: String, checkpoint: Checkpoint)? {
-        var bytes: [UInt8] = []
-        if collective.isCoordinator {
+        let chosen = try collective.onCoordinator("reading checkpoints in \(directory.path)") { () -> [UInt8] in
             let (found, skipped) = directory.newestValid()
             if let (file, ck) = found {
                 for reason in skipped { warn("skipping \(reason)") }
-                bytes = Array(file.utf8) + [0] + [UInt8](ck.serialized())
+                return Array(file.utf8) + [0] + [UInt8](ck.serialized())
             } else if !skipped.isEmpty {
                 throw OrthoHashError("no checkpoint reads back intact (\(skipped.joined(separator: "; ")))", file: directory.path,
                                      hint: "restore one, or move them away to start from scratch")
             }
+            return []
         }
-        bytes = collective.broadcast(bytes, root: 0)
+        let bytes = collective.broadcast(chosen ?? [], root: 0)
         guard let zero = bytes.firstIndex(of: 0) else { return nil }
         let file = String(decoding: bytes[..<zero], as: UTF8.self)
         return (file, try Checkpoint.parse(Data(bytes[(zero + 1)...]), path: file))

@@ -73,14 +73,14 @@ public final class Trainer {
     @discardableResult
     public func run(resume: Bool = false, overwrite: Bool = false) throws -> Summary? {
         defer { lock = nil }
-        if collective.isCoordinator {
+        try collective.onCoordinator("preparing the run directory") {
             try runDir.create()
             lock = try runDir.lock()
             if !resume { try runDir.claimForNewRun(overwrite: overwrite) }
         }
         try prepare(resume: resume)
         guard state.epoch < config.epochs else { return nil }     // a finished run, resumed
-        if collective.isCoordinator {
+        try collective.onCoordinator("writing the run's settings") {
             try runDir.begin(config: config, codebook: model.codebook, epochsDone: state.epoch)
             if logSteps { stepLog = try runDir.openStepLog() }
         }
@@ -137,12 +137,10 @@ public final class Trainer {
     /// The codebook: from `--codebook-file`, or generated from the seed on rank 0 and broadcast.
     func makeCodebook() throws -> Codebook {
         if let file = config.codebookFile { return try loadCodebook(file, classes: data.classes, bits: config.nbit) }
-        var bytes: [UInt8] = []
-        if collective.isCoordinator {
-            let cb = try Codebook.generate(method: config.codebook, classes: data.classes, bits: config.nbit, seed: config.seed)
-            bytes = cb.values.map { UInt8(bitPattern: $0) }
+        let drawn = try collective.onCoordinator("drawing the codebook") {
+            try Codebook.generate(method: config.codebook, classes: data.classes, bits: config.nbit, seed: config.seed).values.map { UInt8(bitPattern: $0) }
         }
-        bytes = collective.broadcast(bytes, root: 0)
+        let bytes = collective.broadcast(drawn ?? [], root: 0)
         return Codebook(classes: data.classes, bits: config.nbit, values: bytes.map { Int8(bitPattern: $0) })
     }
 
@@ -159,6 +157,7 @@ public final class Trainer {
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))
         if dataParallel.ranks > 1 { log.info("gradients summed by \(dataParallel.gradientReduction)") }
+        collective.setActivity("training")
         let steps = loader.stepsPerEpoch
         while state.epoch < config.epochs {
             let lr = config.optimizer.lr * config.optimizer.lrFactor(epoch: state.epoch, epochs: config.epochs)
@@ -276,7 +275,7 @@ public final class Trainer {
         let maps = evaluated.map { Array(zip(config.mapAt, $0.meanAP)) } ?? []
         log.info(Progress.epochLine(epoch: epochsDone, epochs: config.epochs, loss: loss, accuracy: accuracy, lr: lr,
                                     samplesPerSecond: samplesPerSecond, remainingSeconds: remaining, maps: maps))
-        if collective.isCoordinator {
+        try collective.onCoordinator("writing metrics.jsonl") {
             // Keys sorted, as metrics.jsonl has always had them.
             var line: [(String, JSONValue)] = [("accuracy", .double(accuracy)), ("epoch", .int(epochsDone)), ("loss", .double(loss)),
                                                ("lr", .double(Double(lr)))]
@@ -295,7 +294,7 @@ public final class Trainer {
             train_seconds: state.trainSeconds, epochs: config.epochs, world_size: dataParallel.ranks,
             gradient_reduction: dataParallel.gradientReduction, nbit: config.nbit, final_loss: lastLoss,
             best_epoch: state.bestEpoch, best_map: state.bestMAP)
-        if collective.isCoordinator { try runDir.writeSummary(summary) }
+        try collective.onCoordinator("writing summary.json") { try runDir.writeSummary(summary) }
         return summary
     }
 
@@ -303,13 +302,13 @@ public final class Trainer {
     /// to be gathered first). Without a path: a step checkpoint, and old ones pruned.
     func writeCheckpoint(to path: String? = nil) throws {
         dataParallel.gatherOptimizerState(model.store)
-        guard collective.isCoordinator else { return }
-        let checkpoint = Checkpoint(state: state, model: model, optimizer: optimizer)
-        try checkpoint.write(to: path ?? runDir.checkpoints.stepPath(state.globalStep), beforeRename: faults.beforeCheckpointRename)
-        if path == nil {
-            checkpointedStep = state.globalStep
-            runDir.checkpoints.prune(keep: config.keepCheckpoints)
+        let target = path ?? runDir.checkpoints.stepPath(state.globalStep)
+        if path == nil { checkpointedStep = state.globalStep }
+        try collective.onCoordinator("writing \(target)") {
+            try Checkpoint(state: state, model: model, optimizer: optimizer).write(to: target, beforeRename: faults.beforeCheckpointRename)
+            if path == nil { runDir.checkpoints.prune(keep: config.keepCheckpoints) }
         }
+        collective.setActivity("training")
     }
 
     /// Checks that every rank holds bitwise the same parameters and BN statistics (verify mode).
@@ -324,8 +323,10 @@ public final class Trainer {
 
     /// mAP and precision of the current model on the query and database splits.
     public func evaluate() throws -> RetrievalResult {
-        try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
-                           collective: collective, threads: threads)
+        collective.setActivity("evaluating")
+        defer { collective.setActivity("training") }
+        return try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
+                                  collective: collective, threads: threads)
     }
 }
 

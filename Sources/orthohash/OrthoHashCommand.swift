@@ -41,8 +41,8 @@ struct OrthoHashCommand: ParsableCommand {
 /// rank runs it with the MPI back end, and a user error on any rank ends them all with the rank
 /// named; otherwise one process. A run that stopped on request (`Interruption`, which every
 /// rank reaches together) prints one line from rank 0 and exits with `Interruption.exitStatus`.
-func onRanks(collectiveTimeout: Double, _ body: (DataParallel) throws -> Void) throws {
-    let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: collectiveTimeout) : nil
+func onRanks(collectiveTimeout: Double, ioTimeout: Double = 900, _ body: (DataParallel) throws -> Void) throws {
+    let mpi = MPICollective.launched ? MPICollective(timeoutSeconds: collectiveTimeout, coordinatorTimeoutSeconds: ioTimeout) : nil
     let dataParallel: DataParallel = mpi.map { MPIDataParallel($0) } ?? OneProcess()
     do {
         try body(dataParallel)

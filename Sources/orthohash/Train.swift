@@ -20,8 +20,10 @@ extension OrthoHashCommand {
         @Flag(help: "Continue from the newest valid checkpoint in --run-dir, with the run's stored settings.") var resume = false
         @Flag(help: "Delete the files of an earlier run in --run-dir first (without it, such a directory is refused).") var overwrite = false
         @Flag(help: "No progress output.") var quiet = false
-        @Option(help: "Under MPI: seconds a collective may wait for the other ranks before the job is aborted, naming the ranks that did not arrive.")
+        @Option(help: "Under MPI: seconds a collective may wait for the other ranks before the job is aborted, naming the ranks that did not arrive and where they are; the abort comes at this time.")
         var collectiveTimeout: Double = 300
+        @Option(help: "Under MPI: seconds the other ranks wait while rank 0 alone reads or writes the run directory (settings, checkpoints, metrics).")
+        var ioTimeout: Double = 900
         @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
         @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
 
@@ -44,7 +46,7 @@ extension OrthoHashCommand {
         }
 
         func run() throws {
-            try onRanks(collectiveTimeout: collectiveTimeout) { dataParallel in
+            try onRanks(collectiveTimeout: collectiveTimeout, ioTimeout: ioTimeout) { dataParallel in
                 let collective = dataParallel.collective
                 let config = try Resume.settings(flags: makeConfig(), defaults: Train.parse([]).makeConfig(), resume: resume,
                                                  runDir: RunDirectory(runDir), collective: collective)

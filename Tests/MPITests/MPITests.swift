@@ -299,6 +299,52 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(job.stderr.contains("at step 3"), job.stderr)
     }
 
+    /// A rank stopped with SIGSTOP mid-training: the others' watchdog aborts the job at the
+    /// timeout given (not a grace period later), naming that rank as giving no answer and the
+    /// collective waited in by its real name. Three times, since the stop lands anywhere.
+    func testWatchdogNamesAStoppedRankAtTheTimeout() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "50"]
+        let names = ["all-reduce of ", "broadcast", "all-gather", "gather of the updated parameter shards"]
+        for attempt in 1...3 {
+            let run = dir + "/run\(attempt)"
+            let job = try launch(np: 4, args + ["--run-dir", run, "--collective-timeout", "4"], env: ["ORTHOHASH_TEST_STEP_SLEEP_MS": "20"])
+            let started = Date()
+            while (try? stepLosses(run).count) ?? 0 < 3 && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+            guard let victim = try rankProcesses(run).first(where: { worldRank(of: $0) == 2 }) else { job.0.terminate(); return XCTFail("rank 2 not found") }
+            kill(victim, SIGSTOP)
+            let stopped = Date()
+            let r = finish(job)
+            let seconds = Date().timeIntervalSince(stopped)
+            kill(victim, SIGKILL)
+            XCTAssertNotEqual(r.status, 0)
+            let line = r.stderr.split(separator: "\n").first { $0.contains("waited more than 4 s (--collective-timeout)") }.map(String.init) ?? ""
+            XCTAssertTrue(line.contains("ranks that did not arrive: 2 (no answer: stopped, hung or gone)"), "attempt \(attempt): \(r.stderr)")
+            XCTAssertFalse(line.contains("none"), line)
+            let collective = line.components(separatedBy: "collective '").dropFirst().first ?? ""
+            XCTAssertTrue(names.contains { collective.hasPrefix($0) }, "attempt \(attempt): the collective is named: \(line)")
+            // The deadline is 4 s after the others entered the collective (at most one step after the stop).
+            XCTAssertLessThan(seconds, 4 + 3, "attempt \(attempt): aborted at the timeout")
+        }
+    }
+
+    /// Work rank 0 does alone is not a hang: with a one-second collective timeout, a job whose
+    /// rank 0 takes longer than that to write each checkpoint (a pause injected before the
+    /// rename) and evaluates at every epoch runs to its end.
+    func testWorkOnRankZeroAloneIsNotAHang() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--eval-every", "1"]
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run", "--collective-timeout", "1"], env: ["ORTHOHASH_TEST_CHECKPOINT_PAUSE": "1.5"])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/run/summary.json"))
+        // The same pause with --io-timeout below it: the wait for rank 0 is bounded too.
+        let bounded = try mpirun(np: 2, args + ["--run-dir", dir + "/bounded", "--collective-timeout", "1", "--io-timeout", "1"],
+                                 env: ["ORTHOHASH_TEST_CHECKPOINT_PAUSE": "3"])
+        XCTAssertNotEqual(bounded.status, 0)
+        XCTAssertTrue(bounded.stderr.contains("waited more than 1 s (--collective-timeout); ranks that did not arrive: 0 (busy: writing ")
+                      || bounded.stderr.contains("(--io-timeout); ranks that did not arrive: 0 (busy: writing "), bounded.stderr)
+    }
+
     /// A user error on the ranks ends the whole job with the rank named, never a hang.
     func testErrorOnRanksEndsTheJob() throws {
         let dir = tempDir()

@@ -14,6 +14,11 @@ int ohmpi_rank(void);
 int ohmpi_size(void);
 /// Seconds a collective may wait before the job is aborted (<= 0: forever).
 void ohmpi_set_timeout(double seconds);
+/// The next collective this rank enters may wait this long instead (if longer): a wait for work
+/// one rank does alone (rank 0 reading or writing checkpoints). Every rank calls it before it.
+void ohmpi_allow_next_wait(double seconds);
+/// What this rank does outside collectives ("evaluating"), for the other ranks' watchdog messages.
+void ohmpi_set_activity(const char *what);
 /// A label for messages: the current training step (-1: none).
 void ohmpi_set_step(int64_t step);
 
