@@ -34,7 +34,11 @@ public enum IDX {
         let magic = bigEndian(b, 0)
         guard magic == 2051 else { throw OrthoHashError("wrong magic \(magic) for an IDX image file, expected 2051", file: path) }
         let rows = bigEndian(b, 4), h = bigEndian(b, 8), w = bigEndian(b, 12)
-        let needed = 16 + rows * h * w
+        // Each is below 2^32, so rows x h x w could overflow: the product is checked.
+        guard let pixels = checkedProduct([rows, h, w]), pixels <= b.count - 16 else {
+            throw OrthoHashError("truncated: \(rows)x\(h)x\(w) images need \(checkedProduct([rows, h, w]).map { "\($0 + 16)" } ?? "more than 2^63") bytes, found \(b.count)", file: path)
+        }
+        let needed = 16 + pixels
         guard b.count >= needed else {
             throw OrthoHashError("truncated: \(rows)x\(h)x\(w) images need \(needed) bytes, found \(b.count)", file: path)
         }

@@ -55,7 +55,12 @@ public final class NPYArray {
             throw error
         }
         (type, shape) = (parsed.0, parsed.1)
-        let needed = parsed.2 + shape.reduce(1, *) * type.size
+        // The shape comes from the file: its product is checked, not trusted.
+        guard let elements = checkedProduct(shape), let bytes = checkedProduct([elements, type.size]), bytes <= length - parsed.2 else {
+            munmap(map, length)
+            throw OrthoHashError("truncated: header promises shape \(shape) of \(type.rawValue) but the file has \(length) bytes", file: path)
+        }
+        let needed = parsed.2 + bytes
         guard needed <= length else {
             munmap(map, length)
             throw OrthoHashError("truncated: header promises shape \(shape) of \(type.rawValue) (\(needed) bytes) but the file has \(length)", file: path)

@@ -38,6 +38,9 @@ public struct Codebook: Equatable {
     public static func generate(method: CodebookMethod, classes: Int, bits: Int, seed: UInt64) throws -> Codebook {
         guard classes >= 1 else { throw OrthoHashError("classes must be at least 1, got \(classes)") }
         guard bits >= 1 else { throw OrthoHashError("nbit must be at least 1, got \(bits)") }
+        guard let entries = checkedProduct([classes, bits]), entries <= 1 << 40 else {
+            throw OrthoHashError("a codebook of \(classes) classes x \(bits) bits is more than 2^40 entries", hint: "fewer classes or bits")
+        }
         var rng = TorchGenerator(seed: seed)
         switch method {
         case .B:

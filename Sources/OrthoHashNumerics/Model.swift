@@ -30,6 +30,49 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     /// Width of the backbone's output, the input of the hash layer.
     public var featureDim: Int { hidden.last ?? inputDim }
+
+    /// The model's parameters (ParameterLayout's count), or nil when the count overflows: a
+    /// flag or a file asked for a model no machine holds.
+    public var parameterCount: Int? {
+        var sizes: [Int?] = []
+        var inputs = inputDim
+        for width in hidden {
+            sizes += [checkedProduct([width, inputs]), width]     // weight (H_i, H_{i-1}), bias (H_i)
+            inputs = width
+        }
+        sizes += [checkedProduct([nbit, inputs]), 2 * nbit]       // hash weight (K, F), gamma and beta
+        var total = 0
+        for size in sizes {
+            guard let size else { return nil }
+            let (t, o) = total.addingReportingOverflow(size)
+            if o { return nil }
+            total = t
+        }
+        return total
+    }
+
+    /// The floats of every buffer a training run of this model holds for a local batch of
+    /// `batch` rows: parameters, gradients and `moments` moments, the workspace (HashModel), the
+    /// unit codebook and the batch itself; nil when the count overflows.
+    public func floatsNeeded(batch B: Int, moments: Int, arcMargin: Bool) -> Int? {
+        guard let P = parameterCount, let store = checkedProduct([P, 2 + moments]),
+              let logits = checkedProduct([B, classes, arcMargin ? 2 : 1]), let codebook = checkedProduct([classes, nbit]),
+              let input = checkedProduct([B, inputDim]), let codes = checkedProduct([B, nbit, 6]) else { return nil }
+        var activations = 0
+        for width in hidden {
+            guard let a = checkedProduct([B, width, 2]) else { return nil }
+            activations += a
+        }
+        guard let inputGradients = checkedProduct([B, hidden.max() ?? 0, 2]) else { return nil }
+        let parts = [store, logits, codebook, input, codes, activations, inputGradients, B]
+        var total = 0
+        for part in parts {
+            let (t, o) = total.addingReportingOverflow(part)
+            if o { return nil }
+            total = t
+        }
+        return total
+    }
 }
 
 /// What a backward pass knows of the gradients it left (`HashModel.backward`).

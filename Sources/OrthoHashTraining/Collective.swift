@@ -32,6 +32,37 @@ public extension Collective {
     func setActivity(_ what: String) {}
     func allowCoordinatorWork() {}
 
+    /// Runs `body` on every rank, and then makes sure the ranks agree on how it went: when it
+    /// threw a user error on some rank, every rank throws one error naming what each failing
+    /// rank met (`everyRank`: printed once). For work without collectives inside (checking
+    /// settings, loading data), so that an error every rank meets is said once, and one that
+    /// only some ranks meet (a file missing on one node) still stops them all.
+    func agree<T>(_ body: () throws -> T) throws -> T {
+        var outcome: Result<T, OrthoHashError>
+        do { outcome = .success(try body()) } catch let error as OrthoHashError { outcome = .failure(error) }
+        guard ranks > 1 else { return try outcome.get() }
+        var mine: [UInt8] = []
+        if case .failure(let error) = outcome { mine = Array("\(error)".utf8) }
+        let all = allGather(mine)
+        let failed = all.indices.filter { !all[$0].isEmpty }
+        if failed.isEmpty { return try outcome.get() }
+        var byMessage: [(String, [Int])] = []
+        for r in failed {
+            let text = String(decoding: all[r], as: UTF8.self)
+            if let i = byMessage.firstIndex(where: { $0.0 == text }) { byMessage[i].1.append(r) } else { byMessage.append((text, [r])) }
+        }
+        var error: OrthoHashError
+        if byMessage.count == 1 && failed.count == ranks {
+            error = OrthoHashError(byMessage[0].0)
+        } else {
+            error = OrthoHashError(byMessage.map { text, who in
+                (who.count == 1 ? "rank \(who[0])" : "ranks " + who.map(String.init).joined(separator: ", ")) + ": " + text
+            }.joined(separator: "; "))
+        }
+        error.everyRank = true
+        throw error
+    }
+
     /// Runs `body` on rank 0 only (reading or writing the run directory) and lets the other
     /// ranks' next collective wait for it.
     func onCoordinator<T>(_ activity: String, _ body: () throws -> T) rethrows -> T? {

@@ -56,19 +56,57 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         return c
     }
 
-    /// Checks the flags on their own (the data is checked when it is loaded).
+    /// Checks the settings on their own (the data is checked when it is loaded; the memory the
+    /// model needs once the data says its size, `checkSize`). Every rule names its flag.
     public func validate() throws {
-        guard nbit >= 1 else { throw OrthoHashError("--nbit must be at least 1, got \(nbit)") }
-        guard batchSize >= 2 else { throw OrthoHashError("--batch-size must be at least 2 (BatchNorm needs two rows), got \(batchSize)") }
-        guard epochs >= 1 else { throw OrthoHashError("--epochs must be at least 1, got \(epochs)") }
+        func need(_ ok: Bool, _ message: @autoclosure () -> String) throws { if !ok { throw OrthoHashError(message()) } }
+        func finite(_ flag: String, _ v: Float) throws { try need(v.isFinite, "\(flag) must be a finite number, got \(v)") }
+        try need(nbit >= 1, "--nbit must be at least 1, got \(nbit)")
+        try need(nbit <= 1 << 16, "--nbit must be at most 65536, got \(nbit)")
+        try need(batchSize >= 2, "--batch-size must be at least 2 (BatchNorm needs two rows), got \(batchSize)")
+        try need(epochs >= 1, "--epochs must be at least 1, got \(epochs)")
         if backbone == .mlp {
-            guard !hidden.isEmpty, hidden.allSatisfy({ $0 >= 1 }) else {
-                throw OrthoHashError("--hidden must list positive widths for the mlp backbone, got \(hidden)")
-            }
+            try need(!hidden.isEmpty && hidden.allSatisfy { $0 >= 1 }, "--hidden must list positive widths for the mlp backbone, got \(hidden)")
         }
-        guard precisionAt.allSatisfy({ $0 >= 1 }) else { throw OrthoHashError("--precision-at takes positive numbers") }
-        guard optimizer.lr > 0, optimizer.lr.isFinite else { throw OrthoHashError("--lr must be positive, got \(optimizer.lr)") }
-        guard loss.scale > 0 else { throw OrthoHashError("--scale must be positive, got \(loss.scale)") }
+        try need(!mapAt.isEmpty, "--map-at needs at least one cutoff")
+        try need(Set(mapAt).count == mapAt.count, "--map-at lists a cutoff twice: \(mapAt.map(\.text).joined(separator: ","))")
+        try need(precisionAt.allSatisfy { $0 >= 1 }, "--precision-at takes positive numbers")
+        try need(Set(precisionAt).count == precisionAt.count, "--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
+        for (flag, value) in [("--train-limit", trainLimit), ("--query-limit", queryLimit), ("--db-limit", dbLimit), ("--classes", classes)] {
+            if let value { try need(value >= 1, "\(flag) must be at least 1, got \(value)") }
+        }
+        // Loss.
+        for (flag, v) in [("--scale", loss.scale), ("--margin", loss.margin), ("--ce", loss.ce), ("--quan", loss.quan)] { try finite(flag, v) }
+        try need(loss.scale > 0, "--scale must be positive, got \(loss.scale)")
+        try need(loss.margin >= 0, "--margin must be at least 0, got \(loss.margin)")
+        // cos(theta + m) falls as the angle theta grows only while theta + m <= pi; a target's
+        // angle is below pi/2 once it is trained, so m up to pi/2 keeps the margin a margin.
+        try need(loss.marginType != .arc || loss.margin <= Float.pi / 2,
+                 "--margin must be at most pi/2 (1.5708) for --margin-type arc, or cos(theta + m) stops falling with the angle; got \(loss.margin)")
+        try need(loss.ce >= 0 && loss.quan >= 0, "--ce and --quan must be at least 0, got \(loss.ce) and \(loss.quan)")
+        try need(loss.ce > 0 || loss.quan > 0, "--ce and --quan are both 0: there is nothing to train")
+        // Optimisation.
+        let o = optimizer
+        for (flag, v) in [("--lr", o.lr), ("--backbone-lr-scale", o.backboneLRScale), ("--weight-decay", o.weightDecay),
+                          ("--betas", o.beta1), ("--betas", o.beta2), ("--adam-eps", o.eps), ("--momentum", o.momentum), ("--gamma", o.gamma)] {
+            try finite(flag, v)
+        }
+        try need(o.lr > 0, "--lr must be positive, got \(o.lr)")
+        try need(o.backboneLRScale >= 0, "--backbone-lr-scale must be at least 0, got \(o.backboneLRScale)")
+        try need(o.weightDecay >= 0, "--weight-decay must be at least 0, got \(o.weightDecay)")
+        try need((0..<1).contains(o.beta1) && (0..<1).contains(o.beta2), "--betas must both lie in [0, 1), got \(o.beta1),\(o.beta2)")
+        try need(o.eps > 0, "--adam-eps must be positive, got \(o.eps)")
+        try need((0..<1).contains(o.momentum), "--momentum must lie in [0, 1), got \(o.momentum)")
+        try need(o.gamma > 0, "--gamma must be positive, got \(o.gamma)")
+        if let step = o.stepSize { try need(step >= 1, "--step-size must be at least 1 epoch, got \(step)") }
+        try need(o.milestones.allSatisfy { $0 >= 1 }, "--milestones must be positive epochs, got \(o.milestones)")
+        try need(zip(o.milestones, o.milestones.dropFirst()).allSatisfy { $0 < $1 }, "--milestones must rise, each once, got \(o.milestones)")
+        try need(o.scheduler != .multistep || !o.milestones.isEmpty, "--scheduler multistep needs --milestones")
+        // Evaluation and checkpoints.
+        try need(evalEvery >= 0, "--eval-every must be at least 0 (0: only at the end), got \(evalEvery)")
+        try need(checkpointEvery >= 0, "--checkpoint-every must be at least 0 (0: only at the end), got \(checkpointEvery)")
+        try need(checkpointEverySteps >= 0, "--checkpoint-every-steps must be at least 0 (0: off), got \(checkpointEverySteps)")
+        try need(keepCheckpoints >= 1, "--keep-checkpoints must be at least 1, got \(keepCheckpoints)")
         if dataset == .npy {
             for (flag, value) in [("--train-features", trainFeatures), ("--train-labels", trainLabels),
                                   ("--query-features", queryFeatures), ("--query-labels", queryLabels),

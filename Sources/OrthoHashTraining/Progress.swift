@@ -56,6 +56,14 @@ public enum Progress {
         return text
     }
 
+    /// `epoch 2/10  step 1200/6173  loss 4.1234  2017 samples/s  ETA 1:02:03`: within an epoch,
+    /// its mean loss so far.
+    public static func stepLine(epoch: Int, epochs: Int, step: Int, of steps: Int, loss: Double, samplesPerSecond: Double,
+                                remainingSeconds: Double) -> String {
+        String(format: "epoch %d/%d  step %d/%d  loss %.4f  %.0f samples/s  ETA ", epoch, epochs, step, steps, loss, samplesPerSecond)
+            + formatDuration(remainingSeconds)
+    }
+
     /// `done: mAP@all 0.7859  mAP@1000 0.8292  11313 samples/s  runs/x/summary.json`
     public static func doneLine(_ summary: Summary, mapAt: [MapCutoff], summaryPath: String) -> String {
         let maps = mapAt.map { String(format: "mAP@%@ %.4f", $0.text, summary.map[$0.text] ?? .nan) }.joined(separator: "  ")
@@ -65,7 +73,7 @@ public enum Progress {
 
 /// `m:ss`, or `h:mm:ss` from an hour.
 public func formatDuration(_ seconds: Double) -> String {
-    guard seconds.isFinite else { return "?" }
+    guard seconds.isFinite, seconds >= 0, seconds < 1e9 else { return "?" }
     let s = Int(seconds.rounded())
     return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
 }

@@ -95,7 +95,9 @@ public enum Resume {
         guard ck.state.model == model else {
             throw OrthoHashError("checkpoint's model (\(describe(ck.state.model))) does not match the data (\(describe(model)))", file: file)
         }
-        let P = ParameterLayout(model).count
+        guard let P = model.parameterCount else {
+            throw OrthoHashError("corrupt checkpoint: its model (\(describe(ck.state.model))) has more parameters than can be counted", file: file)
+        }
         let moments = optimizer.map { ($0 == .adam ? [P, P] : [P, 0]) } ?? [ck.momentum1.count, ck.momentum2.count]
         guard ck.parameters.count == P, [ck.momentum1.count, ck.momentum2.count] == moments else {
             throw OrthoHashError("checkpoint does not match the model (\(ck.parameters.count) parameters, expected \(P))", file: file)
@@ -129,7 +131,8 @@ public enum Resume {
 
     /// A model (no optimizer state) with the checkpoint's parameters and BatchNorm statistics,
     /// its workspace sized for `batchSize` rows at a time.
-    public static func model(from ck: Checkpoint, batchSize: Int = 256) -> HashModel {
+    public static func model(from ck: Checkpoint, batchSize: Int = 256) throws -> HashModel {
+        try checkMemory(ck.state.model, batch: batchSize, moments: 0, arcMargin: ck.state.config.loss.marginType == .arc)
         let model = HashModel(config: ck.state.model, loss: ck.state.config.loss, codebook: ck.codebook, batchSize: batchSize)
         ck.restore(into: model)
         return model

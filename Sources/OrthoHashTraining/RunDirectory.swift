@@ -61,6 +61,15 @@ public struct RunDirectory {
         return lock
     }
 
+    /// Who holds the lock now (what it wrote there), or nil when no job does.
+    public func lockHolder() -> String? {
+        let fd = open(lockPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) != 0 else { flock(fd, LOCK_UN); return nil }
+        return (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "another job"
+    }
+
     /// What an earlier run left here, for messages ("config.json, 2 step checkpoints"); nil if nothing.
     public func earlierRun() -> String? {
         var found = runFiles.filter { FileManager.default.fileExists(atPath: $0) }.map { URL(fileURLWithPath: $0).lastPathComponent }

@@ -25,6 +25,9 @@ public final class Trainer {
     public var verify = false
     /// Draw a progress bar within an epoch (rank 0, on a terminal).
     public var progressBar = Progress.barWanted
+    /// Seconds between progress lines within an epoch (rank 0; 0: none), for output that is not
+    /// a terminal: a long epoch under mpirun shows signs of life.
+    public var progressEvery: Double = 0
     /// Whether this process was asked to stop (the signal's name), read at every step: the
     /// command line installs signal handlers (CStop) and sets it. A request on any rank stops
     /// every rank after the same step, with a checkpoint of it (`Interruption`).
@@ -58,6 +61,8 @@ public final class Trainer {
             throw OrthoHashError("--batch-size \(config.batchSize) is not divisible by the \(dataParallel.ranks) ranks",
                                  hint: "the global batch is split evenly; choose a multiple of \(dataParallel.ranks)")
         }
+        try checkMemory(modelConfig, batch: config.batchSize / dataParallel.ranks, moments: config.optimizer.kind == .adam ? 2 : 1,
+                        arcMargin: config.loss.marginType == .arc)
     }
 
     var modelConfig: ModelConfig {
@@ -100,7 +105,9 @@ public final class Trainer {
         let resumed = resume ? try Resume.newestCheckpoint(in: runDir.checkpoints, collective: collective, warn: log.warn) : nil
         if resume && resumed == nil { log.info("no checkpoint in \(runDir.checkpoints.path): starting from scratch") }
         if let (file, ck) = resumed {
-            try Resume.check(ck, file: file, config: config, model: modelConfig, optimizer: config.optimizer.kind, runDir: runDir.path)
+            try collective.agree {
+                try Resume.check(ck, file: file, config: config, model: modelConfig, optimizer: config.optimizer.kind, runDir: runDir.path)
+            }
         }
         let codebook = try resumed?.checkpoint.codebook ?? makeCodebook()
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
@@ -136,7 +143,7 @@ public final class Trainer {
 
     /// The codebook: from `--codebook-file`, or generated from the seed on rank 0 and broadcast.
     func makeCodebook() throws -> Codebook {
-        if let file = config.codebookFile { return try loadCodebook(file, classes: data.classes, bits: config.nbit) }
+        if let file = config.codebookFile { return try collective.agree { try loadCodebook(file, classes: data.classes, bits: config.nbit) } }
         let drawn = try collective.onCoordinator("drawing the codebook") {
             try Codebook.generate(method: config.codebook, classes: data.classes, bits: config.nbit, seed: config.seed).values.map { UInt8(bitPattern: $0) }
         }
@@ -161,12 +168,21 @@ public final class Trainer {
         let steps = loader.stepsPerEpoch
         while state.epoch < config.epochs {
             let lr = config.optimizer.lr * config.optimizer.lrFactor(epoch: state.epoch, epochs: config.epochs)
-            var lastBar = Date.distantPast
+            var lastBar = Date.distantPast, lastLine = Date()
             while state.stepInEpoch < steps {
                 let summed = try step(lr: lr)
                 if progressBar && collective.isCoordinator && !log.quiet && Date().timeIntervalSince(lastBar) > 0.2 {
                     lastBar = Date()
                     Progress.drawBar(epoch: state.epoch, epochs: config.epochs, step: state.stepInEpoch, of: steps)
+                }
+                if progressEvery > 0 && Date().timeIntervalSince(lastLine) >= progressEvery && state.stepInEpoch < steps {
+                    lastLine = Date()
+                    let rate = Double(state.samplesSeen) / max(state.trainSeconds, 1e-9)
+                    let stepsLeft = (config.epochs - state.epoch) * steps - state.stepInEpoch
+                    log.info(Progress.stepLine(epoch: state.epoch + 1, epochs: config.epochs, step: state.stepInEpoch, of: steps,
+                                               loss: state.epochLossSum / Double(state.stepInEpoch),
+                                               samplesPerSecond: Double(state.epochSamples) / max(state.epochSeconds, 1e-9),
+                                               remainingSeconds: Double(stepsLeft * config.batchSize) / max(rate, 1e-9)))
                 }
                 if config.checkpointEverySteps > 0 && state.globalStep % config.checkpointEverySteps == 0 && state.stepInEpoch < steps {
                     try writeCheckpoint()
@@ -214,16 +230,20 @@ public final class Trainer {
     /// newest checkpoint holds the last good state.
     func stopUnlessFinite(_ verdict: SummedStep.Verdict, step: Int) throws {
         let hint = "lower --lr or check the features for extreme values"
+        // Every rank reads the same verdict from the control word: one error, said once.
+        var error: OrthoHashError
         switch verdict {
         case .finite: return
         case .nonFinite(let rank):
             let who = dataParallel.ranks > 1 ? " on rank \(rank)" : ""
-            throw OrthoHashError("non-finite loss or gradient\(who) at step \(step) (epoch \(state.epoch + 1)); stopped before the update, the last checkpoint is intact",
-                                 hint: hint)
+            error = OrthoHashError("non-finite loss or gradient\(who) at step \(step) (epoch \(state.epoch + 1)); stopped before the update, the last checkpoint is intact",
+                                   hint: hint)
         case .sumOverflows:
-            throw OrthoHashError("the gradients summed over the ranks overflow at step \(step) (epoch \(state.epoch + 1)), though each rank's own are finite; stopped before the update, the last checkpoint is intact",
-                                 hint: hint)
+            error = OrthoHashError("the gradients summed over the ranks overflow at step \(step) (epoch \(state.epoch + 1)), though each rank's own are finite; stopped before the update, the last checkpoint is intact",
+                                   hint: hint)
         }
+        error.everyRank = true
+        throw error
     }
 
     /// The step's figures into the running sums, the step log and the position.
@@ -355,5 +375,22 @@ struct Checksum {
     mutating func add(_ buffer: FloatBuffer) {
         let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
         for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
+    }
+}
+
+/// Refuses a model whose buffers cannot fit in this machine's memory (a flag such as --hidden or
+/// --nbit, or the data's classes, asked for more), before anything is allocated.
+public func checkMemory(_ model: ModelConfig, batch: Int, moments: Int, arcMargin: Bool) throws {
+    let physical = Double(ProcessInfo.processInfo.physicalMemory)
+    let what = "\(model.backbone.rawValue)\(model.backbone == .mlp ? " \(model.hidden)" : ""), \(model.inputDim)-d inputs, "
+        + "\(model.nbit) bits, \(model.classes) classes, \(batch) rows per batch"
+    let hint = "fewer or narrower --hidden layers, fewer --nbit, or a smaller --batch-size"
+    guard let floats = model.floatsNeeded(batch: batch, moments: moments, arcMargin: arcMargin) else {
+        throw OrthoHashError("the model (\(what)) has more parameters than can be counted", hint: hint)
+    }
+    let bytes = 4 * Double(floats)
+    guard bytes <= physical else {
+        throw OrthoHashError(String(format: "the model (%@) needs %.1f GB for its buffers, more than this machine's %.1f GB",
+                                    what, bytes / 1e9, physical / 1e9), hint: hint)
     }
 }

@@ -23,7 +23,10 @@ extension OrthoHashCommand {
             return config
         }
 
-        func validate() throws { try config().validate() }
+        func validate() throws {
+            if let unused = data.unused(by: config()).first { throw ValidationError(unused) }
+            try config().validate()
+        }
 
         func run() throws {
             if gemms { printGemms() }

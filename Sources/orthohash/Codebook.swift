@@ -12,7 +12,18 @@ extension OrthoHashCommand {
         @Option(help: "Seed.") var seed: UInt64 = 0
         @Option(help: "Output .npy (int8, (C, K), entries +-1).") var out: String?
 
+        func validate() throws {
+            guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
+            guard nbit >= 1 else { throw ValidationError("--nbit must be at least 1, got \(nbit)") }
+        }
+
         func run() throws {
+            // One byte per entry, and as many again while drawing: refused before it is allocated.
+            let bytes = 2 * Double(classes) * Double(nbit)
+            guard bytes <= Double(ProcessInfo.processInfo.physicalMemory) else {
+                throw OrthoHashError(String(format: "a codebook of %d classes x %d bits needs %.1f GB, more than this machine's %.1f GB",
+                                            classes, nbit, bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
+            }
             let cb = try Codebook.generate(method: method, classes: classes, bits: nbit, seed: seed)
             if let out { try NPYWriter.write(path: out, shape: [classes, nbit], int8: cb.values) }
             let (minimum, mean) = cb.pairwiseHamming()

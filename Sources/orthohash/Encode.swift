@@ -24,7 +24,7 @@ extension OrthoHashCommand {
         func run() throws {
             let (_, ck, path) = try source.load()
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
-            let model = Resume.model(from: ck)
+            let model = try Resume.model(from: ck)
             let x = try openFeatures(features, for: model, checkpoint: path)
             if let bnMeanFrom {
                 try reestimateBatchNormMean(model, from: try openFeatures(bnMeanFrom, for: model, checkpoint: path), identityAffine: bnIdentityAffine)

@@ -23,7 +23,7 @@ extension OrthoHashCommand {
             try Resume.check(ck, file: path, config: config, model: ModelConfig(inputDim: data.inputDim, backbone: config.backbone,
                                                                                  hidden: config.hidden, nbit: config.nbit, classes: data.classes),
                              runDir: source.runDir)
-            let model = Resume.model(from: ck)
+            let model = try Resume.model(from: ck)
             let result = try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt, threads: threads)
             var fields: [(String, JSONValue)] = [("checkpoint", .string(path)), ("epoch", .int(ck.state.epoch))]
             for (cutoff, v) in zip(config.mapAt, result.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }

@@ -11,7 +11,7 @@ extension OrthoHashCommand {
 
         func run() throws {
             let (config, ck, path) = try source.load()
-            let model = Resume.model(from: ck, batchSize: 2)
+            let model = try Resume.model(from: ck, batchSize: 2)
             let data = SafeTensors.serialize(SafeTensors.tensors(of: model), metadata: [
                 "format": "pt", "source": "orthohash", "checkpoint": URL(fileURLWithPath: path).lastPathComponent,
                 "backbone": config.backbone.rawValue, "nbit": String(config.nbit), "scale": String(config.loss.scale),

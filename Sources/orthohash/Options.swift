@@ -9,8 +9,8 @@ import OrthoHashTraining
 struct DataOptions: ParsableArguments {
     @Option(help: "fashion-mnist (the Debian package's images) or npy (feature and label files).")
     var dataset: DatasetKind = .fashionMNIST
-    @Option(help: "Directory of the Fashion-MNIST IDX files.")
-    var dataDir: String = FashionMNIST.defaultDirectory
+    @Option(help: "Directory of the Fashion-MNIST IDX files (default: \(FashionMNIST.defaultDirectory)).")
+    var dataDir: String?
     @Option(help: "Training features (.npy, float32/float16, (N, D)).") var trainFeatures: String?
     @Option(help: "Training labels (.npy: int32/int64 (N,) or 0/1 (N, C) for multi-label).") var trainLabels: String?
     @Option(help: "Query features (.npy).") var queryFeatures: String?
@@ -23,11 +23,24 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Use only the first N database rows.") var dbLimit: Int?
 
     func apply(to c: inout TrainConfig) {
-        c.dataset = dataset; c.dataDir = dataDir
+        c.dataset = dataset
+        if let dataDir { c.dataDir = dataDir }
         c.trainFeatures = trainFeatures; c.trainLabels = trainLabels
         c.queryFeatures = queryFeatures; c.queryLabels = queryLabels
         c.dbFeatures = dbFeatures; c.dbLabels = dbLabels
         c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
+    }
+
+    /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
+    func unused(by c: TrainConfig) -> [String] {
+        var out: [String] = []
+        if c.dataset != .npy {
+            let npy = [("--train-features", trainFeatures), ("--train-labels", trainLabels), ("--query-features", queryFeatures),
+                       ("--query-labels", queryLabels), ("--db-features", dbFeatures), ("--db-labels", dbLabels)]
+            out += npy.filter { $0.1 != nil }.map { "\($0.0) belongs to --dataset npy" }
+        }
+        if c.dataset != .fashionMNIST && dataDir != nil { out.append("--data-dir belongs to --dataset fashion-mnist") }
+        return out
     }
 }
 
@@ -35,7 +48,7 @@ struct DataOptions: ParsableArguments {
 struct ModelOptions: ParsableArguments {
     @Option(help: "linear (input is a feature vector) or mlp.") var backbone: BackboneKind = .linear
     @Option(help: "Hidden widths of the mlp backbone (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden"))
-    var hidden: [Int] = [1024, 1024]
+    var hidden: [Int]?
     @Option(help: "Bits K of the hash code.") var nbit: Int = 64
     @Option(help: "Logit scale s.") var scale: Float = 8
     @Option(help: "Margin m.") var margin: Float = 0.2
@@ -43,40 +56,63 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Multi-label loss: smooth (label smoothing), bce or imbalance.") var multiLabelLoss: MultiLabelLoss = .smooth
     @Option(help: "Weight of the classification term.") var ce: Float = 1
     @Option(help: "Weight of the quantization term (0: off).") var quan: Float = 0
-    @Option(help: "Quantization term: cs, l1 or l2.") var quanType: QuantizationType = .cs
-    @Option(help: "Codebook: B (Bernoulli), N (Gaussian sign) or O (max Hamming distance).") var codebook: CodebookMethod = .B
+    @Option(help: "Quantization term: cs, l1 or l2 (default: cs).") var quanType: QuantizationType?
+    @Option(help: "Codebook: B (Bernoulli), N (Gaussian sign) or O (max Hamming distance); default B.") var codebook: CodebookMethod?
     @Option(help: "Load the codebook from a .npy (C, K) of +-1 instead.") var codebookFile: String?
     @Option(help: "adam or sgd.") var optimizer: OptimizerKind = .adam
     @Option(help: "Learning rate of the hash layer.") var lr: Float = 1e-4
     @Option(help: "The backbone's learning rate is this times --lr.") var backboneLrScale: Float = 0.1
     @Option(help: "Coupled L2 weight decay.") var weightDecay: Float = 5e-4
-    @Option(help: "Adam betas (default: 0.9,0.999).", transform: Parse.betas) var betas: Betas = Betas(beta1: 0.9, beta2: 0.999)
-    @Option(help: "Adam epsilon.") var adamEps: Float = 1e-8
-    @Option(help: "SGD momentum.") var momentum: Float = 0.9
+    @Option(help: "Adam betas (default: 0.9,0.999).", transform: Parse.betas) var betas: Betas?
+    @Option(help: "Adam epsilon (default: 1e-8).") var adamEps: Float?
+    @Option(help: "SGD momentum (default: 0.9).") var momentum: Float?
     @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
     @Option(help: "step (StepLR), multistep (MultiStepLR) or none; stepped per epoch.") var scheduler: SchedulerKind = .step
     @Option(help: "StepLR step in epochs (default: int(0.8 x epochs)).") var stepSize: Int?
     @Option(help: "MultiStepLR milestones (epochs), e.g. 4,7.", transform: Parse.positiveIntegers("--milestones"))
-    var milestones: [Int] = []
+    var milestones: [Int]?
     @Option(help: "LR decay factor.") var gamma: Float = 0.1
     @Option(help: "Epochs.") var epochs: Int = 100
     @Option(help: "Global batch size (split over the ranks).") var batchSize: Int = 256
     @Option(help: "Seed of the codebook, initial weights and data order.") var seed: UInt64 = 0
 
     func apply(to c: inout TrainConfig) {
-        c.backbone = backbone; c.hidden = hidden; c.nbit = nbit
+        c.backbone = backbone; c.nbit = nbit
+        if let hidden { c.hidden = hidden }
         c.loss.scale = scale; c.loss.margin = margin; c.loss.marginType = marginType
-        c.loss.multiLabelLoss = multiLabelLoss; c.loss.ce = ce; c.loss.quan = quan; c.loss.quanType = quanType
-        c.codebook = codebook; c.codebookFile = codebookFile
+        c.loss.multiLabelLoss = multiLabelLoss; c.loss.ce = ce; c.loss.quan = quan
+        if let quanType { c.loss.quanType = quanType }
+        if let codebook { c.codebook = codebook }
+        c.codebookFile = codebookFile
         c.optimizer.kind = optimizer; c.optimizer.lr = lr; c.optimizer.backboneLRScale = backboneLrScale
         c.optimizer.weightDecay = weightDecay
-        c.optimizer.beta1 = betas.beta1; c.optimizer.beta2 = betas.beta2
-        c.optimizer.eps = adamEps
-        c.optimizer.momentum = momentum; c.optimizer.nesterov = nesterov
+        if let betas { c.optimizer.beta1 = betas.beta1; c.optimizer.beta2 = betas.beta2 }
+        if let adamEps { c.optimizer.eps = adamEps }
+        if let momentum { c.optimizer.momentum = momentum }
+        c.optimizer.nesterov = nesterov
         c.optimizer.scheduler = scheduler; c.optimizer.stepSize = stepSize
-        c.optimizer.milestones = milestones
+        if let milestones { c.optimizer.milestones = milestones }
         c.optimizer.gamma = gamma
         c.epochs = epochs; c.batchSize = batchSize; c.seed = seed
+    }
+
+    /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
+    func unused(by c: TrainConfig) -> [String] {
+        var out: [String] = []
+        if c.backbone != .mlp && hidden != nil { out.append("--hidden belongs to --backbone mlp") }
+        if c.optimizer.kind != .sgd {
+            if momentum != nil { out.append("--momentum belongs to --optimizer sgd") }
+            if nesterov { out.append("--nesterov belongs to --optimizer sgd") }
+        }
+        if c.optimizer.kind != .adam {
+            if betas != nil { out.append("--betas belongs to --optimizer adam") }
+            if adamEps != nil { out.append("--adam-eps belongs to --optimizer adam") }
+        }
+        if c.optimizer.scheduler != .step && stepSize != nil { out.append("--step-size belongs to --scheduler step") }
+        if c.optimizer.scheduler != .multistep && milestones != nil { out.append("--milestones belongs to --scheduler multistep") }
+        if codebook != nil && c.codebookFile != nil { out.append("--codebook draws a codebook and --codebook-file reads one: give one of them") }
+        if quanType != nil && c.loss.quan == 0 { out.append("--quan-type needs --quan above 0") }
+        return out
     }
 }
 
@@ -102,11 +138,26 @@ struct RunCheckpointOptions: ParsableArguments {
 }
 
 struct RuntimeOptions: ParsableArguments {
-    @Option(help: "BLAS threads of this process (default: cores / ranks).") var threads: Int?
+    @Option(help: "BLAS threads of this process (default: OPENBLAS_NUM_THREADS if set, else cores / ranks).") var threads: Int?
 
-    func resolvedThreads(ranks: Int) -> Int {
-        threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks))
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
+
+    /// --threads, else OPENBLAS_NUM_THREADS, else the cores shared by the ranks; and a line for
+    /// the log when the two settings disagree or the environment decided.
+    func resolved(ranks: Int) -> (threads: Int, note: String?) {
+        let variable = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"]
+        let fromEnvironment = variable.flatMap(Int.init).flatMap { $0 >= 1 ? $0 : nil }
+        if let threads {
+            if let variable, fromEnvironment != threads { return (threads, "BLAS threads: \(threads) (--threads; OPENBLAS_NUM_THREADS=\(variable) is overridden)") }
+            return (threads, nil)
+        }
+        if let fromEnvironment { return (fromEnvironment, "BLAS threads: \(fromEnvironment) (OPENBLAS_NUM_THREADS)") }
+        return (max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks)), nil)
+    }
+
+    func resolvedThreads(ranks: Int) -> Int { resolved(ranks: ranks).threads }
 }
 
 /// A feature file whose width matches the model's input.

@@ -14,15 +14,20 @@ struct OrthoHashCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "orthohash",
         abstract: "Train OrthoHash deep-hashing models on CPU, evaluate them by Hamming ranking, encode data to binary codes.",
-        subcommands: [Train.self, Eval.self, Encode.self, Revisited.self, CodebookCommand.self, Export.self, Bench.self],
-        defaultSubcommand: Train.self)
+        version: orthohashVersion,
+        subcommands: [Train.self, Eval.self, Encode.self, Revisited.self, Inspect.self, CodebookCommand.self, Export.self, Bench.self])
 
     /// Every error a user can cause ends in one line, `error: ...`, and exit status 1: a file or
     /// data problem (OrthoHashError, which names the file), a flag that does not parse or a rule
     /// between flags (`validate()`). Help and similar requests print as ArgumentParser prints them.
     static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let first = arguments.first, !first.hasPrefix("-"), let unknown = unknownSubcommand(first) {
+            standardError("error: " + unknown)
+            Foundation.exit(1)
+        }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             try command.run()
         } catch let error as OrthoHashError {
             standardError("error: \(error)")
@@ -35,6 +40,34 @@ struct OrthoHashCommand: ParsableCommand {
             Foundation.exit(1)
         }
     }
+}
+
+/// The version `orthohash --version` prints.
+let orthohashVersion = "0.9.0"
+
+/// For a first argument that names no subcommand: one line saying so, with the nearest name.
+func unknownSubcommand(_ name: String) -> String? {
+    let names = OrthoHashCommand.configuration.subcommands.map { $0.configuration.commandName ?? "\($0)".lowercased() } + ["help"]
+    guard !names.contains(name) else { return nil }
+    let nearest = names.min { editDistance(name, $0) < editDistance(name, $1) }!
+    let suggestion = editDistance(name, nearest) <= max(2, nearest.count / 3) ? " (did you mean '\(nearest)'?)" : ""
+    return "'\(name)' is not an orthohash command\(suggestion); the commands are \(names.dropLast().joined(separator: ", ")) (orthohash --help)"
+}
+
+/// Levenshtein distance.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var row = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var previous = row[0]
+        row[0] = i
+        for j in stride(from: 1, through: b.count, by: 1) {
+            let substitution = previous + (a[i - 1] == b[j - 1] ? 0 : 1)
+            previous = row[j]
+            row[j] = min(substitution, row[j] + 1, row[j - 1] + 1)
+        }
+    }
+    return a.isEmpty ? b.count : row[b.count]
 }
 
 /// Runs `body` on this process's ranks: under an MPI launcher (mpirun, srun --mpi=pmix) every
@@ -53,7 +86,11 @@ func onRanks(collectiveTimeout: Double, ioTimeout: Double = 900, _ body: (DataPa
         throw ExitCode(Interruption.exitStatus)
     } catch let error as OrthoHashError {
         guard let mpi else { throw error }
-        mpi.abort("error: \(error)", code: 1)
+        // An error every rank met together is said once; any other ends the job from here.
+        guard error.everyRank else { mpi.abort("error: \(error)", code: 1) }
+        if mpi.rank == 0 { standardError("error: \(error)") }
+        mpi.finalize()
+        throw ExitCode(1)
     }
 }
 

@@ -24,7 +24,7 @@ extension OrthoHashCommand {
         func run() throws {
             let (_, ck, path) = try source.load()
             BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
-            let model = Resume.model(from: ck)
+            let model = try Resume.model(from: ck)
             let q = try openFeatures(queryFeatures, for: model, checkpoint: path)
             let db = try openFeatures(dbFeatures, for: model, checkpoint: path)
             let gt = try loadRevisitedGroundTruth(groundTruth, queries: q.rows, databaseRows: db.rows)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OrthoHashFaultInjection
+import OrthoHashMPI
 import OrthoHashNumerics
 import OrthoHashTraining
 
@@ -26,6 +27,8 @@ extension OrthoHashCommand {
         var ioTimeout: Double = 900
         @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
         @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
+        @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
+        var progressEvery: Double = 60
 
         /// The settings the flags give (before a resume puts them over the stored ones).
         func makeConfig() -> TrainConfig {
@@ -41,6 +44,10 @@ extension OrthoHashCommand {
         /// The flags' settings are checked here; with --resume the stored ones fill in what the
         /// flags leave out, so the merged settings are checked once merged.
         func validate() throws {
+            guard progressEvery >= 0, progressEvery.isFinite else { throw ValidationError("--progress-every must be at least 0, got \(progressEvery)") }
+            guard collectiveTimeout >= 0, ioTimeout >= 0, collectiveTimeout.isFinite, ioTimeout.isFinite else {
+                throw ValidationError("--collective-timeout and --io-timeout must be at least 0 (0: wait forever)")
+            }
             if resume && overwrite { throw ValidationError("--resume continues the run in --run-dir and --overwrite deletes it: choose one") }
             if !resume { try makeConfig().validate() }
         }
@@ -50,13 +57,22 @@ extension OrthoHashCommand {
                 let collective = dataParallel.collective
                 let config = try Resume.settings(flags: makeConfig(), defaults: Train.parse([]).makeConfig(), resume: resume,
                                                  runDir: RunDirectory(runDir), collective: collective)
-                try config.validate()
-                let threads = runtime.resolvedThreads(ranks: dataParallel.ranks)
-                BLAS.setThreads(threads)
-                let splits = try config.loadData()
-                let trainer = try Trainer(config: config, data: splits, runDir: runDir, dataParallel: dataParallel, threads: threads,
-                                          log: Log(rank: collective.rank, ranks: collective.ranks, quiet: quiet))
+                let (threads, threadNote) = runtime.resolved(ranks: dataParallel.ranks)
+                // What every rank checks and loads on its own: an error is said once, and one that
+                // only some ranks meet (a file missing on one node) still stops every rank.
+                let trainer = try collective.agree { () -> Trainer in
+                    if let unused = (data.unused(by: config) + model.unused(by: config)).first {
+                        throw OrthoHashError(unused + (resume ? " (the run's stored settings say otherwise)" : ""))
+                    }
+                    try config.validate()
+                    BLAS.setThreads(threads)
+                    return try Trainer(config: config, data: try config.loadData(), runDir: runDir, dataParallel: dataParallel,
+                                       threads: threads, log: Log(rank: collective.rank, ranks: collective.ranks, quiet: quiet))
+                }
+                if let threadNote { trainer.log.info(threadNote) }
                 trainer.faults = EnvironmentFaults()
+                // Under a launcher or into a log, a line now and then within an epoch (no bar there).
+                if isatty(1) == 0 || MPICollective.launched { trainer.progressEvery = progressEvery }
                 trainer.stopRequested = installStopHandlers(rank: collective.rank)
                 trainer.verify = verify
                 trainer.logSteps = logSteps

@@ -296,6 +296,111 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(["codebook", "--classes", "300000000", "--nbit", "4", "--method", "O"]), "use codebook B")
     }
 
+    /// Every option is checked with a one-line error: non-finite numbers, out-of-range values,
+    /// duplicate or empty cutoff lists, malformed lists, sizes that overflow or outgrow the
+    /// machine, and flags that belong to a mode the run is not in.
+    func testEveryOptionIsChecked() throws {
+        let dir = tempDir()
+        let args = try ["train"] + writeData(dir) + ["--run-dir", dir + "/r"]
+        func replacing(_ flag: String, _ value: String) -> [String] {
+            var a = args
+            a[a.firstIndex(of: flag)! + 1] = value
+            return a
+        }
+        let cases: [([String], String)] = [
+            (args + ["--gamma", "nan"], "--gamma must be a finite number, got nan"),
+            (args + ["--scale", "inf"], "--scale must be a finite number"),
+            (args + ["--lr=-1"], "--lr must be positive"),
+            (args + ["--betas", "1,0.5"], "--betas must both lie in [0, 1)"),
+            (args + ["--betas", "0.9"], "--betas takes two numbers"),
+            (args + ["--margin-type", "arc", "--margin", "2"], "--margin must be at most pi/2"),
+            (args + ["--margin=-0.1"], "--margin must be at least 0"),
+            (args + ["--ce", "0"], "--ce and --quan are both 0"),
+            (args + ["--step-size", "0"], "--step-size must be at least 1 epoch"),
+            (args + ["--scheduler", "multistep"], "--scheduler multistep needs --milestones"),
+            (args + ["--scheduler", "multistep", "--milestones", "5,3"], "--milestones must rise"),
+            (args + ["--eval-every=-1"], "--eval-every must be at least 0"),
+            (args + ["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
+            (args + ["--train-limit", "0"], "--train-limit must be at least 1"),
+            (replacing("--map-at", "100,100"), "--map-at lists a cutoff twice: 100,100"),
+            (replacing("--map-at", ""), "--map-at needs at least one cutoff"),
+            (args + ["--precision-at", "10,10"], "--precision-at lists a cutoff twice"),
+            (args + ["--backbone", "mlp", "--hidden", "1024,,5"], "--hidden takes comma-separated positive integers, got ''"),
+            (args + ["--backbone", "mlp", "--hidden", "100000,100000"], "more than this machine's"),
+            (args + ["--backbone", "mlp", "--hidden", "9223372036854775807,9223372036854775807"], "more parameters than can be counted"),
+            (replacing("--nbit", "100000"), "--nbit must be at most 65536"),
+            (args + ["--threads", "0"], "--threads must be at least 1"),
+            (args + ["--collective-timeout=-1"], "--collective-timeout and --io-timeout must be at least 0"),
+            (args + ["--hidden", "32"], "--hidden belongs to --backbone mlp"),
+            (args + ["--momentum", "0.5"], "--momentum belongs to --optimizer sgd"),
+            (args + ["--optimizer", "sgd", "--adam-eps", "1e-6"], "--adam-eps belongs to --optimizer adam"),
+            (args + ["--scheduler", "none", "--step-size", "3"], "--step-size belongs to --scheduler step"),
+            (args + ["--quan-type", "l2"], "--quan-type needs --quan above 0"),
+            (args + ["--data-dir", "/tmp"], "--data-dir belongs to --dataset fashion-mnist"),
+            (["train", "--train-features", dir + "/train_x.npy", "--run-dir", dir + "/r"], "--train-features belongs to --dataset npy"),
+            (["codebook", "--classes", "3000000000", "--nbit", "4096"], "more than this machine's"),
+            (["codebook", "--classes", "0"], "--classes must be at least 1"),
+        ]
+        for (arguments, fragment) in cases {
+            assertFails(try orthohash(arguments), fragment)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r/config.json"), "nothing was written")
+    }
+
+    /// The first things a new user types: a bare `orthohash` prints help, --version its version,
+    /// a misspelt command the nearest one; OPENBLAS_NUM_THREADS is honoured and the log says which
+    /// setting won; a run into a log gets progress lines within an epoch; `inspect` tells a run.
+    func testWhatANewUserTypes() throws {
+        let bare = try orthohash([])
+        XCTAssertEqual(bare.status, 0)
+        XCTAssertTrue(bare.stdout.contains("USAGE: orthohash <subcommand>"), bare.stdout)
+        XCTAssertTrue(try orthohash(["--version"]).stdout.hasPrefix("0."))
+        assertFails(try orthohash(["trian", "--epochs", "1"]), "'trian' is not an orthohash command (did you mean 'train'?)")
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "3"]
+        let fromEnvironment = try orthohash(["train"] + args.filter { $0 != "--quiet" } + ["--run-dir", dir + "/env", "--progress-every", "0.05"],
+                                            environment: ["OPENBLAS_NUM_THREADS": "1", "ORTHOHASH_TEST_STEP_SLEEP_MS": "20"])
+        XCTAssertEqual(fromEnvironment.status, 0, fromEnvironment.stderr)
+        XCTAssertTrue(fromEnvironment.stdout.contains("BLAS threads: 1 (OPENBLAS_NUM_THREADS)"), fromEnvironment.stdout)
+        XCTAssertTrue(fromEnvironment.stdout.contains("1 BLAS thread\n"), fromEnvironment.stdout)
+        XCTAssertTrue(fromEnvironment.stdout.split(separator: "\n").contains { $0.hasPrefix("epoch 2/3  step ") && $0.contains("/8  loss ") && $0.contains("samples/s  ETA ") },
+                      fromEnvironment.stdout)
+        let overridden = try orthohash(["train"] + args.filter { $0 != "--quiet" } + ["--run-dir", dir + "/flag", "--threads", "2"],
+                                       environment: ["OPENBLAS_NUM_THREADS": "1"])
+        XCTAssertTrue(overridden.stdout.contains("BLAS threads: 2 (--threads; OPENBLAS_NUM_THREADS=1 is overridden)"), overridden.stdout)
+        // inspect: a finished run, and one stopped in its second epoch.
+        let finished = try orthohash(["inspect", dir + "/env"])
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        XCTAssertTrue(finished.stdout.contains("state: finished, mAP@all "), finished.stdout)
+        XCTAssertTrue(finished.stdout.contains("step-0000000024.ohck    after epoch 3 of 3 (step 24)  best mAP@all "), finished.stdout)
+        XCTAssertEqual(try orthohash(["train"] + args + ["--run-dir", dir + "/cut"], environment: ["ORTHOHASH_TEST_SIGNAL": "11:TERM"]).status, 75)
+        let stopped = try orthohash(["inspect", dir + "/cut"])
+        XCTAssertTrue(stopped.stdout.contains("state: stopped in epoch 2 of 3, 3 steps into it (step 11); continue with: orthohash train --run-dir \(dir)/cut --resume"),
+                      stopped.stdout)
+        assertFails(try orthohash(["inspect", dir + "/nothing"]), "config.json: no such file")
+        // A checkpoint by its file name in the run's checkpoints/.
+        let byName = try orthohash(["eval", "--run-dir", dir + "/env", "--checkpoint", "step-0000000016.ohck"])
+        XCTAssertEqual(byName.status, 0, byName.stderr)
+        XCTAssertTrue(byName.stdout.contains("\"checkpoint\": \"\(dir)/env/checkpoints/step-0000000016.ohck\", \"epoch\": 2"), byName.stdout)
+    }
+
+    /// Files whose sizes overflow: an npy shape of 2^62 x 2^62, an IDX file of 2^31-row, 2^31-wide images.
+    func testSizesFromFilesAreChecked() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--run-dir", dir + "/r"]
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }"
+        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+        _ = FileManager.default.createFile(atPath: dir + "/huge.npy", contents: Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0] + Array(header.utf8)))
+        var huge = args
+        huge[huge.firstIndex(of: "--db-features")! + 1] = dir + "/huge.npy"
+        assertFails(try orthohash(["train"] + huge), "huge.npy", "truncated: header promises shape [4611686018427387904, 4611686018427387904]")
+        try FileManager.default.createDirectory(atPath: dir + "/fm", withIntermediateDirectories: true)
+        func bigEndian(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+        _ = FileManager.default.createFile(atPath: dir + "/fm/train-images-idx3-ubyte.gz",
+                                           contents: Data(bigEndian(2051) + bigEndian(0x7fff_ffff) + bigEndian(0x7fff_ffff) + bigEndian(0x7fff_ffff)))
+        assertFails(try orthohash(["train", "--data-dir", dir + "/fm", "--run-dir", dir + "/r2"]), "train-images-idx3-ubyte.gz", "truncated")
+    }
+
     func testCodebookCommand() throws {
         let dir = tempDir()
         let r = try orthohash(["codebook", "--classes", "10", "--nbit", "16", "--method", "O", "--seed", "1", "--out", dir + "/cb.npy"])

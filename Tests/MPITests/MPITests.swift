@@ -346,13 +346,22 @@ final class MPITests: XCTestCase {
     }
 
     /// A user error on the ranks ends the whole job with the rank named, never a hang.
+    /// An error every rank meets (the step's shared verdict, a data file every rank reads) is
+    /// said once, by rank 0, and the job exits 1 (issue 13: it was once per rank).
     func testErrorOnRanksEndsTheJob() throws {
         let dir = tempDir()
         var args = try writeData(dir)
         args[args.firstIndex(of: "--lr")! + 1] = "1e30"
         let job = try mpirun(np: 2, args + ["--run-dir", dir + "/nan"])
         XCTAssertNotEqual(job.status, 0)
-        XCTAssertTrue(job.stderr.contains("[rank 0] error: non-finite loss or gradient on rank 0 at step"), job.stderr)
+        XCTAssertTrue(job.stderr.contains("error: non-finite loss or gradient on rank 0 at step"), job.stderr)
+        XCTAssertEqual(job.stderr.split(separator: "\n").filter { $0.contains("error:") }.count, 1, job.stderr)
+        var missing = try writeData(dir)
+        missing[missing.firstIndex(of: "--train-features")! + 1] = dir + "/missing.npy"
+        let both = try mpirun(np: 3, missing + ["--run-dir", dir + "/missing", "--batch-size", "63"])
+        XCTAssertEqual(both.status, 1, both.stderr)
+        XCTAssertEqual(both.stderr.split(separator: "\n").filter { $0.contains("error:") },
+                       ["error: \(dir)/missing.npy: no such file"], both.stderr)
     }
 
     /// Gradients finite on every rank whose sum overflows (3e38 on each of 2 ranks) are found

@@ -308,3 +308,57 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(values, Array(model.parameters.array[model.hashWeight..<(model.hashWeight + 8)]))
     }
 }
+
+/// Rank 0 of a job of three, the other two ranks' answers to allGather scripted.
+final class ScriptedRanks: Collective {
+    let others: [[UInt8]]
+    init(others: [[UInt8]]) { self.others = others }
+    var rank: Int { 0 }
+    var ranks: Int { 3 }
+    func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
+    func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] { bytes }
+    func allGather(_ bytes: [UInt8]) -> [[UInt8]] { [bytes] + others }
+    func abort(_ message: String, code: Int32) -> Never { fatalError(message) }
+}
+
+final class AgreementTests: XCTestCase {
+    /// The ranks agree on how work that has no collectives inside went: one error, for every
+    /// rank, saying what each failing rank met (and once when all met the same).
+    func testErrorsAreAgreedOn() throws {
+        let missing = OrthoHashError("no such file", file: "x.npy")
+        func agreed(_ others: [String], mine: OrthoHashError?) -> OrthoHashError? {
+            do {
+                try ScriptedRanks(others: others.map { Array($0.utf8) }).agree { if let mine { throw mine } }
+                return nil
+            } catch let error as OrthoHashError { return error } catch { XCTFail("\(error)"); return nil }
+        }
+        XCTAssertNil(agreed(["", ""], mine: nil), "nobody failed")
+        let all = agreed(["x.npy: no such file", "x.npy: no such file"], mine: missing)
+        XCTAssertEqual(all?.description, "x.npy: no such file")
+        XCTAssertEqual(all?.everyRank, true)
+        let one = agreed(["", "x.npy: no such file"], mine: nil)
+        XCTAssertEqual(one?.description, "rank 2: x.npy: no such file", "a rank that did not fail stops too, told why")
+        XCTAssertEqual(one?.everyRank, true)
+        let mixed = agreed(["y.npy: cannot read", "x.npy: no such file"], mine: missing)
+        XCTAssertEqual(mixed?.description, "ranks 0, 2: x.npy: no such file; rank 1: y.npy: cannot read")
+    }
+
+    /// A checkpoint whose header asks for a model of more parameters than can be counted is an
+    /// error naming it, not a trap.
+    func testAbsurdModelInACheckpointIsRefused() throws {
+        let dir = temporaryDirectory()
+        let config = SyntheticNPY(dir: dir).config
+        let t = try Trainer(config: config, data: try config.loadData(), runDir: dir + "/run", log: Log(quiet: true))
+        t.progressBar = false
+        try t.run()
+        let path = CheckpointDirectory(runDir: dir + "/run").stepCheckpoints()[0]
+        var ck = try Checkpoint.read(path)
+        ck.state.model = ModelConfig(inputDim: Int.max / 2, backbone: .mlp, hidden: [Int.max / 2], nbit: 16, classes: 4)
+        ck.state.config.backbone = .mlp; ck.state.config.hidden = [Int.max / 2]
+        try ck.write(to: path)
+        var stored = try RunDirectory(dir + "/run").config()
+        stored.backbone = .mlp; stored.hidden = [Int.max / 2]
+        try AtomicFile.write(JSON.encode(stored), to: dir + "/run/config.json")
+        assertUserError("has more parameters than can be counted", file: path) { _ = try Resume.loadRun(dir + "/run", checkpoint: .last) }
+    }
+}
