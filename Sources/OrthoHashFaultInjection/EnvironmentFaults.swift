@@ -9,6 +9,8 @@ import OrthoHashTraining
 /// - `ORTHOHASH_TEST_STEP_SLEEP_MS`: every step sleeps this long (slows a run so a test can kill it).
 /// - `ORTHOHASH_TEST_CHECKPOINT_PAUSE`: seconds between writing a checkpoint's temporary file and
 ///   renaming it (so a test can kill the writer mid-write).
+/// - `ORTHOHASH_TEST_EVALUATION_PAUSE`: seconds before each evaluation (so a test can kill a job
+///   while it evaluates).
 /// - `ORTHOHASH_TEST_STOP_AFTER_STEPS`: end the run (exit 0, no summary) after that many global
 ///   steps, as if interrupted, so a test can resume it.
 /// - `ORTHOHASH_TEST_SIGNAL=STEP:SIGNAL[:RANK]`: before that step, that rank (default 0) sends
@@ -17,7 +19,7 @@ import OrthoHashTraining
 ///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
 ///   overflow), and counts as a rank that could not show their sum finite.
 public struct EnvironmentFaults: FaultInjection {
-    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double
+    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double, evaluationPause: Double
     public let stopAfterSteps: Int?
     let spike: (step: Int, value: Float)?
     let signal: (step: Int, signal: Int32, rank: Int)?
@@ -27,6 +29,7 @@ public struct EnvironmentFaults: FaultInjection {
         hangStep = environment["ORTHOHASH_TEST_HANG_STEP"].flatMap(Int.init)
         stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
         checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
+        evaluationPause = environment["ORTHOHASH_TEST_EVALUATION_PAUSE"].flatMap(Double.init) ?? 0
         stopAfterSteps = environment["ORTHOHASH_TEST_STOP_AFTER_STEPS"].flatMap(Int.init)
         let parts = environment["ORTHOHASH_TEST_GRADIENT_SPIKE"]?.split(separator: ":") ?? []
         if parts.count == 2, let step = Int(parts[0]), let value = Float(parts[1]) { spike = (step, value) } else { spike = nil }
@@ -53,5 +56,9 @@ public struct EnvironmentFaults: FaultInjection {
 
     public func beforeCheckpointRename() {
         if checkpointPause > 0 { usleep(UInt32(checkpointPause * 1e6)) }
+    }
+
+    public func beforeEvaluation() {
+        if evaluationPause > 0 { usleep(UInt32(evaluationPause * 1e6)) }
     }
 }

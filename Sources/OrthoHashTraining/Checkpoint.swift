@@ -29,6 +29,10 @@ public struct CheckpointState: Codable, Equatable {
     public var worldSize: Int
     /// The data order of epoch e is Xoshiro256(seed, stream: epochPermutation + e).permutation(n).
     public var permutationSeed: UInt64
+    /// The last step's loss, in a checkpoint of an epoch whose steps are done but whose end
+    /// (evaluation, metrics, at the last epoch the summary's final loss) is still to come;
+    /// absent otherwise.
+    public var lastStepLoss: Double? = nil
 }
 
 public struct Checkpoint {

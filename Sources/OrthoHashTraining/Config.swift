@@ -62,7 +62,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         func need(_ ok: Bool, _ message: @autoclosure () -> String) throws { if !ok { throw OrthoHashError(message()) } }
         func finite(_ flag: String, _ v: Float) throws { try need(v.isFinite, "\(flag) must be a finite number, got \(v)") }
         try need(nbit >= 1, "--nbit must be at least 1, got \(nbit)")
-        try need(nbit <= 1 << 16, "--nbit must be at most 65536, got \(nbit)")
+        // Hamming distances are kept as 16-bit counts (the ranking's counting sort).
+        try need(nbit <= 65_535, "--nbit must be at most 65535, got \(nbit)")
         try need(batchSize >= 2, "--batch-size must be at least 2 (BatchNorm needs two rows), got \(batchSize)")
         try need(epochs >= 1, "--epochs must be at least 1, got \(epochs)")
         if backbone == .mlp {

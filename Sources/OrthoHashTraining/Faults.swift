@@ -13,6 +13,8 @@ public protocol FaultInjection {
     func afterBackward(_ gradients: FloatBuffer, step: Int) -> Bool
     /// Between writing a checkpoint's temporary file and renaming it into place.
     func beforeCheckpointRename()
+    /// Before an evaluation (the checkpoint of the epoch it follows is written).
+    func beforeEvaluation()
     /// Stop the run (as if interrupted: no summary) after this many global steps.
     var stopAfterSteps: Int? { get }
 }
@@ -23,5 +25,6 @@ public struct NoFaults: FaultInjection {
     public func beforeStep(rank: Int, step: Int) {}
     public func afterBackward(_ gradients: FloatBuffer, step: Int) -> Bool { false }
     public func beforeCheckpointRename() {}
+    public func beforeEvaluation() {}
     public var stopAfterSteps: Int? { nil }
 }

@@ -42,12 +42,23 @@ public struct RunDirectory {
 
     public init(_ path: String) { self.path = path }
 
-    /// Creates the directory and its checkpoints/.
+    /// Creates the directory and its checkpoints/ (and the directories above them), saying
+    /// which path is in the way when one is not a directory.
     public func create() throws {
-        do {
-            try FileManager.default.createDirectory(atPath: checkpoints.path, withIntermediateDirectories: true)
-        } catch {
-            throw OrthoHashError("cannot create the run directory: \(ioReason(error))", file: path)
+        var built = path.hasPrefix("/") ? "" : "."
+        for component in checkpoints.path.split(separator: "/") {
+            built += "/" + component
+            var info = stat()
+            if stat(built, &info) == 0 {
+                guard info.st_mode & S_IFMT == S_IFDIR else {
+                    throw OrthoHashError("cannot create the run directory: \(built) is \(built == path ? "there" : "in the way") and not a directory", file: path,
+                                         hint: "choose another --run-dir")
+                }
+                continue
+            }
+            guard mkdir(built, 0o755) == 0 || errno == EEXIST else {
+                throw OrthoHashError("cannot create the run directory: \(built): \(String(cString: strerror(errno)))", file: path)
+            }
         }
     }
 

@@ -120,6 +120,8 @@ public final class Trainer {
             ck.restore(into: model, optimizer: optimizer)
             state = ck.state
             state.config = config
+            lastLoss = state.lastStepLoss ?? 0
+            state.lastStepLoss = nil
             if ck.state.worldSize != dataParallel.ranks {
                 log.info("resuming a \(ck.state.worldSize)-rank run with \(dataParallel.ranks) ranks: the global batch (\(config.batchSize)) and data order are unchanged")
             }
@@ -285,6 +287,7 @@ public final class Trainer {
         state.epochLossSum = 0; state.epochCorrect = 0; state.epochSamples = 0; state.epochSeconds = 0
         var evaluated: RetrievalResult? = nil
         if evaluationDue {
+            faults.beforeEvaluation()
             let result = try evaluate()
             evaluated = result
             if let first = result.meanAP.first, first > (state.bestMAP ?? -1) {
@@ -324,8 +327,10 @@ public final class Trainer {
         dataParallel.gatherOptimizerState(model.store)
         let target = path ?? runDir.checkpoints.stepPath(state.globalStep)
         if path == nil { checkpointedStep = state.globalStep }
+        var saved = state!
+        saved.lastStepLoss = state.stepInEpoch == loader.stepsPerEpoch ? lastLoss : nil
         try collective.onCoordinator("writing \(target)") {
-            try Checkpoint(state: state, model: model, optimizer: optimizer).write(to: target, beforeRename: faults.beforeCheckpointRename)
+            try Checkpoint(state: saved, model: model, optimizer: optimizer).write(to: target, beforeRename: faults.beforeCheckpointRename)
             if path == nil { runDir.checkpoints.prune(keep: config.keepCheckpoints) }
         }
         collective.setActivity("training")

@@ -219,6 +219,32 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// The end of a run writes its checkpoint before the evaluation: a job killed (kill -9) while
+    /// it evaluates loses no training, and --resume evaluates and ends as the uninterrupted run.
+    func testKilledDuringTheLastEvaluationLosesNoTraining() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "3", "--threads", "1"]
+        XCTAssertEqual(try orthohash(["train"] + args + ["--run-dir", dir + "/whole"]).status, 0)
+        let run = dir + "/run"
+        let job = try start(["train"] + args + ["--run-dir", run], environment: ["ORTHOHASH_TEST_EVALUATION_PAUSE": "30"])
+        let last = run + "/checkpoints/step-0000000024.ohck", started = Date()
+        while !FileManager.default.fileExists(atPath: last) && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+        usleep(200_000)
+        kill(job.process.processIdentifier, SIGKILL)
+        _ = job.finish()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/summary.json"))
+        XCTAssertEqual(try Checkpoint.read(last).state.globalStep, 24, "all 24 steps are in the checkpoint")
+        let resumed = try orthohash(["train", "--run-dir", run, "--resume", "--threads", "1", "--quiet"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        func summary(_ r: String) throws -> [String: Any] {
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: r + "/summary.json"))) as! [String: Any]
+        }
+        XCTAssertEqual(try summary(run)["map"] as! [String: Double], try summary(dir + "/whole")["map"] as! [String: Double])
+        XCTAssertEqual(try summary(run)["final_loss"] as! Double, try summary(dir + "/whole")["final_loss"] as! Double)
+        XCTAssertEqual(try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").count, 3)
+        XCTAssertEqual(try Checkpoint.read(last).parameters, try Checkpoint.read(dir + "/whole/checkpoints/step-0000000024.ohck").parameters)
+    }
+
     /// A second job on a run directory another job trains in stops at once, naming the holder;
     /// the first goes on to its end. A new run into a directory that holds a run is refused, and
     /// --overwrite starts afresh there.
@@ -328,7 +354,7 @@ final class CLITests: XCTestCase {
             (args + ["--backbone", "mlp", "--hidden", "1024,,5"], "--hidden takes comma-separated positive integers, got ''"),
             (args + ["--backbone", "mlp", "--hidden", "100000,100000"], "more than this machine's"),
             (args + ["--backbone", "mlp", "--hidden", "9223372036854775807,9223372036854775807"], "more parameters than can be counted"),
-            (replacing("--nbit", "100000"), "--nbit must be at most 65536"),
+            (replacing("--nbit", "100000"), "--nbit must be at most 65535"),
             (args + ["--threads", "0"], "--threads must be at least 1"),
             (args + ["--collective-timeout=-1"], "--collective-timeout and --io-timeout must be at least 0"),
             (args + ["--hidden", "32"], "--hidden belongs to --backbone mlp"),
@@ -345,6 +371,11 @@ final class CLITests: XCTestCase {
             assertFails(try orthohash(arguments), fragment)
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r/config.json"), "nothing was written")
+        // A run directory that cannot be one: what is in the way is named.
+        _ = FileManager.default.createFile(atPath: dir + "/afile", contents: Data())
+        let data = Array(args.dropLast(2))
+        assertFails(try orthohash(data + ["--run-dir", dir + "/afile"]), "cannot create the run directory: \(dir)/afile is there and not a directory")
+        assertFails(try orthohash(data + ["--run-dir", dir + "/afile/run"]), "cannot create the run directory: \(dir)/afile is in the way and not a directory")
     }
 
     /// The first things a new user types: a bare `orthohash` prints help, --version its version,
