@@ -197,4 +197,8 @@ public enum NPYWriter {
     public static func write(path: String, shape: [Int], int64: [Int64]) throws {
         try int64.withUnsafeBytes { try write(path: path, type: .int64, shape: shape, bytes: $0) }
     }
+
+    public static func write(path: String, shape: [Int], int32: [Int32]) throws {
+        try int32.withUnsafeBytes { try write(path: path, type: .int32, shape: shape, bytes: $0) }
+    }
 }

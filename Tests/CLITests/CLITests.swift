@@ -451,4 +451,52 @@ final class CLITests: XCTestCase {
         let cb = try loadCodebook(dir + "/cb.npy", classes: 10, bits: 16)
         XCTAssertTrue(r.stdout.contains("min Hamming \(cb.pairwiseHamming().minimum) "), r.stdout)
     }
+
+    /// `orthohash search` writes the brute-force answer (int64 ids, int32 distances) for every
+    /// kernel; files that are not packed codes, or do not match, get one line naming the file.
+    func testSearch() throws {
+        let dir = tempDir()
+        var rng = Xoshiro256(seed: 11)
+        let bytes = 9, M = 3000, Q = 7
+        let db = (0..<(M * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let q = (0..<(Q * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        try NPYWriter.write(path: dir + "/db.npy", shape: [M, bytes], uint8: db)
+        try NPYWriter.write(path: dir + "/q.npy", shape: [Q, bytes], uint8: q)
+        var expected: [(Int32, Int64)] = []
+        for i in 0..<Q {
+            let d = (0..<M).map { x in (0..<bytes).reduce(0) { $0 + (q[i * bytes + $1] ^ db[x * bytes + $1]).nonzeroBitCount } }
+            expected += (0..<M).sorted { (d[$0], $0) < (d[$1], $1) }.prefix(25).map { (Int32(d[$0]), Int64($0)) }
+        }
+        for kernel in ["auto", "portable"] {
+            let r = try orthohash(["search", "--db", dir + "/db.npy", "--queries", dir + "/q.npy", "--k", "25", "--out", dir + "/ids.npy",
+                                   "--distances", dir + "/d.npy", "--threads", "2", "--kernel", kernel])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("searched 7 queries in 3000 codes of 72 bits, k = 25"), r.stderr)
+            let ids = try NPYArray(path: dir + "/ids.npy"), d = try NPYArray(path: dir + "/d.npy")
+            XCTAssertEqual(ids.type, .int64); XCTAssertEqual(ids.shape, [Q, 25])
+            XCTAssertEqual(d.type, .int32); XCTAssertEqual(d.shape, [Q, 25])
+            let got = (0..<(Q * 25)).map { (Int32(d.double(at: $0)), Int64(ids.double(at: $0))) }
+            XCTAssertTrue(got.elementsEqual(expected, by: ==), "kernel \(kernel)")
+        }
+        let base = ["search", "--db", dir + "/db.npy", "--queries", dir + "/q.npy", "--out", dir + "/o.npy"]
+        try NPYWriter.write(path: dir + "/narrow.npy", shape: [Q, 8], uint8: Array(q.prefix(Q * 8)))
+        assertFails(try orthohash(["search", "--db", dir + "/db.npy", "--queries", dir + "/narrow.npy", "--out", dir + "/o.npy"]),
+                    "narrow.npy", "8 bytes wide but the database's are 9")
+        assertFails(try orthohash(base + ["--k", "3001"]), "db.npy", "--k 3001 is more than the 3000 database codes")
+        assertFails(try orthohash(base + ["--k", "0"]), "--k must be at least 1")
+        try NPYWriter.write(path: dir + "/float.npy", shape: [4, 2], floats: Array(repeating: 1, count: 8))
+        assertFails(try orthohash(["search", "--db", dir + "/float.npy", "--queries", dir + "/q.npy", "--out", dir + "/o.npy"]),
+                    "float.npy", "expected packed codes, uint8 of shape (rows, bytes); found f4 of shape [4, 2]")
+        try NPYWriter.write(path: dir + "/flat.npy", shape: [9], uint8: Array(q.prefix(9)))
+        assertFails(try orthohash(["search", "--db", dir + "/db.npy", "--queries", dir + "/flat.npy", "--out", dir + "/o.npy"]),
+                    "flat.npy", "found u1 of shape [9]")
+        try NPYWriter.write(path: dir + "/none.npy", shape: [0, 9], uint8: [])
+        assertFails(try orthohash(["search", "--db", dir + "/none.npy", "--queries", dir + "/q.npy", "--out", dir + "/o.npy"]),
+                    "none.npy", "no codes")
+        assertFails(try orthohash(["search", "--db", dir + "/missing.npy", "--queries", dir + "/q.npy", "--out", dir + "/o.npy"]),
+                    "missing.npy: no such file")
+        assertFails(try orthohash(base + ["--kernel", "sse"]), "--kernel")
+        assertFails(try orthohash(base + ["--out", dir]), dir)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/o.npy"))
+    }
 }

@@ -40,4 +40,19 @@ int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 /// dst[i] = table[src[i]] (table: 256 entries): 8-bit pixels to features.
 void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *table);
 
+
+/// Codes of up to 2^20 bytes (distances below 2^24) and databases of up to 2^40 rows.
+#define OH_HAMMING_MAX_CODE_BYTES 1048576ull
+#define OH_HAMMING_MAX_ROWS 1099511627776ull
+/// The Hamming search kernel this CPU runs: 3 AVX-512 with VPOPCNTDQ, 2 AVX2, 1 the POPCNT
+/// instruction, 0 portable C.
+int oh_hamming_level(void);
+/// For each of the `nq` query codes (`code_bytes` bytes each, any bit layout the database shares),
+/// the `k` database rows nearest by Hamming distance, ties by ascending row: `ids` and `distances`
+/// (nq, k), ascending by (distance, row). `level` picks the kernel (at most oh_hamming_level()).
+/// Returns 0, -1 for bad sizes (k of 0 or above the database, codes wider than
+/// OH_HAMMING_MAX_CODE_BYTES, more rows than OH_HAMMING_MAX_ROWS), -2 when out of memory.
+int oh_hamming_topk(const uint8_t *queries, size_t nq, const uint8_t *db, size_t ndb, size_t code_bytes, size_t k,
+                    int64_t *ids, int32_t *distances, int level);
+
 #endif

@@ -1,0 +1,417 @@
+// Exact Hamming search over packed binary codes: the k nearest database rows of each query, ties
+// by ascending row (the order faiss returns), and the distances of one query to every row.
+//
+// Codes are `code_bytes` bytes each, in any fixed bit layout shared by queries and database (a
+// Hamming distance does not depend on the order of the bits): numpy.packbits' rows as `orthohash
+// encode` writes them, read in place from a memory-mapped file. The database is walked in chunks
+// that are copied word-transposed (word w of T consecutive codes side by side) into a buffer that
+// stays in cache, so that one vector instruction compares a query with 8 codes; every query of a
+// block meets each chunk while it is in cache, four at a time (each vector of codes is loaded once
+// for four queries). A query keeps candidates in a buffer of 4k entries: a row enters when its
+// distance is below the query's limit (the worst distance of its k best so far; rows arrive in
+// ascending order, so a later row at that distance is worse), and when the buffer is full a
+// quickselect keeps the k best and lowers the limit. After the first few chunks almost no row
+// enters, and the cost is the distance computation alone.
+//
+// Four variants, chosen at run time: AVX-512 with VPOPCNTDQ (8 codes per instruction), AVX2
+// (4 codes, bits counted by table lookups), the POPCNT instruction, and portable C.
+
+#include "ohkernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define OH_X86 1
+#endif
+
+// Word w of code x, from `code_bytes` bytes (the last word zero-padded).
+static inline uint64_t code_word(const uint8_t *code, size_t code_bytes, size_t w) {
+    uint64_t v = 0;
+    size_t at = w * 8, n = code_bytes - at < 8 ? code_bytes - at : 8;
+    memcpy(&v, code + at, n);
+    return v;
+}
+
+// A candidate as one integer: distance in the high 24 bits, row in the low 40, so that integer
+// order is (distance, row) order (the limits OH_HAMMING_MAX_CODE_BYTES and _ROWS keep both in).
+typedef uint64_t neighbour;
+#define ROW_BITS 40
+static inline neighbour make_neighbour(uint32_t d, int64_t row) { return (uint64_t)d << ROW_BITS | (uint64_t)row; }
+static inline uint32_t neighbour_distance(neighbour n) { return (uint32_t)(n >> ROW_BITS); }
+static inline int64_t neighbour_row(neighbour n) { return (int64_t)(n & (((uint64_t)1 << ROW_BITS) - 1)); }
+
+// Moves the `k` smallest of the `n` entries of `v` to its front, in any order (quickselect:
+// Lomuto partitions around a median of three).
+static void keep_best(neighbour *v, size_t n, size_t k) {
+    if (k >= n) return;
+    size_t lo = 0, hi = n - 1;                     // inclusive
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        neighbour t;
+#define SWAP(a, b) (t = v[a], v[a] = v[b], v[b] = t)
+        if (v[mid] < v[lo]) SWAP(mid, lo);
+        if (v[hi] < v[lo]) SWAP(hi, lo);
+        if (v[mid] < v[hi]) SWAP(mid, hi);         // v[hi]: the median of the three
+        const neighbour pivot = v[hi];
+        size_t store = lo;
+        for (size_t i = lo; i < hi; i++)
+            if (v[i] < pivot) { SWAP(i, store); store++; }
+        SWAP(store, hi);                           // [lo, store) below the pivot, now at store
+#undef SWAP
+        if (store == k) return;
+        if (store > k) hi = store - 1; else lo = store + 1;
+    }
+}
+
+// A query's candidates: a buffer of `cap` entries that rows enter by appending, while their
+// distance is below `limit`; when it is full, the k best are kept and `limit` becomes the worst
+// distance among them (rows arrive in ascending order, so a later row of equal distance is worse).
+// When cap is every row (k close to the database size), the buffer fills only at the end.
+typedef struct {
+    size_t k, words, cap;
+    neighbour *kept;   // (queries, cap): cap = 4k, or every row when there are fewer
+    size_t *count;     // (nq)
+    uint32_t *limit;   // (nq) a row enters when its distance is below this
+} topk_state;
+
+static void compact(topk_state *s, size_t q) {
+    const size_t k = s->k;
+    neighbour *v = s->kept + q * s->cap;
+    keep_best(v, s->count[q], k);
+    s->count[q] = k;
+    neighbour worst = 0;
+    for (size_t j = 0; j < k; j++) worst = v[j] > worst ? v[j] : worst;
+    s->limit[q] = neighbour_distance(worst);
+}
+
+static inline void offer(topk_state *s, size_t q, uint32_t d, int64_t id) {
+    size_t n = s->count[q];
+    s->kept[q * s->cap + n] = make_neighbour(d, id);
+    s->count[q] = ++n;
+    if (n == s->cap) compact(s, q);
+}
+
+// One query against one transposed chunk of `n` codes (stride T words apart), rows from `first`.
+typedef void (*chunk_fn)(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first);
+
+static void chunk_portable(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    const size_t W = s->words;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t d = 0;
+        for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[w] ^ chunk[w * T + i]);
+        if (d < s->limit[q]) offer(s, q, d, first + (int64_t)i);
+    }
+}
+
+#if OH_X86
+__attribute__((target("popcnt")))
+static void chunk_popcnt(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    const size_t W = s->words;
+    if (W == 1) {
+        const uint64_t a = query[0];
+        for (size_t i = 0; i < n; i++) {
+            uint32_t d = (uint32_t)__builtin_popcountll(a ^ chunk[i]);
+            if (d < s->limit[q]) offer(s, q, d, first + (int64_t)i);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t d = 0;
+        for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[w] ^ chunk[w * T + i]);
+        if (d < s->limit[q]) offer(s, q, d, first + (int64_t)i);
+    }
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
+static void chunk_avx512(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    const size_t W = s->words;
+    size_t i = 0;
+    __m512i limit = _mm512_set1_epi64((long long)s->limit[q]);
+    for (; i + 8 <= n; i += 8) {
+        __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(chunk + i), _mm512_set1_epi64((long long)query[0])));
+        for (size_t w = 1; w < W; w++)
+            d = _mm512_add_epi64(d, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(chunk + w * T + i),
+                                                                         _mm512_set1_epi64((long long)query[w]))));
+        __mmask8 below = _mm512_cmplt_epu64_mask(d, limit);
+        if (below) {
+            uint64_t lane[8];
+            _mm512_storeu_si512(lane, d);
+            while (below) {
+                int j = __builtin_ctz(below);
+                below &= (__mmask8)(below - 1);
+                // The limit may have fallen since the compare (rows of this vector entered).
+                if (lane[j] < s->limit[q]) offer(s, q, (uint32_t)lane[j], first + (int64_t)(i + (size_t)j));
+            }
+            limit = _mm512_set1_epi64((long long)s->limit[q]);
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t d = 0;
+        for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[w] ^ chunk[w * T + i]);
+        if (d < s->limit[q]) offer(s, q, d, first + (int64_t)i);
+    }
+}
+
+// Four queries at once: each vector of 8 codes is loaded once and compared with all four, which
+// divides the loads per comparison by four and gives the core independent work. The body is
+// inlined with W a constant for the usual code lengths, so that the distances and limits stay
+// in registers.
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq,popcnt"), always_inline))
+static inline void avx512_four_body(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T,
+                                    int64_t first, const size_t W) {
+    size_t i = 0;
+    __m512i l0 = _mm512_set1_epi64((long long)s->limit[q]), l1 = _mm512_set1_epi64((long long)s->limit[q + 1]);
+    __m512i l2 = _mm512_set1_epi64((long long)s->limit[q + 2]), l3 = _mm512_set1_epi64((long long)s->limit[q + 3]);
+    for (; i + 8 <= n; i += 8) {
+        __m512i d0 = _mm512_setzero_si512(), d1 = d0, d2 = d0, d3 = d0;
+        for (size_t w = 0; w < W; w++) {
+            const __m512i x = _mm512_loadu_si512(chunk + w * T + i);
+            d0 = _mm512_add_epi64(d0, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_set1_epi64((long long)query[w]))));
+            d1 = _mm512_add_epi64(d1, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_set1_epi64((long long)query[W + w]))));
+            d2 = _mm512_add_epi64(d2, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_set1_epi64((long long)query[2 * W + w]))));
+            d3 = _mm512_add_epi64(d3, _mm512_popcnt_epi64(_mm512_xor_si512(x, _mm512_set1_epi64((long long)query[3 * W + w]))));
+        }
+        // d - limit is negative where a row is below its query's limit (both far below 2^63):
+        // one test of the four differences' sign bits instead of four compares.
+        const __m512i any = _mm512_or_si512(_mm512_or_si512(_mm512_sub_epi64(d0, l0), _mm512_sub_epi64(d1, l1)),
+                                            _mm512_or_si512(_mm512_sub_epi64(d2, l2), _mm512_sub_epi64(d3, l3)));
+        if (__builtin_expect(_mm512_movepi64_mask(any) == 0, 1)) continue;
+        const __mmask8 b0 = _mm512_cmplt_epu64_mask(d0, l0), b1 = _mm512_cmplt_epu64_mask(d1, l1);
+        const __mmask8 b2 = _mm512_cmplt_epu64_mask(d2, l2), b3 = _mm512_cmplt_epu64_mask(d3, l3);
+        const __m512i dj[4] = {d0, d1, d2, d3};
+        const __mmask8 bj[4] = {b0, b1, b2, b3};
+        for (int j = 0; j < 4; j++) {
+            if (!bj[j]) continue;
+            const size_t qj = q + (size_t)j;
+            uint64_t lane[8];
+            _mm512_storeu_si512(lane, dj[j]);
+            __mmask8 m = bj[j];
+            while (m) {
+                int b = __builtin_ctz(m);
+                m &= (__mmask8)(m - 1);
+                // The limit may have fallen since the compare (rows of this vector entered).
+                if (lane[b] < s->limit[qj]) offer(s, qj, (uint32_t)lane[b], first + (int64_t)(i + (size_t)b));
+            }
+        }
+        l0 = _mm512_set1_epi64((long long)s->limit[q]); l1 = _mm512_set1_epi64((long long)s->limit[q + 1]);
+        l2 = _mm512_set1_epi64((long long)s->limit[q + 2]); l3 = _mm512_set1_epi64((long long)s->limit[q + 3]);
+    }
+    for (; i < n; i++) {
+        for (int j = 0; j < 4; j++) {
+            uint32_t d = 0;
+            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[(size_t)j * W + w] ^ chunk[w * T + i]);
+            if (d < s->limit[q + (size_t)j]) offer(s, q + (size_t)j, d, first + (int64_t)i);
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512dq,avx512vpopcntdq,popcnt")))
+static void chunk_avx512_four(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    switch (s->words) {
+    case 1: avx512_four_body(s, q, query, chunk, n, T, first, 1); break;
+    case 2: avx512_four_body(s, q, query, chunk, n, T, first, 2); break;
+    case 4: avx512_four_body(s, q, query, chunk, n, T, first, 4); break;
+    case 8: avx512_four_body(s, q, query, chunk, n, T, first, 8); break;
+    default: avx512_four_body(s, q, query, chunk, n, T, first, s->words); break;
+    }
+}
+
+// The same four-at-once scheme with the POPCNT instruction, one code at a time, W a constant
+// for the usual lengths; the four limits are tested at once through the signs of d - limit.
+__attribute__((target("popcnt"), always_inline))
+static inline void popcnt_four_body(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T,
+                                    int64_t first, const size_t W) {
+    int64_t l0 = s->limit[q], l1 = s->limit[q + 1], l2 = s->limit[q + 2], l3 = s->limit[q + 3];
+    for (size_t i = 0; i < n; i++) {
+        int64_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        for (size_t w = 0; w < W; w++) {
+            const uint64_t x = chunk[w * T + i];
+            d0 += __builtin_popcountll(x ^ query[w]);
+            d1 += __builtin_popcountll(x ^ query[W + w]);
+            d2 += __builtin_popcountll(x ^ query[2 * W + w]);
+            d3 += __builtin_popcountll(x ^ query[3 * W + w]);
+        }
+        if (__builtin_expect(((d0 - l0) | (d1 - l1) | (d2 - l2) | (d3 - l3)) >= 0, 1)) continue;
+        if (d0 < l0) offer(s, q, (uint32_t)d0, first + (int64_t)i);
+        if (d1 < l1) offer(s, q + 1, (uint32_t)d1, first + (int64_t)i);
+        if (d2 < l2) offer(s, q + 2, (uint32_t)d2, first + (int64_t)i);
+        if (d3 < l3) offer(s, q + 3, (uint32_t)d3, first + (int64_t)i);
+        l0 = s->limit[q]; l1 = s->limit[q + 1]; l2 = s->limit[q + 2]; l3 = s->limit[q + 3];
+    }
+}
+
+__attribute__((target("popcnt")))
+static void chunk_popcnt_four(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    switch (s->words) {
+    case 1: popcnt_four_body(s, q, query, chunk, n, T, first, 1); break;
+    case 2: popcnt_four_body(s, q, query, chunk, n, T, first, 2); break;
+    case 4: popcnt_four_body(s, q, query, chunk, n, T, first, 4); break;
+    case 8: popcnt_four_body(s, q, query, chunk, n, T, first, 8); break;
+    default: popcnt_four_body(s, q, query, chunk, n, T, first, s->words); break;
+    }
+}
+
+// AVX2 has no vector popcount: each byte's bits are counted by two table lookups of its nibbles
+// (vpshufb), the counts of a code's W words added per byte (at most 8 W <= 248), and summed per
+// 64-bit lane (vpsadbw). Four queries share each vector of 4 codes, as above.
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline __m256i byte_counts(__m256i v) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                           _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+}
+
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline void avx2_four_body(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T,
+                                  int64_t first, const size_t W) {
+    size_t i = 0;
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i l0 = _mm256_set1_epi64x((long long)s->limit[q]), l1 = _mm256_set1_epi64x((long long)s->limit[q + 1]);
+    __m256i l2 = _mm256_set1_epi64x((long long)s->limit[q + 2]), l3 = _mm256_set1_epi64x((long long)s->limit[q + 3]);
+    for (; i + 4 <= n; i += 4) {
+        __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+        for (size_t w = 0; w < W; w++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(chunk + w * T + i));
+            c0 = _mm256_add_epi8(c0, byte_counts(_mm256_xor_si256(x, _mm256_set1_epi64x((long long)query[w]))));
+            c1 = _mm256_add_epi8(c1, byte_counts(_mm256_xor_si256(x, _mm256_set1_epi64x((long long)query[W + w]))));
+            c2 = _mm256_add_epi8(c2, byte_counts(_mm256_xor_si256(x, _mm256_set1_epi64x((long long)query[2 * W + w]))));
+            c3 = _mm256_add_epi8(c3, byte_counts(_mm256_xor_si256(x, _mm256_set1_epi64x((long long)query[3 * W + w]))));
+        }
+        const __m256i d0 = _mm256_sad_epu8(c0, zero), d1 = _mm256_sad_epu8(c1, zero);
+        const __m256i d2 = _mm256_sad_epu8(c2, zero), d3 = _mm256_sad_epu8(c3, zero);
+        const __m256i any = _mm256_or_si256(_mm256_or_si256(_mm256_sub_epi64(d0, l0), _mm256_sub_epi64(d1, l1)),
+                                            _mm256_or_si256(_mm256_sub_epi64(d2, l2), _mm256_sub_epi64(d3, l3)));
+        if (__builtin_expect(_mm256_movemask_pd(_mm256_castsi256_pd(any)) == 0, 1)) continue;
+        const __m256i dj[4] = {d0, d1, d2, d3};
+        for (int j = 0; j < 4; j++) {
+            const size_t qj = q + (size_t)j;
+            uint64_t lane[4];
+            _mm256_storeu_si256((__m256i *)lane, dj[j]);
+            for (int b = 0; b < 4; b++)
+                if (lane[b] < s->limit[qj]) offer(s, qj, (uint32_t)lane[b], first + (int64_t)(i + (size_t)b));
+        }
+        l0 = _mm256_set1_epi64x((long long)s->limit[q]); l1 = _mm256_set1_epi64x((long long)s->limit[q + 1]);
+        l2 = _mm256_set1_epi64x((long long)s->limit[q + 2]); l3 = _mm256_set1_epi64x((long long)s->limit[q + 3]);
+    }
+    for (; i < n; i++) {
+        for (int j = 0; j < 4; j++) {
+            uint32_t d = 0;
+            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[(size_t)j * W + w] ^ chunk[w * T + i]);
+            if (d < s->limit[q + (size_t)j]) offer(s, q + (size_t)j, d, first + (int64_t)i);
+        }
+    }
+}
+
+__attribute__((target("avx2,popcnt")))
+static void chunk_avx2_four(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t n, size_t T, int64_t first) {
+    switch (s->words) {
+    case 1: avx2_four_body(s, q, query, chunk, n, T, first, 1); break;
+    case 2: avx2_four_body(s, q, query, chunk, n, T, first, 2); break;
+    case 4: avx2_four_body(s, q, query, chunk, n, T, first, 4); break;
+    case 8: avx2_four_body(s, q, query, chunk, n, T, first, 8); break;
+    default:
+        // Byte counts of up to 31 words fit in a byte; longer codes go 31 words at a time.
+        if (s->words <= 31) avx2_four_body(s, q, query, chunk, n, T, first, s->words);
+        else chunk_popcnt_four(s, q, query, chunk, n, T, first);
+        break;
+    }
+}
+#endif
+
+int oh_hamming_level(void) {
+#if OH_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vpopcntdq")) return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return 2;
+    if (__builtin_cpu_supports("popcnt")) return 1;
+#endif
+    return 0;
+}
+
+static chunk_fn chunk_kernel(int level) {
+#if OH_X86
+    if (level >= 3) return chunk_avx512;
+    if (level >= 1) return chunk_popcnt;
+#endif
+    (void)level;
+    return chunk_portable;
+}
+
+// Four consecutive queries (their words side by side in `query`); NULL: take them one by one.
+static chunk_fn chunk_kernel_four(int level) {
+#if OH_X86
+    if (level >= 3) return chunk_avx512_four;
+    if (level == 2) return chunk_avx2_four;
+    if (level == 1) return chunk_popcnt_four;
+#endif
+    (void)level;
+    return NULL;
+}
+
+static int by_distance_then_row(const void *a, const void *b) {
+    const neighbour x = *(const neighbour *)a, y = *(const neighbour *)b;
+    return x < y ? -1 : x > y;
+}
+
+// Candidate buffers of one block of queries take at most this many bytes (or four queries' worth).
+#define STATE_BUDGET ((size_t)64 << 20)
+
+int oh_hamming_topk(const uint8_t *queries, size_t nq, const uint8_t *db, size_t ndb, size_t code_bytes, size_t k,
+                    int64_t *ids, int32_t *distances, int level) {
+    if (nq == 0) return 0;
+    // Distances must fit the 24 bits of a neighbour's key and rows its 40.
+    if (k == 0 || k > ndb || code_bytes == 0 || code_bytes > OH_HAMMING_MAX_CODE_BYTES || ndb > OH_HAMMING_MAX_ROWS) return -1;
+    const size_t W = (code_bytes + 7) / 8;
+    // A chunk of T codes: W x T words, 64 KB, in the second-level cache with room to spare.
+    size_t T = (8192 / W) & ~(size_t)7;
+    if (T < 64) T = 64;
+    // Buffers of 4k candidates (all rows, when there are fewer), for blocks of queries.
+    const size_t cap = 4 * k < ndb ? 4 * k : ndb;
+    size_t block = STATE_BUDGET / (cap * sizeof(neighbour));
+    block = block < 4 ? 4 : block & ~(size_t)3;
+    if (block > nq) block = nq;
+    topk_state s = {k, W, cap, malloc(block * cap * sizeof(neighbour)), malloc(block * sizeof(size_t)),
+                    malloc(block * sizeof(uint32_t))};
+    uint64_t *qwords = malloc(block * W * sizeof(uint64_t)), *chunk = malloc(W * T * sizeof(uint64_t));
+    if (!s.kept || !s.count || !s.limit || !qwords || !chunk) {
+        free(s.kept); free(s.count); free(s.limit); free(qwords); free(chunk);
+        return -2;
+    }
+    chunk_fn kernel = chunk_kernel(level), four = chunk_kernel_four(level);
+    for (size_t q0 = 0; q0 < nq; q0 += block) {
+        const size_t nb = nq - q0 < block ? nq - q0 : block;
+        for (size_t q = 0; q < nb; q++) {
+            s.count[q] = 0;
+            s.limit[q] = UINT32_MAX;
+            for (size_t w = 0; w < W; w++) qwords[q * W + w] = code_word(queries + (q0 + q) * code_bytes, code_bytes, w);
+        }
+        for (size_t first = 0; first < ndb; first += T) {
+            const size_t n = ndb - first < T ? ndb - first : T;
+            if (W == 1 && code_bytes == 8) {
+                memcpy(chunk, db + first * 8, n * 8);
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    for (size_t w = 0; w < W; w++) chunk[w * T + i] = code_word(db + (first + i) * code_bytes, code_bytes, w);
+            }
+            size_t q = 0;
+            if (four)
+                for (; q + 4 <= nb; q += 4) four(&s, q, qwords + q * W, chunk, n, T, (int64_t)first);
+            for (; q < nb; q++) kernel(&s, q, qwords + q * W, chunk, n, T, (int64_t)first);
+        }
+        // Each query's k best, by (distance, row).
+        for (size_t q = 0; q < nb; q++) {
+            neighbour *v = s.kept + q * cap;
+            keep_best(v, s.count[q], k);
+            qsort(v, k, sizeof(neighbour), by_distance_then_row);
+            for (size_t j = 0; j < k; j++) {
+                distances[(q0 + q) * k + j] = (int32_t)neighbour_distance(v[j]);
+                ids[(q0 + q) * k + j] = neighbour_row(v[j]);
+            }
+        }
+    }
+    free(s.kept); free(s.count); free(s.limit); free(qwords); free(chunk);
+    return 0;
+}
