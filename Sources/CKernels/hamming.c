@@ -415,3 +415,225 @@ int oh_hamming_topk(const uint8_t *queries, size_t nq, const uint8_t *db, size_t
     free(s.kept); free(s.count); free(s.limit); free(qwords); free(chunk);
     return 0;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where the relevant rows fall in a query's full ranking (every database row by distance, ties by
+// ascending row), without ranking the database: one pass in row order counts the rows at each
+// distance and notes, for each relevant row, its distance d and how many rows at distance d came
+// before it (t); its position is then (rows at distances below d) + t. A counting sort of the
+// notes by distance (stable, so rows stay ascending within a distance) puts them in ranking order.
+// The database is walked in chunks that a block of queries meets while they are in cache (the
+// codes and labels of a million rows would otherwise be read from memory once per query).
+
+typedef struct {
+    const int32_t *labels; const int32_t *query_labels;                    // mode 0: the same class
+    const uint64_t *label_bits; size_t label_words; const uint64_t *query_bits;  // mode 1: a class in common
+    const uint8_t *marks;                                                  // mode 2: marked rows
+} oh_relevance_args;
+
+static inline int relevant_row(const oh_relevance_args *r, size_t q, size_t x, const int mode) {
+    if (mode == 0) return r->labels[x] == r->query_labels[q];
+    if (mode == 1) {
+        uint64_t any = 0;
+        for (size_t w = 0; w < r->label_words; w++) any |= r->label_bits[x * r->label_words + w] & r->query_bits[q * r->label_words + w];
+        return any != 0;
+    }
+    return r->marks[x] != 0;
+}
+
+typedef struct {
+    size_t bins, capacity;
+    uint64_t *counts;    // (queries, 4, bins): four histograms, row x counted in histogram x % 4
+    uint64_t *notes;     // (queries, capacity + 1): t << 20 | d
+    int64_t *rows;       // (queries, capacity + 1)
+    size_t *found;       // (queries)
+    int dense;           // relevant rows are common: note every row, keep the relevant (no branch)
+    int keep_rows;       // note the rows too (positions are asked for, not figures)
+} rank_state;
+
+// Rows [lo, hi) for query q, with the mode and the word count constants where inlined (W = 0:
+// read `words`). The histograms count the rows that are not relevant; a relevant row's note
+// holds the count at its distance when it is met (t_other: the other rows before it there), and
+// the relevant rows before it at that distance are known later from the notes' order.
+// Relevant rows few: rows four at a time with a branch on their relevance, each counted in its
+// own of four histograms (so that a run of rows at one distance does not wait on increments). Relevant rows common: no branch, one histogram (a
+// note is written for every row, and kept for the relevant ones).
+__attribute__((always_inline))
+static inline void rank_chunk(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const size_t W,
+                              const oh_relevance_args *r, const int mode, rank_state *s, size_t q) {
+    const size_t nw = W ? W : words, cap = s->capacity, bins = s->bins;
+    uint64_t *restrict counts = s->counts + q * 4 * bins, *restrict notes = s->notes + q * (cap + 1);
+    int64_t *restrict rows = s->rows + q * (cap + 1);
+    size_t n = s->found[q];
+#define DISTANCE(x) ({ uint32_t d_ = 0; for (size_t w = 0; w < nw; w++) d_ += (uint32_t)__builtin_popcountll(query[w] ^ db[(x) * nw + w]); d_; })
+    if (s->dense) {
+        for (size_t x = lo; x < hi; x++) {
+            const uint32_t d = DISTANCE(x);
+            const uint64_t before = counts[d];
+            const size_t relevant = (size_t)relevant_row(r, q, x, mode);
+            notes[n] = before << 20 | d;
+            if (s->keep_rows) rows[n] = (int64_t)x;
+            counts[d] = before + 1 - relevant;
+            // A query with more relevant rows than the capacity stops noting them (the caller is told).
+            n += relevant & (size_t)(n < cap);
+        }
+    } else {
+        // Four rows at a time: when none of them is relevant (nearly always), four increments,
+        // one per histogram; otherwise the four one by one.
+        size_t x = lo;
+        for (; x + 4 <= hi; x += 4) {
+            const uint32_t d0 = DISTANCE(x), d1 = DISTANCE(x + 1), d2 = DISTANCE(x + 2), d3 = DISTANCE(x + 3);
+            const int any = relevant_row(r, q, x, mode) | relevant_row(r, q, x + 1, mode) | relevant_row(r, q, x + 2, mode) |
+                            relevant_row(r, q, x + 3, mode);
+            if (__builtin_expect(!any, 1)) {
+                counts[d0]++; counts[bins + d1]++; counts[2 * bins + d2]++; counts[3 * bins + d3]++;
+                continue;
+            }
+            const uint32_t d4[4] = {d0, d1, d2, d3};
+            for (size_t i = 0; i < 4; i++) {
+                const uint32_t d = d4[i];
+                if (relevant_row(r, q, x + i, mode)) {
+                    if (n < cap) {
+                        notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
+                        rows[n] = (int64_t)(x + i);
+                        n++;
+                    }
+                } else {
+                    counts[i * bins + d]++;
+                }
+            }
+        }
+        for (; x < hi; x++) {
+            const uint32_t d = DISTANCE(x);
+            if (relevant_row(r, q, x, mode)) {
+                if (n < cap) {
+                    notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
+                    rows[n] = (int64_t)x;
+                    n++;
+                }
+            } else {
+                counts[d]++;
+            }
+        }
+    }
+#undef DISTANCE
+    s->found[q] = n;
+}
+
+#define RANK_CHUNK_MODES(W)                                                                                      \
+    switch (mode) {                                                                                              \
+    case 0: rank_chunk(query, db, lo, hi, words, W, r, 0, s, q); return;                                         \
+    case 1: rank_chunk(query, db, lo, hi, words, W, r, 1, s, q); return;                                         \
+    default: rank_chunk(query, db, lo, hi, words, W, r, 2, s, q); return;                                        \
+    }
+
+typedef void (*rank_fn)(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const oh_relevance_args *r,
+                        int mode, rank_state *s, size_t q);
+
+static void rank_chunk_portable(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const oh_relevance_args *r,
+                                int mode, rank_state *s, size_t q) {
+    RANK_CHUNK_MODES(0)
+}
+
+#if OH_X86
+__attribute__((target("popcnt")))
+static void rank_chunk_popcnt(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const oh_relevance_args *r,
+                              int mode, rank_state *s, size_t q) {
+    switch (words) {
+    case 1: RANK_CHUNK_MODES(1)
+    case 2: RANK_CHUNK_MODES(2)
+    default: RANK_CHUNK_MODES(0)
+    }
+}
+#endif
+
+size_t oh_hamming_relevant_scratch(size_t nq, size_t words, size_t capacity) {
+    return nq * (4 * (words * 64 + 1) + 2 * (capacity + 1) + 1) + (words * 64 + 1);
+}
+
+long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, const uint64_t *db, size_t ndb, size_t words, int level,
+                                        const int32_t *labels, const int32_t *query_labels,
+                                        const uint64_t *label_bits, size_t label_words, const uint64_t *query_bits,
+                                        const uint8_t *marks, size_t capacity, uint64_t *scratch, int64_t *positions, int64_t *rows,
+                                        int64_t *found, const int64_t *cutoffs, size_t ncut, double *ap_sums, int64_t *hits) {
+    // Notes pack t in 44 bits and d in 20.
+    if (words == 0 || words >= 16384 || ndb >> 44 || (marks && nq > 1)) return -1;
+    const size_t bins = words * 64 + 1, block = nq;
+    // Chunks of 32 KB of codes, which every query of the block meets while they are in cache.
+    size_t chunk = 4096 / words;
+    if (chunk < 64) chunk = 64;
+    rank_state s = {bins, capacity, scratch, scratch + block * 4 * bins, (int64_t *)(scratch + block * (4 * bins + capacity + 1)),
+                    (size_t *)(scratch + block * (4 * bins + 2 * (capacity + 1))), capacity * 16 >= ndb, cutoffs == NULL};
+    uint64_t *first = scratch + block * (4 * bins + 2 * (capacity + 1) + 1);
+    const oh_relevance_args r = {labels, query_labels, label_bits, label_words, query_bits, marks};
+    const int mode = labels ? 0 : label_bits ? 1 : 2;
+    rank_fn pass = rank_chunk_portable;
+#if OH_X86
+    if (level >= 1) pass = rank_chunk_popcnt;
+#endif
+    (void)level;
+    long long status = 0;
+    for (size_t q0 = 0; q0 < nq; q0 += block) {
+        const size_t nb = nq - q0 < block ? nq - q0 : block;
+        memset(s.counts, 0, nb * 4 * bins * sizeof(uint64_t));
+        memset(s.found, 0, nb * sizeof(size_t));
+        // The block's queries and relevance, seen from the block (q counts from 0).
+        oh_relevance_args rb = r;
+        if (query_labels) rb.query_labels = query_labels + q0;
+        if (query_bits) rb.query_bits = query_bits + q0 * label_words;
+        for (size_t lo = 0; lo < ndb; lo += chunk) {
+            const size_t hi = ndb - lo < chunk ? ndb : lo + chunk;
+            for (size_t q = 0; q < nb; q++) pass(queries + (q0 + q) * words, db, lo, hi, words, &rb, mode, &s, q);
+        }
+        for (size_t q = 0; q < nb; q++) {
+            uint64_t *counts = s.counts + q * 4 * bins, *notes = s.notes + q * (capacity + 1);
+            const int64_t *noted = s.rows + q * (capacity + 1);
+            const size_t n = s.found[q];
+            // The relevant rows beyond the capacity were not noted: count them to tell the caller.
+            if (n == capacity) {
+                size_t all = 0;
+                for (size_t x = 0; x < ndb; x++) all += (size_t)relevant_row(&rb, q, x, mode);
+                if (all > capacity) { status = -3; goto done; }
+            }
+            // first[d]: relevant rows at distances below d; counts[d]: all rows below d. A note's
+            // row, the k-th relevant row at its distance d (from 0, in row order: the notes'
+            // order), is at position counts[d] + t_other + k, and first[d] + k among the relevant.
+            memset(first, 0, bins * sizeof(uint64_t));
+            for (size_t j = 0; j < n; j++) first[notes[j] & 0xfffff]++;
+            uint64_t below = 0, relevant_below = 0;
+            for (size_t d = 0; d < bins; d++) {
+                const uint64_t f = first[d], c = counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d] + f;
+                counts[d] = below; first[d] = relevant_below;
+                below += c; relevant_below += f;
+            }
+            // counts[bins + d]: the relevant rows at distance d met so far.
+            memset(counts + bins, 0, bins * sizeof(uint64_t));
+            found[q0 + q] = (int64_t)n;
+            if (cutoffs) {
+                // The relevant row at position p, the rank-th of them: precision rank / (p + 1) for
+                // every cutoff beyond p.
+                double *ap = ap_sums + (q0 + q) * ncut;
+                int64_t *hit = hits + (q0 + q) * ncut;
+                for (size_t i = 0; i < ncut; i++) { ap[i] = 0; hit[i] = 0; }
+                for (size_t j = 0; j < n; j++) {
+                    const size_t d = notes[j] & 0xfffff;
+                    const uint64_t k = counts[bins + d]++;
+                    const uint64_t p = counts[d] + (notes[j] >> 20) + k, rank = first[d] + k + 1;
+                    const double precision = (double)rank / (double)(p + 1);
+                    for (size_t i = 0; i < ncut; i++)
+                        if (p < (uint64_t)cutoffs[i]) { ap[i] += precision; hit[i]++; }
+                }
+                continue;
+            }
+            int64_t *pos = positions + (q0 + q) * capacity, *rw = rows + (q0 + q) * capacity;
+            for (size_t j = 0; j < n; j++) {
+                const size_t d = notes[j] & 0xfffff;
+                const uint64_t k = counts[bins + d]++, slot = first[d] + k;
+                pos[slot] = (int64_t)(counts[d] + (notes[j] >> 20) + k);
+                rw[slot] = noted[j];
+            }
+        }
+    }
+done:
+    return status;
+}

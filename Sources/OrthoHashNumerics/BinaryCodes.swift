@@ -1,5 +1,6 @@
-// Binary codes: packing, Hamming distance, and ranking by distance. The one place for each;
-// the metrics, the revisited protocol, the codebooks and the encode output all use these.
+// Binary codes: packing and the Hamming distance of two codes. The one place for each; the
+// codebooks and the encode output use these. Ranking by distance (search, the metrics, the
+// revisited protocol) is CKernels' hamming.c, through HammingSearch and RelevantRanks.
 //
 // Dimensions: N = codes, K = bits, W = 64-bit words per code, M = database rows.
 
@@ -68,54 +69,4 @@ public func hammingDistance(_ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt6
     var d = 0
     for w in 0..<words { d += (a[w] ^ b[w]).nonzeroBitCount }
     return d
-}
-
-/// The ranking of a database by Hamming distance to one query, ties by database row, without a
-/// sort: a counting sort over the K + 1 possible distances. `count` records every row's distance
-/// and how many rows (and how many marked rows) fall at each distance; the prefix sums then say
-/// where each distance's rows start in the ranking, and a pass in database order places them.
-struct HammingHistogram {
-    let bits: Int
-    /// (M) each row's distance to the query.
-    var distance: [UInt16]
-    /// (K + 2) after `count`: rows ranked before distance d, at `start[d]`.
-    var start: [Int]
-    /// (K + 2) the same for the marked rows only.
-    var markedStart: [Int]
-    /// Marked rows in all.
-    var marked = 0
-
-    init(rows: Int, bits: Int) {
-        self.bits = bits
-        distance = [UInt16](repeating: 0, count: rows)
-        start = [Int](repeating: 0, count: bits + 2)
-        markedStart = [Int](repeating: 0, count: bits + 2)
-    }
-
-    /// Distances from `query` to the `rows` codes at `database`, and the bin starts; `mark(x)`
-    /// picks rows whose own starts are counted too (the relevant ones, for the metrics).
-    @inline(__always)
-    mutating func count(query: UnsafePointer<UInt64>, database: UnsafePointer<UInt64>, rows: Int, words: Int,
-                        mark: (Int) -> Bool) {
-        for i in start.indices { start[i] = 0; markedStart[i] = 0 }
-        for x in 0..<rows {
-            let d = hammingDistance(query, database + x * words, words: words)
-            distance[x] = UInt16(d)
-            start[d + 1] += 1
-            if mark(x) { markedStart[d + 1] += 1 }
-        }
-        for d in 1...(bits + 1) { start[d] += start[d - 1]; markedStart[d] += markedStart[d - 1] }
-        marked = markedStart[bits + 1]
-    }
-
-    /// The database rows in ranking order (by distance, then row), written into `order` (M);
-    /// leaves `start` as it found it.
-    mutating func ranking(into order: inout [Int32]) {
-        var next = start
-        for x in 0..<distance.count {
-            let d = Int(distance[x])
-            order[next[d]] = Int32(x)
-            next[d] += 1
-        }
-    }
 }

@@ -1,6 +1,7 @@
 // Hamming-ranking retrieval metrics: mAP@R (HashNet's and GLDv2's denominators) and
 // precision@k. Dimensions: Q = queries, M = database rows, K = bits, W = 64-bit words per code.
 
+import CKernels
 import Dispatch
 
 /// Labels in the form the metric reads: single class per row, or a bitset of classes per row.
@@ -82,6 +83,13 @@ public func retrievalMetrics(query: PackedCodes, queryLabels: Labels, database: 
 /// The per-query figures of `retrievalMetrics` for the queries `queries` (an evaluation spread
 /// over ranks gives each a share): (queries.count, mapAt.count + precisionAt.count), the APs
 /// first (NaN where GLDv2's metric leaves a query out), then the precisions.
+///
+/// Two ways to the same figures, both on CKernels' Hamming kernels. When every cutoff is short
+/// (at most `QueryFigures.shortList` ranks) the k nearest rows of each query are enough: the
+/// exact top-k search ranks them, ties by row, and |GT| comes from the class sizes. Otherwise
+/// (mAP@all, long cutoffs, or GLDv2's denominator with multi-label relevance) each query makes
+/// one pass over the database that places its relevant rows in the full ranking without
+/// ranking the rest (`oh_hamming_relevant_positions`).
 public func retrievalFigures(query: PackedCodes, queryLabels: Labels, database: PackedCodes,
                              databaseLabels: Labels, mapAt: [MapCutoff], precisionAt: [Int],
                              queries: Range<Int>, threads: Int = 1) -> [Double] {
@@ -90,23 +98,153 @@ public func retrievalFigures(query: PackedCodes, queryLabels: Labels, database: 
     let Q = queries.count, M = database.count
     let figures = QueryFigures(mapAt: mapAt, precisionAt: precisionAt, databaseRows: M)
     var perQuery = [Double](repeating: 0, count: Q * figures.count)    // (Q, figures)
-    let workers = max(1, min(threads, Q))
+    guard Q > 0, figures.count > 0 else { return perQuery }
     let relevance = Relevance(query: RelevanceLabels(queryLabels), database: RelevanceLabels(databaseLabels))
-    perQuery.withUnsafeMutableBufferPointer { out in
-        query.storage.withUnsafeBufferPointer { qc in
-            database.storage.withUnsafeBufferPointer { dc in
-                DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                    var scorer = QueryScorer(figures: figures, databaseRows: M, bits: query.bits)
-                    for i in stride(from: worker, to: Q, by: workers) {
-                        let q = queries.lowerBound + i
-                        scorer.score(query: qc.baseAddress! + q * query.words, database: dc.baseAddress!, words: query.words,
-                                     relevant: { relevance.relevant(q, $0) }, into: out.baseAddress! + i * figures.count)
+    let needsGroundTruth = mapAt.contains { $0.groundTruth }
+    if figures.deepest == 0 {
+        // An empty database: nothing is relevant, and every figure is that of no hits.
+        perQuery.withUnsafeMutableBufferPointer { out in
+            for i in 0..<Q { figures.write(positions: UnsafeBufferPointer(start: nil, count: 0), groundTruth: 0, into: out.baseAddress! + i * figures.count) }
+        }
+    } else if figures.deepest <= QueryFigures.shortList && (relevance.classSizes != nil || !needsGroundTruth) {
+        shortListFigures(query: query, database: database, relevance: relevance, figures: figures, queries: queries,
+                         threads: threads, into: &perQuery)
+    } else {
+        fullRankingFigures(query: query, database: database, relevance: relevance, figures: figures, queries: queries,
+                           threads: threads, into: &perQuery)
+    }
+    return perQuery
+}
+
+/// The figures from each query's `figures.deepest` nearest rows (HammingSearch), queries in
+/// blocks so that the neighbour lists stay small.
+func shortListFigures(query: PackedCodes, database: PackedCodes, relevance: Relevance, figures: QueryFigures,
+                      queries: Range<Int>, threads: Int, into perQuery: inout [Double]) {
+    let k = figures.deepest, bytes = query.words * 8, block = 4096
+    query.storage.withUnsafeBytes { qc in
+        database.storage.withUnsafeBytes { dc in
+            for lo in stride(from: queries.lowerBound, to: queries.upperBound, by: block) {
+                let hi = min(lo + block, queries.upperBound)
+                // The buffers of 4k candidates per query stay far inside the 64 MB per thread the kernel may take.
+                let found = try! HammingSearch.nearest(queries: qc.baseAddress!.assumingMemoryBound(to: UInt8.self) + lo * bytes,
+                                                       count: hi - lo, database: dc.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                       count: database.count, codeBytes: bytes, k: k, threads: threads)
+                var positions: [Int64] = []
+                perQuery.withUnsafeMutableBufferPointer { out in
+                    for q in lo..<hi {
+                        positions.removeAll(keepingCapacity: true)
+                        for p in 0..<k where relevance.relevant(q, Int(found.ids[(q - lo) * k + p])) { positions.append(Int64(p)) }
+                        let groundTruth = relevance.classSizes?[relevance.query.single![q]] ?? 0
+                        positions.withUnsafeBufferPointer {
+                            figures.write(positions: $0, groundTruth: groundTruth, into: out.baseAddress! + (q - queries.lowerBound) * figures.count)
+                        }
                     }
                 }
             }
         }
     }
-    return perQuery
+}
+
+/// The figures from the positions of every relevant row in each query's full ranking; each
+/// thread takes a contiguous share of the queries, `RelevantRanks.group` at a time.
+func fullRankingFigures(query: PackedCodes, database: PackedCodes, relevance: Relevance, figures: QueryFigures,
+                        queries: Range<Int>, threads: Int, into perQuery: inout [Double]) {
+    let Q = queries.count, M = database.count
+    let workers = max(1, min(threads, Q))
+    // Relevant rows of a query: at most its class's size (single labels) or the whole database.
+    let capacity = relevance.classSizes.map { $0.values.max() ?? 0 } ?? M
+    perQuery.withUnsafeMutableBufferPointer { out in
+        query.storage.withUnsafeBufferPointer { qc in
+            database.storage.withUnsafeBufferPointer { dc in
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    var ranks = RelevantRanks(capacity: capacity, words: query.words, cutoffs: figures.allCutoffs)
+                    let share = (Q * worker / workers)..<(Q * (worker + 1) / workers)
+                    for lo in stride(from: share.lowerBound, to: share.upperBound, by: RelevantRanks.group) {
+                        let n = min(RelevantRanks.group, share.upperBound - lo), q = queries.lowerBound + lo
+                        ranks.place(queries: qc.baseAddress! + q * query.words, count: n, database: dc.baseAddress!, rows: M,
+                                    words: query.words, relevance: relevance, firstQuery: q)
+                        let c = ranks.cutoffs.count
+                        ranks.apSums.withUnsafeBufferPointer { ap in
+                            ranks.hits.withUnsafeBufferPointer { hits in
+                                for j in 0..<n {
+                                    figures.write(apSums: ap.baseAddress! + j * c, hits: hits.baseAddress! + j * c, groundTruth: Int(ranks.found[j]),
+                                                  into: out.baseAddress! + (lo + j) * figures.count)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One worker's buffers for `oh_hamming_relevant_positions`: a group of queries at a time.
+struct RelevantRanks {
+    /// Queries that meet each chunk of the database together.
+    static let group = 16
+    let capacity: Int
+    /// (group, capacity) each query's relevant rows' positions, ascending, and the rows.
+    var positions: [Int64], rows: [Int64]
+    /// (group) how many each query has.
+    var found: [Int64]
+    /// The kernel's histograms and notes, allocated once.
+    var scratch: [UInt64]
+    /// When given: the figures at these cutoffs instead of the positions, (group, cutoffs) each.
+    let cutoffs: [Int64]
+    var apSums: [Double], hits: [Int64]
+
+    init(capacity: Int, words: Int, group: Int = RelevantRanks.group, cutoffs: [Int64] = []) {
+        self.capacity = capacity
+        self.cutoffs = cutoffs
+        apSums = [Double](repeating: 0, count: max(1, group * cutoffs.count))
+        hits = [Int64](repeating: 0, count: max(1, group * cutoffs.count))
+        scratch = [UInt64](repeating: 0, count: oh_hamming_relevant_scratch(group, words, capacity))
+        positions = [Int64](repeating: 0, count: cutoffs.isEmpty ? max(1, group * capacity) : 1)
+        rows = [Int64](repeating: 0, count: cutoffs.isEmpty ? max(1, group * capacity) : 1)
+        found = [Int64](repeating: 0, count: group)
+    }
+
+    /// Places the relevant rows of `count` consecutive queries (from `firstQuery` of
+    /// `relevance`; or the rows `marks` picks, for one query) in their full rankings.
+    mutating func place(queries: UnsafePointer<UInt64>, count: Int, database: UnsafePointer<UInt64>, rows M: Int, words: Int,
+                        relevance: Relevance? = nil, firstQuery q: Int = 0, marks: UnsafePointer<UInt8>? = nil) {
+        precondition(count <= found.count, "\(count) queries for a group of \(found.count)")
+        let capacity = self.capacity, level = Int32(HammingSearch.level)
+        let cutoffs = self.cutoffs
+        let status = apSums.withUnsafeMutableBufferPointer { ap in hits.withUnsafeMutableBufferPointer { hits in cutoffs.withUnsafeBufferPointer { c in
+          scratch.withUnsafeMutableBufferPointer { scratch in positions.withUnsafeMutableBufferPointer { p in
+            rows.withUnsafeMutableBufferPointer { r in
+                found.withUnsafeMutableBufferPointer { f in
+                    if let relevance, let single = relevance.database.single {
+                        return single.withUnsafeBufferPointer { labels in
+                            relevance.query.single!.withUnsafeBufferPointer { queryLabels in
+                                oh_hamming_relevant_positions(queries, count, database, M, words, level, labels.baseAddress,
+                                                              queryLabels.baseAddress! + q, nil, 0, nil, nil, capacity,
+                                                              scratch.baseAddress!, p.baseAddress!, r.baseAddress!, f.baseAddress!,
+                                                              cutoffs.isEmpty ? nil : c.baseAddress, c.count, ap.baseAddress!, hits.baseAddress!)
+                            }
+                        }
+                    } else if let relevance {
+                        let w = relevance.query.multiWords
+                        return relevance.database.multi!.withUnsafeBufferPointer { bits in
+                            relevance.query.multi!.withUnsafeBufferPointer { queryBits in
+                                oh_hamming_relevant_positions(queries, count, database, M, words, level, nil, nil,
+                                                              bits.baseAddress, w, queryBits.baseAddress! + q * w, nil, capacity,
+                                                              scratch.baseAddress!, p.baseAddress!, r.baseAddress!, f.baseAddress!,
+                                                              cutoffs.isEmpty ? nil : c.baseAddress, c.count, ap.baseAddress!, hits.baseAddress!)
+                            }
+                        }
+                    } else {
+                        return oh_hamming_relevant_positions(queries, count, database, M, words, level, nil, nil, nil, 0, nil,
+                                                             marks, capacity, scratch.baseAddress!, p.baseAddress!, r.baseAddress!, f.baseAddress!,
+                                                              cutoffs.isEmpty ? nil : c.baseAddress, c.count, ap.baseAddress!, hits.baseAddress!)
+                    }
+                }
+            }
+        } } } } }
+        precondition(status == 0, "relevant positions: status \(status) (capacity \(capacity) for \(M) rows of \(words) words)")
+    }
 }
 
 /// The mean of each figure over the queries of `perQuery` (retrievalFigures of all queries, in
@@ -120,6 +258,20 @@ public func meanRetrievalFigures(_ perQuery: [Double], mapAt: [MapCutoff], preci
 /// Whether database row x is relevant to query q: the same class, or a class in common.
 struct Relevance {
     let query: RelevanceLabels, database: RelevanceLabels
+    /// Rows of each class in the database (single labels): a query's |GT|.
+    let classSizes: [Int32: Int]?
+
+    init(query: RelevanceLabels, database: RelevanceLabels) {
+        self.query = query
+        self.database = database
+        if let labels = database.single, query.single != nil {
+            var sizes: [Int32: Int] = [:]
+            for l in labels { sizes[l, default: 0] += 1 }
+            classSizes = sizes
+        } else {
+            classSizes = nil
+        }
+    }
 
     @inline(__always)
     func relevant(_ q: Int, _ x: Int) -> Bool {
@@ -132,6 +284,9 @@ struct Relevance {
 
 /// The figures computed per query: one AP per mAP cutoff, then one precision per k.
 struct QueryFigures {
+    /// Cutoffs up to this many ranks are scored from each query's nearest rows alone.
+    static let shortList = 2000
+
     let mapAt: [MapCutoff]
     /// R of each mAP cutoff and k of each precision, at most the database size.
     let cutoffs: [Int], precisionCutoffs: [Int]
@@ -144,6 +299,42 @@ struct QueryFigures {
         cutoffs = mapAt.map { min($0.R ?? M, M) }
         precisionCutoffs = precisionAt.map { min($0, M) }
         deepest = max(cutoffs.max() ?? 0, precisionCutoffs.max() ?? 0)
+    }
+
+    /// Every cutoff R of the mAPs, then every k of the precisions.
+    var allCutoffs: [Int64] { (cutoffs + precisionCutoffs).map(Int64.init) }
+
+    /// One query's figures (this type's order) from the 0-based ranks of its relevant rows
+    /// (ascending; those at ranks >= deepest may be left out) and its |GT| (relevant rows in the
+    /// whole database; read only by GLDv2's cutoffs). The relevant row at rank p, j-th of them
+    /// (from 1), adds its precision j / (p + 1) to every AP whose cutoff is beyond p.
+    func write(positions: UnsafeBufferPointer<Int64>, groundTruth: Int, into out: UnsafeMutablePointer<Double>) {
+        let all = allCutoffs
+        var apSums = [Double](repeating: 0, count: all.count), hits = [Int64](repeating: 0, count: all.count)
+        for i in all.indices {
+            for p in positions {
+                if p >= all[i] { break }
+                hits[i] += 1
+                apSums[i] += Double(hits[i]) / Double(p + 1)
+            }
+        }
+        write(apSums: apSums, hits: hits, groundTruth: groundTruth, into: out)
+    }
+
+    /// One query's figures from, for each of `allCutoffs`, the relevant rows ranked above it and
+    /// the sum of their precisions.
+    func write(apSums: UnsafePointer<Double>, hits: UnsafePointer<Int64>, groundTruth: Int, into out: UnsafeMutablePointer<Double>) {
+        for i in cutoffs.indices {
+            if mapAt[i].groundTruth {
+                // NaN marks a query without ground truth, left out of the mean.
+                out[i] = groundTruth > 0 ? apSums[i] / Double(min(groundTruth, cutoffs[i])) : .nan
+            } else {
+                out[i] = hits[i] > 0 ? apSums[i] / Double(hits[i]) : 0
+            }
+        }
+        for (j, k) in precisionCutoffs.enumerated() {
+            out[cutoffs.count + j] = k > 0 ? Double(hits[cutoffs.count + j]) / Double(k) : 0
+        }
     }
 
     /// The mean of each figure over the queries, in query order (so the figure does not depend on
@@ -166,60 +357,6 @@ struct QueryFigures {
             for i in result.precision.indices { result.precision[i] /= Double(Q) }
         }
         return result
-    }
-}
-
-/// One worker's state for scoring queries: the ranking of the database by distance (a counting
-/// sort, HammingHistogram), then one pass in database order that knows every row's rank and, for
-/// a relevant row, how many relevant rows rank at or above it.
-struct QueryScorer {
-    let figures: QueryFigures
-    var histogram: HammingHistogram
-    var apSum: [Double], relevantInTop: [Int], hits: [Int]
-
-    init(figures: QueryFigures, databaseRows M: Int, bits: Int) {
-        self.figures = figures
-        histogram = HammingHistogram(rows: M, bits: bits)
-        apSum = [Double](repeating: 0, count: figures.cutoffs.count)
-        relevantInTop = [Int](repeating: 0, count: figures.cutoffs.count)
-        hits = [Int](repeating: 0, count: figures.precisionCutoffs.count)
-    }
-
-    /// Writes the query's figures (QueryFigures order) to `out`.
-    @inline(__always)
-    mutating func score(query: UnsafePointer<UInt64>, database: UnsafePointer<UInt64>, words: Int,
-                        relevant: (Int) -> Bool, into out: UnsafeMutablePointer<Double>) {
-        let M = histogram.distance.count
-        histogram.count(query: query, database: database, rows: M, words: words, mark: relevant)
-        for i in apSum.indices { apSum[i] = 0; relevantInTop[i] = 0 }
-        for i in hits.indices { hits[i] = 0 }
-        for x in 0..<M {
-            let d = Int(histogram.distance[x])
-            let position = histogram.start[d]          // 0-based rank
-            histogram.start[d] += 1
-            guard relevant(x) else { continue }
-            histogram.markedStart[d] += 1
-            if position >= figures.deepest { continue }
-            let relevantSoFar = Double(histogram.markedStart[d])   // relevant rows at ranks <= position
-            for (i, R) in figures.cutoffs.enumerated() where position < R {
-                apSum[i] += relevantSoFar / Double(position + 1)
-                relevantInTop[i] += 1
-            }
-            for (i, k) in figures.precisionCutoffs.enumerated() where position < k { hits[i] += 1 }
-        }
-        let groundTruth = histogram.marked
-        for i in figures.cutoffs.indices {
-            if figures.mapAt[i].groundTruth {
-                // NaN marks a query without ground truth, left out of the mean.
-                out[i] = groundTruth > 0 ? apSum[i] / Double(min(groundTruth, figures.cutoffs[i])) : .nan
-            } else {
-                out[i] = relevantInTop[i] > 0 ? apSum[i] / Double(relevantInTop[i]) : 0
-            }
-        }
-        for i in figures.precisionCutoffs.indices {
-            let k = figures.precisionCutoffs[i]
-            out[figures.cutoffs.count + i] = k > 0 ? Double(hits[i]) / Double(k) : 0
-        }
     }
 }
 

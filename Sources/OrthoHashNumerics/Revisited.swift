@@ -48,22 +48,26 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
     precondition(groundTruth.count == query.count, "ground truth for \(groundTruth.count) queries, \(query.count) query codes")
     let M = database.count, W = query.words
     var sums = [0.0, 0.0, 0.0], counted = [0, 0, 0]
-    var histogram = HammingHistogram(rows: M, bits: query.bits)
-    var order = [Int32](repeating: 0, count: M)      // the ranking: database rows by (distance, index)
     var kind = [UInt8](repeating: 0, count: M)       // 0 other, 1 easy, 2 hard, 3 junk
     // (positive kinds, ignored kinds) of Easy, Medium, Hard.
     let settings: [(Set<UInt8>, Set<UInt8>)] = [([1], [2, 3]), ([1, 2], [3]), ([2], [1, 3])]
+    // The rows that matter (positives and junk) are placed in each query's full ranking by one
+    // pass over the database (ties by row), the rest of the ranking never formed.
+    var ranks = RelevantRanks(capacity: groundTruth.map { $0.easy.count + $0.hard.count + $0.junk.count }.max() ?? 0, words: W, group: 1)
     query.storage.withUnsafeBufferPointer { q in
         database.storage.withUnsafeBufferPointer { db in
             for i in 0..<query.count {
-                histogram.count(query: q.baseAddress! + i * W, database: db.baseAddress!, rows: M, words: W, mark: { _ in false })
-                histogram.ranking(into: &order)
                 let g = groundTruth[i]
                 for row in g.junk { kind[row] = 3 }
                 for row in g.hard { kind[row] = 2 }
                 for row in g.easy { kind[row] = 1 }
+                kind.withUnsafeBufferPointer { marks in
+                    ranks.place(queries: q.baseAddress! + i * W, count: 1, database: db.baseAddress!, rows: M, words: W, marks: marks.baseAddress!)
+                }
+                let n = Int(ranks.found[0])
+                let placed = (0..<n).map { (position: Int(ranks.positions[$0]), kind: kind[Int(ranks.rows[$0])]) }
                 for (s, (positive, ignored)) in settings.enumerated() {
-                    let ranks = positiveRanks(order, kind: kind, positive: positive, ignored: ignored)
+                    let ranks = positiveRanks(placed, positive: positive, ignored: ignored)
                     guard !ranks.isEmpty else { continue }
                     sums[s] += trapezoidAP(ranks: ranks)
                     counted[s] += 1
@@ -76,15 +80,14 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
     return RevisitedResult(easy: mean(0), medium: mean(1), hard: mean(2))
 }
 
-/// 0-based positions of the positives in the ranking `order` once the ignored rows are removed.
-func positiveRanks(_ order: [Int32], kind: [UInt8], positive: Set<UInt8>, ignored: Set<UInt8>) -> [Int] {
+/// 0-based positions of the positives in the ranking once the ignored rows are removed, from the
+/// positions in the full ranking of the rows that are positive or ignored (ascending): a row's
+/// position falls by the ignored rows ranked above it.
+func positiveRanks(_ placed: [(position: Int, kind: UInt8)], positive: Set<UInt8>, ignored: Set<UInt8>) -> [Int] {
     var ranks: [Int] = []
-    var position = 0
-    for x in order {
-        let k = kind[Int(x)]
-        if ignored.contains(k) { continue }
-        if positive.contains(k) { ranks.append(position) }
-        position += 1
+    var removed = 0
+    for (position, k) in placed {
+        if ignored.contains(k) { removed += 1 } else if positive.contains(k) { ranks.append(position - removed) }
     }
     return ranks
 }

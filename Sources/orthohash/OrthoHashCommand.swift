@@ -15,7 +15,7 @@ struct OrthoHashCommand: ParsableCommand {
         commandName: "orthohash",
         abstract: "Train OrthoHash deep-hashing models on CPU, evaluate them by Hamming ranking, encode data to binary codes.",
         version: orthohashVersion,
-        subcommands: [Train.self, Eval.self, Encode.self, Search.self, Revisited.self, Inspect.self, CodebookCommand.self, Export.self, Bench.self])
+        subcommands: [Train.self, Eval.self, Encode.self, Search.self, Map.self, Revisited.self, Inspect.self, CodebookCommand.self, Export.self, Bench.self])
 
     /// Every error a user can cause ends in one line, `error: ...`, and exit status 1: a file or
     /// data problem (OrthoHashError, which names the file), a flag that does not parse or a rule

@@ -79,4 +79,15 @@ struct PackedCodeFile {
         }
         guard array.shape[0] >= 1 else { throw OrthoHashError("no codes", file: path) }
     }
+
+    /// The codes in 64-bit words (each code's bytes in order, the last word zero-padded), for the
+    /// metrics: a distance does not depend on where the bits sit.
+    func packed() -> PackedCodes {
+        let W = (bytes + 7) / 8
+        var storage = [UInt64](repeating: 0, count: rows * W)
+        storage.withUnsafeMutableBytes { out in
+            for r in 0..<rows { memcpy(out.baseAddress! + r * W * 8, codes + r * bytes, bytes) }
+        }
+        return PackedCodes(count: rows, bits: W * 64, storage: storage)
+    }
 }

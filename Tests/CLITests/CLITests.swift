@@ -499,4 +499,103 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(base + ["--out", dir]), dir)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/o.npy"))
     }
+
+    /// `orthohash map` with labels: the figures `eval` computes, read from the JSON it prints.
+    func testMapWithLabels() throws {
+        let dir = tempDir()
+        var rng = Xoshiro256(seed: 12)
+        let bytes = 3, M = 700, Q = 23
+        let db = (0..<(M * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let q = (0..<(Q * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let dl = (0..<M).map { _ in Int64(rng.nextInt(below: 6)) }, ql = (0..<Q).map { _ in Int64(rng.nextInt(below: 6)) }
+        try NPYWriter.write(path: dir + "/db.npy", shape: [M, bytes], uint8: db)
+        try NPYWriter.write(path: dir + "/q.npy", shape: [Q, bytes], uint8: q)
+        try NPYWriter.write(path: dir + "/dl.npy", shape: [M], int64: dl)
+        try NPYWriter.write(path: dir + "/ql.npy", shape: [Q], int64: ql)
+        let r = try orthohash(["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--query-labels", dir + "/ql.npy",
+                               "--db-labels", dir + "/dl.npy", "--map-at", "all,100,gt100", "--precision-at", "1,50", "--out", dir + "/m.json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("scored 23 queries against 700 codes of 24 bits"), r.stderr)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/m.json")), Data((r.stdout.trimmingCharacters(in: .newlines) + "\n").utf8))
+        func signs(_ b: [UInt8], _ n: Int) -> PackedCodes {
+            PackedCodes(signs: (0..<(n * bytes * 8)).map { b[$0 / 8] >> ($0 % 8) & 1 == 1 ? Int8(1) : -1 }, count: n, bits: bytes * 8)
+        }
+        let expected = retrievalMetrics(query: signs(q, Q), queryLabels: .single(ql.map(Int32.init)), database: signs(db, M),
+                                        databaseLabels: .single(dl.map(Int32.init)), mapAt: [nil, 100, MapCutoff(R: 100, groundTruth: true)],
+                                        precisionAt: [1, 50])
+        XCTAssertEqual(json["queries"] as? Int, Q)
+        XCTAssertEqual(json["database"] as? Int, M)
+        // Printed with 6 decimals.
+        for (key, value) in zip(["mAP@all", "mAP@100", "mAP@gt100", "P@1", "P@50"], expected.meanAP + expected.precision) {
+            XCTAssertEqual(try XCTUnwrap(json[key] as? Double, key), value, accuracy: 5e-7, key)
+        }
+        let base = ["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy"]
+        try NPYWriter.write(path: dir + "/short.npy", shape: [M - 1], int64: Array(dl.prefix(M - 1)))
+        assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/short.npy"]), "short.npy", "699 labels for 700 database codes")
+        try NPYWriter.write(path: dir + "/multi.npy", shape: [M, 6], uint8: (0..<(M * 6)).map { UInt8($0 % 6 == 0 ? 1 : 0) })
+        assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/multi.npy"]), "multi.npy", "different kinds")
+        assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy"]), "labels need both --query-labels and --db-labels")
+        assertFails(try orthohash(base), "give --query-labels and --db-labels, or --solution, --query-ids and --db-ids")
+        assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/dl.npy", "--solution", dir + "/s.csv"]),
+                    "two ways to score; give one")
+        assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/dl.npy", "--map-at", "100,100"]),
+                    "--map-at lists a cutoff twice")
+        try NPYWriter.write(path: dir + "/wide.npy", shape: [Q, 4], uint8: Array(repeating: 0, count: Q * 4))
+        assertFails(try orthohash(["map", "--queries", dir + "/wide.npy", "--db", dir + "/db.npy", "--query-labels", dir + "/ql.npy",
+                                   "--db-labels", dir + "/dl.npy"]), "wide.npy", "4 bytes wide but the database's are 3")
+    }
+
+    /// `orthohash map` by GLDv2's official protocol on codes of 8 bits, worked out by hand.
+    /// Index rows (id: code): i0: 00, i1: 01, i2: 03, i1 again: 01, i4: FF; 3 predictions read.
+    /// - qa (00, Public, GT i1 i2): ranked i0 (0), i1 (1), i1 (1, the same image: skipped):
+    ///   AP = (1/2) / 2 = 1/4; P@1 0, P@3 1/3; first 2.
+    /// - qb (FF, Private, GT i1 i0): i4 (0), i2 (6), i1 (7): AP = (1/3) / 2 = 1/6; P@3 1/3; first 3.
+    /// - qc (01, Public, GT i1 i2): i1 (0), i1 (0), then i0 and i2 tie at 1 and the lower row, i0,
+    ///   comes first: AP = 1 / 2; P@1 1, P@3 1/3; first 1 (with the tie broken the other way AP
+    ///   would be (1 + 2/3) / 2).
+    /// - qd (Private, GT i4) has no codes: 0, no position. qe is Ignored. qx has codes but is not
+    ///   in the solution.
+    /// Public: mAP (1/4 + 1/2) / 2 = 0.375, P@1 0.5, P@3 1/3, positions 2, 1.
+    /// Private: mAP (1/6) / 2 = 1/12, P@1 0, P@3 1/6, position 3.
+    /// All: mAP (1/4 + 1/6 + 1/2) / 4 = 11/48, P@1 1/4, P@3 1/4, positions 2, 3, 1.
+    func testMapOfficialGLDv2() throws {
+        let dir = tempDir()
+        try NPYWriter.write(path: dir + "/db.npy", shape: [5, 1], uint8: [0x00, 0x01, 0x03, 0x01, 0xFF])
+        try NPYWriter.write(path: dir + "/q.npy", shape: [4, 1], uint8: [0x00, 0xFF, 0x01, 0x00])
+        func write(_ name: String, _ text: String) -> String {
+            _ = FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(text.utf8))
+            return dir + "/" + name
+        }
+        let solution = write("solution.csv", "id,images,Usage\nqa,i1 i2,Public\nqb,i1 i0,Private\nqc,i1 i2,Public\nqd,i4,Private\nqe,,Ignored\n")
+        let queryIds = write("q.txt", "qa\nqb\nqc\nqx\n"), dbIds = write("db.txt", "i0\ni1\ni2\ni1\ni4\n")
+        let base = ["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--solution", solution]
+        let r = try orthohash(base + ["--query-ids", queryIds, "--db-ids", dbIds, "--max-predictions", "3", "--precision-at", "1,3"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: 1 of the solution's 4 queries have no codes"), r.stderr)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(json["ignored"] as? Int, 1)
+        XCTAssertEqual(json["queries_without_codes"] as? Int, 1)
+        let expected: [(String, Int, Double, Double, Double, Double, Double)] = [
+            ("Public", 2, 0.375, 0.5, 1.0 / 3, 1.5, 1.5), ("Private", 2, 1.0 / 12, 0, 1.0 / 6, 3, 3), ("All", 4, 11.0 / 48, 0.25, 0.25, 2, 2)]
+        for (split, queries, mAP, p1, p3, mean, median) in expected {
+            let f = try XCTUnwrap(json[split] as? [String: Any], split)
+            XCTAssertEqual(f["queries"] as? Int, queries, split)
+            // Printed with 6 decimals (3 for the mean position, 1 for the median).
+            XCTAssertEqual(try XCTUnwrap(f["mAP@3"] as? Double), mAP, accuracy: 5e-7, split)
+            XCTAssertEqual(try XCTUnwrap(f["P@1"] as? Double), p1, accuracy: 5e-7, split)
+            XCTAssertEqual(try XCTUnwrap(f["P@3"] as? Double), p3, accuracy: 5e-7, split)
+            XCTAssertEqual(try XCTUnwrap(f["mean_position"] as? Double), mean, accuracy: 5e-4, split)
+            XCTAssertEqual(try XCTUnwrap(f["median_position"] as? Double), median, accuracy: 0.05, split)
+        }
+        let short = write("short.txt", "i0\ni1\n"), twice = write("twice.txt", "qa\nqb\nqa\nqx\n")
+        assertFails(try orthohash(base + ["--query-ids", queryIds, "--db-ids", short]), "short.txt", "2 ids for 5 rows")
+        assertFails(try orthohash(base + ["--query-ids", twice, "--db-ids", dbIds]), "twice.txt", "query id qa names two rows")
+        assertFails(try orthohash(base + ["--query-ids", queryIds]), "the GLDv2 protocol needs --solution, --query-ids and --db-ids")
+        assertFails(try orthohash(base + ["--query-ids", queryIds, "--db-ids", dbIds, "--max-predictions", "3", "--precision-at", "5"]),
+                    "--precision-at 5 is beyond --max-predictions 3")
+        let bad = write("bad.csv", "id,images,Usage\nqa,i1,Both\n")
+        assertFails(try orthohash(["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--solution", bad, "--query-ids", queryIds,
+                                   "--db-ids", dbIds]), "bad.csv", "line 2: Usage is 'Both'")
+    }
 }

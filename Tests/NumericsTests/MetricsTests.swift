@@ -102,6 +102,88 @@ final class MetricsTests: XCTestCase {
     }
 }
 
+/// The two ways to the figures (each query's nearest rows, or its relevant rows placed in the
+/// full ranking) against each other and the sorting reference, on codes of 10 bits (every
+/// distance shared by hundreds of rows, so the ties decide): single labels of few and of many
+/// classes (relevant rows common and rare: the kernel's two loops), and multi-label.
+final class MetricsPathTests: XCTestCase {
+    func testShortListAndFullRankingAgree() {
+        var rng = Xoshiro256(seed: 31)
+        let K = 10, Q = 21, M = 3003, C = 7
+        func randomCodes(_ n: Int) -> [[Float]] { (0..<n).map { _ in (0..<K).map { _ in rng.next() & 1 == 1 ? 1 : -1 } } }
+        let qRows = randomCodes(Q), dRows = randomCodes(M)
+        let ql = (0..<Q).map { _ in Int32(rng.nextInt(below: C + 1)) }, dl = (0..<M).map { _ in Int32(rng.nextInt(below: C)) }
+        let qm = (0..<(Q * C)).map { _ in UInt8(rng.nextInt(below: 5) == 0 ? 1 : 0) }, dm = (0..<(M * C)).map { _ in UInt8(rng.nextInt(below: 6) == 0 ? 1 : 0) }
+        let mapAt: [MapCutoff] = [10, 100, 1000, MapCutoff(R: 100, groundTruth: true), MapCutoff(R: 7, groundTruth: true)]
+        let precisionAt = [1, 5, 100]
+        // Many classes: relevant rows are rare, and the kernel takes its branch for sparse relevance.
+        let qMany = (0..<Q).map { _ in Int32(rng.nextInt(below: 300)) }, dMany = (0..<M).map { _ in Int32(rng.nextInt(below: 300)) }
+        let q = codes(qRows), db = codes(dRows)
+        for (queryLabels, databaseLabels) in [(Labels.single(ql), Labels.single(dl)), (.multi(classes: C, qm), .multi(classes: C, dm)),
+                                               (.single(qMany), .single(dMany))] {
+            let relevance = Relevance(query: RelevanceLabels(queryLabels), database: RelevanceLabels(databaseLabels))
+            let figures = QueryFigures(mapAt: mapAt, precisionAt: precisionAt, databaseRows: M)
+            var short = [Double](repeating: 0, count: Q * figures.count), full = short
+            shortListFigures(query: q, database: db, relevance: relevance, figures: figures, queries: 0..<Q, threads: 2, into: &short)
+            fullRankingFigures(query: q, database: db, relevance: relevance, figures: figures, queries: 0..<Q, threads: 3, into: &full)
+            // The full ranking adds each query's precisions in row order, the short list and the
+            // reference in ranking order: sums of at most 3003 terms below 1 differ by a few ulps
+            // (bound 1e-12, far above 3003 x 2^-53 and far below any real difference).
+            func close(_ a: Double, _ b: Double?, _ what: String) {
+                guard let b else { return XCTAssertTrue(a.isNaN, "\(what): \(a), expected no ground truth") }
+                XCTAssertEqual(a, b, accuracy: 1e-12, what)
+            }
+            // Without class sizes the short list knows no |GT|: compare the cutoffs that do not read it.
+            let compared = relevance.classSizes != nil ? Array(0..<figures.count) : [0, 1, 2, 5, 6, 7]
+            for i in 0..<Q { for f in compared { close(short[i * figures.count + f], full[i * figures.count + f].isNaN ? nil : full[i * figures.count + f], "query \(i) figure \(f)") } }
+            for i in 0..<Q {
+                let d = dRows.map { row in zip(row, qRows[i]).filter { $0 != $1 }.count }
+                let relevant = (0..<M).map { relevance.relevant(i, $0) }
+                for (f, cutoff) in mapAt.enumerated() {
+                    close(full[i * figures.count + f], referenceAP(distances: d, relevant: relevant, R: cutoff.R!, groundTruth: cutoff.groundTruth),
+                          "query \(i) \(cutoff)")
+                }
+                let order = (0..<M).sorted { (d[$0], $0) < (d[$1], $1) }
+                for (f, k) in precisionAt.enumerated() {
+                    XCTAssertEqual(full[i * figures.count + mapAt.count + f], Double(order.prefix(k).filter { relevant[$0] }.count) / Double(k))
+                }
+            }
+        }
+    }
+
+    /// The revisited protocol on random codes of 6 bits against a reference that ranks the whole
+    /// database by sorting and then removes the ignored rows.
+    func testRevisitedAgainstSorting() {
+        var rng = Xoshiro256(seed: 41)
+        let K = 6, Q = 9, M = 400
+        func randomCodes(_ n: Int) -> [[Float]] { (0..<n).map { _ in (0..<K).map { _ in rng.next() & 1 == 1 ? 1 : -1 } } }
+        let qRows = randomCodes(Q), dRows = randomCodes(M)
+        var gt: [RevisitedQuery] = []
+        for _ in 0..<Q {
+            var rows = Array(0..<M)
+            for j in stride(from: M - 1, to: 0, by: -1) { rows.swapAt(j, rng.nextInt(below: j + 1)) }
+            gt.append(RevisitedQuery(easy: Array(rows[0..<rng.nextInt(below: 20)]), hard: Array(rows[20..<(20 + rng.nextInt(below: 20))]),
+                                     junk: Array(rows[40..<(40 + rng.nextInt(below: 30))])))
+        }
+        let got = revisitedMeanAP(query: codes(qRows), database: codes(dRows), groundTruth: gt)
+        var sums = [0.0, 0.0, 0.0], counted = [0, 0, 0]
+        for i in 0..<Q {
+            let d = dRows.map { row in zip(row, qRows[i]).filter { $0 != $1 }.count }
+            let order = (0..<M).sorted { (d[$0], $0) < (d[$1], $1) }
+            let g = gt[i]
+            for (s, (positive, ignored)) in [(Set(g.easy), Set(g.hard + g.junk)), (Set(g.easy + g.hard), Set(g.junk)), (Set(g.hard), Set(g.easy + g.junk))].enumerated() {
+                let kept = order.filter { !ignored.contains($0) }
+                let ranks = kept.indices.filter { positive.contains(kept[$0]) }
+                guard !ranks.isEmpty else { continue }
+                sums[s] += trapezoidAP(ranks: ranks); counted[s] += 1
+            }
+        }
+        XCTAssertEqual(got.easy, sums[0] / Double(counted[0]), accuracy: 1e-12)
+        XCTAssertEqual(got.medium, sums[1] / Double(counted[1]), accuracy: 1e-12)
+        XCTAssertEqual(got.hard, sums[2] / Double(counted[2]), accuracy: 1e-12)
+    }
+}
+
 final class CodebookTests: XCTestCase {
     func testEntriesArePlusMinusOneAndSeeded() throws {
         for method in CodebookMethod.allCases {

@@ -55,4 +55,24 @@ int oh_hamming_level(void);
 int oh_hamming_topk(const uint8_t *queries, size_t nq, const uint8_t *db, size_t ndb, size_t code_bytes, size_t k,
                     int64_t *ids, int32_t *distances, int level);
 
+/// Where the relevant database rows fall in the full ranking of each of `nq` queries (all `ndb`
+/// rows by Hamming distance, ties by ascending row), codes of `words` 64-bit words (at most
+/// 16383; rows below 2^44): for query q, found[q] relevant rows, their 0-based positions
+/// (ascending) at positions + q * capacity and their rows in the same order at rows + q * capacity.
+/// Relevant: labels[x] == query_labels[q] when `labels` is given; else a class in common
+/// (label_bits (ndb, label_words) and query_bits (nq, label_words)) when `label_bits` is given;
+/// else marks[x] != 0 (one query only). `capacity`: the most relevant rows a query can have;
+/// `scratch`: oh_hamming_relevant_scratch(nq, words, capacity) words. The queries meet the
+/// database together, chunk by chunk. Returns 0, -1 for bad sizes, -3 when a query has more
+/// relevant rows than `capacity`.
+/// With `cutoffs` (ncut of them), the figures instead of the positions (`positions` and `rows`
+/// unused): for query q and cutoff R_i, hits[q * ncut + i] relevant rows ranked above R_i and
+/// ap_sums[q * ncut + i] the sum of their precisions (relevant rows at or above / position + 1).
+long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, const uint64_t *db, size_t ndb, size_t words, int level,
+                                        const int32_t *labels, const int32_t *query_labels,
+                                        const uint64_t *label_bits, size_t label_words, const uint64_t *query_bits,
+                                        const uint8_t *marks, size_t capacity, uint64_t *scratch, int64_t *positions, int64_t *rows,
+                                        int64_t *found, const int64_t *cutoffs, size_t ncut, double *ap_sums, int64_t *hits);
+size_t oh_hamming_relevant_scratch(size_t nq, size_t words, size_t capacity);
+
 #endif

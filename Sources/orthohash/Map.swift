@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import OrthoHashFormats
+import OrthoHashNumerics
+import OrthoHashTraining
+
+extension OrthoHashCommand {
+    struct Map: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "map",
+            abstract: "Score codes that already exist: mAP and precision by Hamming ranking, from labels or from GLDv2's official solution file.",
+            discussion: """
+                With --query-labels and --db-labels: the metrics `eval` computes (mAP@R as --map-at says, P@k), relevant meaning \
+                a class in common. With --solution, --query-ids and --db-ids: the Google Landmarks v2 retrieval protocol as its \
+                official metrics.py computes it, for the Public and Private queries and both together: mAP@100, precisions, and \
+                the mean and median position of the first correct image. Codes are packed as `orthohash encode` writes them; ids \
+                files hold one id per line, line i naming row i of the codes.
+                """)
+        @Option(help: "Query codes (.npy, uint8 (Q, bytes)).") var queries: String
+        @Option(help: "Database (index) codes (.npy, uint8 (M, bytes)).") var db: String
+        @Option(help: "Labels of the query codes (.npy: 1-D classes or 2-D multi-hot).") var queryLabels: String?
+        @Option(help: "Labels of the database codes.") var dbLabels: String?
+        @Option(help: "Cutoffs R of mAP@R with labels: all, a number, or either behind gt for GLDv2's denominator.", transform: Parse.cutoffs)
+        var mapAt: [MapCutoff] = [nil, 1000]
+        @Option(help: "Cutoffs k of precision@k (default: 100 with labels; 1,5,10,50,100 with --solution).",
+                transform: Parse.positiveIntegers("--precision-at"))
+        var precisionAt: [Int]?
+        @Option(help: "GLDv2 retrieval solution (CSV: id,images,Usage).") var solution: String?
+        @Option(help: "Ids of the query codes' rows (one per line).") var queryIds: String?
+        @Option(help: "Ids of the database codes' rows (one per line).") var dbIds: String?
+        @Option(help: "Predictions per query that the GLDv2 metrics read (the official 100).") var maxPredictions = 100
+        @Option(help: "Also write the figures (JSON) to this file.") var out: String?
+        @OptionGroup var runtime: RuntimeOptions
+
+        func validate() throws {
+            let labels = queryLabels != nil || dbLabels != nil, official = solution != nil || queryIds != nil || dbIds != nil
+            if labels && official { throw ValidationError("--query-labels/--db-labels and --solution/--query-ids/--db-ids are two ways to score; give one") }
+            if labels && (queryLabels == nil || dbLabels == nil) { throw ValidationError("labels need both --query-labels and --db-labels") }
+            if official && (solution == nil || queryIds == nil || dbIds == nil) {
+                throw ValidationError("the GLDv2 protocol needs --solution, --query-ids and --db-ids")
+            }
+            if !labels && !official { throw ValidationError("give --query-labels and --db-labels, or --solution, --query-ids and --db-ids") }
+            guard maxPredictions >= 1 else { throw ValidationError("--max-predictions must be at least 1, got \(maxPredictions)") }
+            if official, let precisionAt, let k = precisionAt.first(where: { $0 > maxPredictions }) {
+                throw ValidationError("--precision-at \(k) is beyond --max-predictions \(maxPredictions)")
+            }
+            if mapAt.isEmpty { throw ValidationError("--map-at needs at least one cutoff") }
+            if Set(mapAt).count != mapAt.count { throw ValidationError("--map-at lists a cutoff twice: \(mapAt.map(\.text).joined(separator: ","))") }
+            if let precisionAt, Set(precisionAt).count != precisionAt.count {
+                throw ValidationError("--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
+            }
+        }
+
+        func run() throws {
+            let database = try PackedCodeFile(db), query = try PackedCodeFile(queries)
+            guard query.bytes == database.bytes else {
+                throw OrthoHashError("query codes are \(query.bytes) bytes wide but the database's are \(database.bytes)", file: queries)
+            }
+            let threads = runtime.resolvedThreads(ranks: 1)
+            let result: JSONValue
+            let start = DispatchTime.now().uptimeNanoseconds
+            var scored = query.rows
+            if let solution, let queryIds, let dbIds {
+                (result, scored) = try official(query: query, database: database, solution: solution, queryIds: queryIds, dbIds: dbIds, threads: threads)
+            } else {
+                result = try byLabels(query: query, database: database, threads: threads)
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            print(result.text())
+            if let out { try AtomicFile.write(Data((result.text() + "\n").utf8), to: out) }
+            standardError(String(format: "scored %d queries against %d codes of %d bits: %.3f s (%d thread%@)", scored, database.rows,
+                                 database.bytes * 8, seconds, threads, threads > 1 ? "s" : ""))
+        }
+
+        func byLabels(query: PackedCodeFile, database: PackedCodeFile, threads: Int) throws -> JSONValue {
+            let ql = try Labels.load(path: queryLabels!), dl = try Labels.load(path: dbLabels!)
+            guard ql.rows == query.rows else { throw OrthoHashError("\(ql.rows) labels for \(query.rows) query codes", file: queryLabels!) }
+            guard dl.rows == database.rows else { throw OrthoHashError("\(dl.rows) labels for \(database.rows) database codes", file: dbLabels!) }
+            switch (ql, dl) {
+            case (.single, .single): break
+            case (.multi(let a, _), .multi(let b, _)) where a == b: break
+            default:
+                throw OrthoHashError("query and database labels are of different kinds (class indices, or multi-hot of as many classes)", file: dbLabels!)
+            }
+            let precisionAt = self.precisionAt ?? [100]
+            let r = retrievalMetrics(query: query.packed(), queryLabels: ql, database: database.packed(), databaseLabels: dl,
+                                     mapAt: mapAt, precisionAt: precisionAt, threads: threads)
+            var fields: [(String, JSONValue)] = [("queries", .int(query.rows)), ("database", .int(database.rows))]
+            for (cutoff, v) in zip(mapAt, r.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }
+            for (k, v) in zip(precisionAt, r.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
+            return .object(fields)
+        }
+
+        /// GLDv2: the solution's queries (those with codes) searched for their nearest
+        /// --max-predictions index rows, named by the ids files, then scored by metrics.py's rules.
+        func official(query: PackedCodeFile, database: PackedCodeFile, solution path: String, queryIds: String, dbIds: String,
+                      threads: Int) throws -> (JSONValue, Int) {
+            let solution = try GLDv2Solution(path: path)
+            let queryNames = try readIDs(queryIds, rows: query.rows), indexNames = try readIDs(dbIds, rows: database.rows)
+            var queryRow: [String: Int] = [:]
+            for (row, id) in queryNames.enumerated() {
+                guard queryRow.updateValue(row, forKey: id) == nil else { throw OrthoHashError("query id \(id) names two rows", file: queryIds) }
+            }
+            // Index images as integers; an id on two rows is one image (as metrics.py sees it).
+            var image: [String: Int] = [:]
+            let rowImage = indexNames.map { id in image[id] ?? { image[id] = image.count; return image.count - 1 }() }
+            let groundTruth = solution.queries.map { q in q.images.map { id in image[id] ?? { image[id] = image.count; return image.count - 1 }() } }
+            let rows = solution.queries.compactMap { queryRow[$0.id] }
+            let k = min(maxPredictions, database.rows)
+            var gathered = [UInt8](repeating: 0, count: max(1, rows.count * query.bytes))
+            for (i, row) in rows.enumerated() {
+                for b in 0..<query.bytes { gathered[i * query.bytes + b] = query.codes[row * query.bytes + b] }
+            }
+            let found = try gathered.withUnsafeBufferPointer {
+                try HammingSearch.nearest(queries: $0.baseAddress!, count: rows.count, database: database.codes, count: database.rows,
+                                          codeBytes: database.bytes, k: k, threads: threads)
+            }
+            var predictions: [[Int]?] = [], next = 0
+            for q in solution.queries {
+                if queryRow[q.id] != nil {
+                    predictions.append((0..<k).map { rowImage[Int(found.ids[next * k + $0])] })
+                    next += 1
+                } else {
+                    predictions.append(nil)      // scores 0, as a query missing from a submission does
+                }
+            }
+            let precisionAt = self.precisionAt ?? [1, 5, 10, 50, 100].filter { $0 <= maxPredictions }
+            func figures(_ keep: (GLDv2Solution.Query) -> Bool) -> JSONValue {
+                let picked = solution.queries.indices.filter { keep(solution.queries[$0]) }
+                let f = gldv2Figures(predictions: picked.map { predictions[$0] }, solution: picked.map { groundTruth[$0] },
+                                     maxPredictions: maxPredictions, precisionAt: precisionAt)
+                var fields: [(String, JSONValue)] = [("queries", .int(f.queries)), ("mAP@\(maxPredictions)", .fixed(f.meanAP, digits: 6))]
+                for (k, v) in zip(precisionAt, f.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
+                fields.append(("mean_position", .fixed(f.meanPosition, digits: 3)))
+                fields.append(("median_position", .fixed(f.medianPosition, digits: 1)))
+                return .object(fields)
+            }
+            let missing = solution.queries.count - rows.count
+            if missing > 0 {
+                standardError("warning: \(missing) of the solution's \(solution.queries.count) queries have no codes (not in \(queryIds)); they score 0")
+            }
+            return (.object([("Public", figures { $0.isPublic }), ("Private", figures { !$0.isPublic }), ("All", figures { _ in true }),
+                             ("ignored", .int(solution.ignored)), ("queries_without_codes", .int(missing))]), rows.count)
+        }
+    }
+}
