@@ -598,4 +598,40 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--solution", bad, "--query-ids", queryIds,
                                    "--db-ids", dbIds]), "bad.csv", "line 2: Usage is 'Both'")
     }
+
+    /// The two modes are independent code paths that must agree: the official mAP@100 over the
+    /// solution's queries (Ignored dropped) is the labels mode's mAP@gt100 (denominator
+    /// min(|GT|, 100), queries without relevant rows left out) when the solution lists each
+    /// query's class in the index.
+    func testMapOfficialAgreesWithLabels() throws {
+        let dir = tempDir()
+        var rng = Xoshiro256(seed: 13)
+        let bytes = 2, M = 1500, Q = 60, C = 40
+        let db = (0..<(M * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let q = (0..<(Q * bytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let dl = (0..<M).map { _ in Int64(rng.nextInt(below: C)) }, ql = (0..<Q).map { _ in Int64(rng.nextInt(below: C + 5)) }
+        try NPYWriter.write(path: dir + "/db.npy", shape: [M, bytes], uint8: db)
+        try NPYWriter.write(path: dir + "/q.npy", shape: [Q, bytes], uint8: q)
+        try NPYWriter.write(path: dir + "/dl.npy", shape: [M], int64: dl)
+        try NPYWriter.write(path: dir + "/ql.npy", shape: [Q], int64: ql)
+        var csv = "id,images,Usage\n"
+        for i in 0..<Q {
+            let images = (0..<M).filter { dl[$0] == ql[i] }.map { "d\($0)" }
+            csv += "q\(i),\(images.joined(separator: " ")),\(images.isEmpty ? "Ignored" : i % 3 == 0 ? "Public" : "Private")\n"
+        }
+        _ = FileManager.default.createFile(atPath: dir + "/s.csv", contents: Data(csv.utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/q.txt", contents: Data((0..<Q).map { "q\($0)\n" }.joined().utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/d.txt", contents: Data((0..<M).map { "d\($0)\n" }.joined().utf8))
+        let base = ["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy"]
+        let official = try orthohash(base + ["--solution", dir + "/s.csv", "--query-ids", dir + "/q.txt", "--db-ids", dir + "/d.txt"])
+        let labels = try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/dl.npy", "--map-at", "gt100", "--precision-at", "100"])
+        XCTAssertEqual(official.status, 0, official.stderr)
+        XCTAssertEqual(labels.status, 0, labels.stderr)
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(official.stdout.utf8)) as? [String: Any])
+        let l = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(labels.stdout.utf8)) as? [String: Any])
+        let all = try XCTUnwrap(o["All"] as? [String: Any])
+        XCTAssertGreaterThan(o["ignored"] as? Int ?? 0, 0, "some queries' classes are not in the index")
+        // Both printed with 6 decimals from the same ranking.
+        XCTAssertEqual(try XCTUnwrap(all["mAP@100"] as? Double), try XCTUnwrap(l["mAP@gt100"] as? Double), accuracy: 1.1e-6)
+    }
 }
