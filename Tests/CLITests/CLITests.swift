@@ -634,4 +634,61 @@ final class CLITests: XCTestCase {
         // Both printed with 6 decimals from the same ranking.
         XCTAssertEqual(try XCTUnwrap(all["mAP@100"] as? Double), try XCTUnwrap(l["mAP@gt100"] as? Double), accuracy: 1.1e-6)
     }
+
+    /// bench/fire_delg_to_npy.py on small files of cisip-FIRe's layout, read back by orthohash's
+    /// own readers; a file that is not torch.save's is refused in one line. Skipped without torch.
+    func testFIReConverterRoundTrip() throws {
+        func python(_ script: String, _ arguments: [String] = []) throws -> Run {
+            let p = Process(), out = Pipe(), err = Pipe()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3"] + (script.hasSuffix(".py") ? [script] : ["-c", script]) + arguments
+            p.standardOutput = out; p.standardError = err
+            try p.run(); p.waitUntilExit()
+            return Run(status: p.terminationStatus, stdout: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                       stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+        guard (try? python("import torch, numpy"))?.status == 0 else { throw XCTSkip("torch is not installed") }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let dir = tempDir(), fire = dir + "/gldv2delgembed", out = dir + "/out"
+        let make = try python("""
+            import os, sys, torch
+            d = sys.argv[1]; os.makedirs(d)
+            g = torch.Generator().manual_seed(0)
+            torch.save({'codes': torch.randn(10, 8, generator=g), 'labels': torch.tensor([1, 2, 3, 1, 2, 3, 1, 2, 3, 3]), 'id': [f't{i}' for i in range(10)]}, d + '/train.txt')
+            torch.save({'codes': torch.randn(3, 8, generator=g), 'id': ['qa', 'qb', 'qc']}, d + '/test.txt')
+            torch.save({'codes': torch.randn(6, 8, generator=g), 'id': [f'd{i}' for i in range(6)]}, d + '/database.txt')
+            open(d + '/ground_truth.csv', 'w').write('id,images\\nqa,d1 d3\\nqb,d0\\nqc,d2 d4 d5\\n')
+            torch.save({'codes': torch.randn(10, 8, generator=g)}, d + '/reference.pt')
+            """, [fire])
+        XCTAssertEqual(make.status, 0, make.stderr)
+        let r = try python(root + "/bench/fire_delg_to_npy.py", [fire, out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let train = try NPYArray(path: out + "/train_x.npy"), y = try NPYArray(path: out + "/train_y.npy")
+        XCTAssertEqual(train.shape, [10, 8]); XCTAssertEqual(y.shape, [10])
+        XCTAssertEqual((0..<10).map { Int(y.double(at: $0)) }, [0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+        // The float16 descriptors against the torch values rounded to float16 by torch itself.
+        let expected = try python("import torch, sys; c = torch.load(sys.argv[1] + '/train.txt')['codes'].half().float(); print(' '.join(repr(v) for v in c.flatten().tolist()))", [fire])
+        let values = expected.stdout.split(separator: " ").map { Double($0.trimmingCharacters(in: .whitespacesAndNewlines))! }
+        XCTAssertEqual((0..<80).map { train.double(at: $0) }, values)
+        XCTAssertEqual(try readIDs(out + "/query_ids.txt", rows: 3), ["qa", "qb", "qc"])
+        XCTAssertEqual(try readIDs(out + "/db_ids.txt", rows: 6), (0..<6).map { "d\($0)" })
+        XCTAssertEqual(try NPYArray(path: out + "/db_x.npy").shape, [6, 8])
+        let solution = try GLDv2Solution(path: out + "/solution.csv")
+        XCTAssertEqual(solution.queries.map(\.images), [["d1", "d3"], ["d0"], ["d2", "d4", "d5"]])
+        XCTAssertTrue(solution.queries.allSatisfy(\.isPublic))
+        // Bad inputs: one line naming the file.
+        func refused(_ folder: String, _ fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+            let r = try python(root + "/bench/fire_delg_to_npy.py", [folder, dir + "/o"])
+            XCTAssertEqual(r.status, 1, r.stderr, file: file, line: line)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr, file: file, line: line)
+            XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(fragment), r.stderr, file: file, line: line)
+        }
+        try FileManager.default.createDirectory(atPath: dir + "/bad", withIntermediateDirectories: true)
+        try "not torch".write(toFile: dir + "/bad/test.txt", atomically: false, encoding: .utf8)
+        try refused(dir + "/bad", "bad/test.txt: not a torch.save file")
+        try FileManager.default.removeItem(atPath: dir + "/bad/test.txt")
+        try FileManager.default.moveItem(atPath: fire + "/reference.pt", toPath: dir + "/bad/database.txt")
+        try refused(dir + "/bad", "bad/database.txt: no 'id'")
+        try refused(dir + "/missing", "missing: none of train.txt, test.txt, database.txt is here")
+    }
 }
