@@ -191,6 +191,51 @@ double oh_cos_margin_softmax_ce(float *restrict u, const int32_t *restrict targe
 }
 
 OH_CLONES
+void oh_head_block(float *restrict u, size_t rows, size_t cols, size_t first_class, const int32_t *restrict targets,
+                   float scale, float margin, double *restrict row_sums, float *restrict target_cosines,
+                   float *restrict best, int64_t *restrict best_class) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = u + r * cols;
+        // Largest cosine of the block, the first on ties (as in oh_cos_margin_softmax_ce), kept
+        // only when larger than the earlier blocks' best: the first over the whole row.
+        float lanes[8];
+        int32_t where[8];
+        for (int j = 0; j < 8; j++) { lanes[j] = row[0]; where[j] = 0; }
+        size_t c = 0;
+        for (; c + 8 <= cols; c += 8)
+            for (int j = 0; j < 8; j++) {
+                float x = row[c + j];
+                int larger = x > lanes[j];
+                lanes[j] = larger ? x : lanes[j];
+                where[j] = larger ? (int32_t)(c + j) : where[j];
+            }
+        float top = lanes[0];
+        for (int j = 1; j < 8; j++) top = lanes[j] > top ? lanes[j] : top;
+        size_t at = cols;
+        for (int j = 0; j < 8; j++)
+            if (lanes[j] == top && (size_t)where[j] < at) at = (size_t)where[j];
+        if (at == cols) at = 0;
+        for (; c < cols; c++)
+            if (row[c] > top) { top = row[c]; at = c; }
+        if (top > best[r]) { best[r] = top; best_class[r] = (int64_t)(first_class + at); }
+        size_t t = (size_t)targets[r];
+        int has_target = t >= first_class && t < first_class + cols;
+        if (has_target) target_cosines[r] = row[t - first_class];
+        // exp(z - scale), z = scale (u - margin [c = target]) <= scale: the shift is the
+        // logits' bound, the same for every block, so no rescaling between blocks.
+        for (c = 0; c < cols; c++) row[c] = exp_nonpositive(scale * row[c] - scale);
+        if (has_target) row[t - first_class] = exp_nonpositive(scale * (target_cosines[r] - margin) - scale);
+        double partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        double sum = 0;
+        for (c = 0; c + 8 <= cols; c += 8)
+            for (int j = 0; j < 8; j++) partial[j] += (double)row[c + j];
+        for (; c < cols; c++) sum += (double)row[c];
+        for (int j = 0; j < 8; j++) sum += partial[j];
+        row_sums[r] += sum;
+    }
+}
+
+OH_CLONES
 int oh_half_to_float(float *restrict dst, const uint16_t *restrict src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         _Float16 h;

@@ -31,11 +31,14 @@ public enum BLAS {
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int,
         _ b: UnsafePointer<Float>, ldb: Int,
-        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int
+        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int,
+        timed: Bool = true
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm shapes m=\(m) n=\(n) k=\(k)")
         if m == 0 || n == 0 { return }
-        let clock = BLAS.clock
+        // Callers that run GEMMs on several threads at once (the fused head) pass timed: false and
+        // add their own time once, from one thread: the counter is not atomic.
+        let clock = timed ? BLAS.clock : nil
         let start = clock?() ?? 0
         // beta = 0: clear C with memset and let BLAS accumulate (beta = 1). OpenBLAS's own pass to
         // clear C (sgemm_beta) was 3-5% of step time, slower than memset on every shape of the step.

@@ -19,6 +19,13 @@ func cosineForward(
     _ codebookUnit: UnsafePointer<Float>,    // (C, K)
     B: Int, K: Int, C: Int
 ) {
+    unitRows(vn, norms, v, B: B, K: K)
+    BLAS.gemm(transA: false, transB: true, m: B, n: C, k: K, vn, lda: K, codebookUnit, ldb: K,
+              beta: 0, u, ldc: C)
+}
+
+/// vn = v / max(|v|, 1e-12), row by row; the norms cached.
+func unitRows(_ vn: UnsafeMutablePointer<Float>, _ norms: UnsafeMutablePointer<Float>, _ v: UnsafePointer<Float>, B: Int, K: Int) {
     for r in 0..<B {
         let vr = v + r * K, nr = vn + r * K
         var sq: Float = 0
@@ -28,8 +35,6 @@ func cosineForward(
         let inv = 1 / norm
         for k in 0..<K { nr[k] = vr[k] * inv }
     }
-    BLAS.gemm(transA: false, transB: true, m: B, n: C, k: K, vn, lda: K, codebookUnit, ldb: K,
-              beta: 0, u, ldc: C)
 }
 
 /// ```
@@ -47,6 +52,12 @@ func cosineBackward(
 ) {
     BLAS.gemm(transA: false, transB: false, m: B, n: K, k: C, du, lda: C, codebookUnit, ldb: K,
               beta: 0, dvn, ldc: K)
+    unitRowsBackward(dv, dvn, vn, norms, B: B, K: K)
+}
+
+/// dv = (dvn - vn (vn . dvn)) / |v|, row by row (dv = dvn / 1e-12 where the norm was clamped).
+func unitRowsBackward(_ dv: UnsafeMutablePointer<Float>, _ dvn: UnsafePointer<Float>, _ vn: UnsafePointer<Float>,
+                      _ norms: UnsafePointer<Float>, B: Int, K: Int) {
     for r in 0..<B {
         let g = dvn + r * K, n = vn + r * K, out = dv + r * K
         let inv = 1 / norms[r]

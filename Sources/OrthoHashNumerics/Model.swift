@@ -125,7 +125,20 @@ public final class HashModel {
     let norms: FloatBuffer                   // (B)
     let dCodes: FloatBuffer                  // (B, K)
     let dScratch: FloatBuffer                // (B, K)
-    let logits: FloatBuffer                  // (B, C) cosines, then their gradient
+    /// (B, C) cosines, then their gradient; made at the first step that needs it (the fused
+    /// head for many classes does not).
+    var logitsBuffer: FloatBuffer?
+    var logits: FloatBuffer {
+        if let b = logitsBuffer { return b }
+        let b = FloatBuffer(count: batchSize * config.classes)
+        logitsBuffer = b
+        return b
+    }
+    /// Whether single-label cosine-margin losses over many classes take the fused head
+    /// (FusedHead.swift); benchmarks and tests turn it off to compare.
+    public var fusedHead = true
+    var headWorkspace: FusedHeadWorkspace?
+    var lastForwardFused = false
     let logitScratch: FloatBuffer?           // (B, C) arc margin only
 
     /// A model with its parameters at PyTorch's initialisation for seed 0 (`resetParameters`).
@@ -166,7 +179,6 @@ public final class HashModel {
         norms = FloatBuffer(count: B)
         dCodes = FloatBuffer(count: B * K)
         dScratch = FloatBuffer(count: B * K)
-        logits = FloatBuffer(count: B * C)
         logitScratch = loss.marginType == .arc ? FloatBuffer(count: B * C) : nil
         resetParameters(seed: 0)
     }
@@ -224,9 +236,19 @@ public final class HashModel {
         batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
                               runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
         batchesTracked += 1
-        cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
-        var (lossValue, correct) = marginLoss(logits.pointer, scratch: logitScratch?.pointer, targets: targets,
+        var lossValue: Double, correct: Int
+        if fusedHead, case .single(let t) = targets, FusedHead.applies(loss, classes: C) {
+            // The loss's gradient w.r.t. the unit codes goes to dScratch, which `backward` reads.
+            unitRows(unitCodes.pointer, norms.pointer, codes.pointer, B: B, K: K)
+            (lossValue, correct) = FusedHead.lossAndGradient(dScratch.pointer, unitCodes: unitCodes.pointer, codebookUnit: codebookUnit.pointer,
+                                                             targets: t, B: B, K: K, C: C, N: N, config: loss, workspace: &headWorkspace)
+            lastForwardFused = true
+        } else {
+            cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
+            (lossValue, correct) = marginLoss(logits.pointer, scratch: logitScratch?.pointer, targets: targets,
                                               B: B, C: C, N: N, config: loss, statistics: statistics)
+            lastForwardFused = false
+        }
         if loss.quan != 0 {
             lossValue += quantizationForward(codes.pointer, B: B, K: K, N: N, type: loss.quanType, weight: loss.quan)
         }
@@ -245,8 +267,12 @@ public final class HashModel {
         let p = parameters.pointer, g = gradients.pointer
         var check = GradientFiniteness(gradients: g, provable: mode == .overwrite || store.gradientsAreZero, rows: N, ranks: statistics.ranks)
         store.noteGradientsWritten()
-        cosineBackward(dCodes.pointer, dScratch.pointer, logits.pointer, unitCodes.pointer, norms.pointer,
-                       codebookUnit.pointer, B: B, K: K, C: C)
+        if lastForwardFused {
+            unitRowsBackward(dCodes.pointer, dScratch.pointer, unitCodes.pointer, norms.pointer, B: B, K: K)
+        } else {
+            cosineBackward(dCodes.pointer, dScratch.pointer, logits.pointer, unitCodes.pointer, norms.pointer,
+                           codebookUnit.pointer, B: B, K: K, C: C)
+        }
         if loss.quan != 0 {
             quantizationBackward(dCodes.pointer, codes.pointer, B: B, K: K, N: N, type: loss.quanType, weight: loss.quan)
         }

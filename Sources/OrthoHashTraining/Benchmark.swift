@@ -18,7 +18,7 @@ public enum Benchmark {
     /// Times `steps` steps after `warmup` of a run with `config` on `data`, in a temporary run
     /// directory.
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
-                                dataParallel: DataParallel = OneProcess()) throws -> Result {
+                                head: HeadPath = .fused, dataParallel: DataParallel = OneProcess()) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
@@ -29,6 +29,7 @@ public enum Benchmark {
         c.checkpointEvery = 0
         let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, threads: threads, log: Log(quiet: true))
         trainer.progressBar = false
+        trainer.head = head
         trainer.stopAfterSteps = warmup
         try trainer.run()
         // Time the next `steps` steps of the same trainer.

@@ -21,6 +21,8 @@ public final class Trainer {
     public var stopAfterSteps: Int? = nil
     /// Rank 0 appends `step,loss` of every global step to the run's steps.csv (full precision).
     public var logSteps = false
+    /// The head's path (`--head`); not part of the run's settings: resuming with the other one is allowed.
+    public var head: HeadPath = .fused
     /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
     public var verify = false
     /// Draw a progress bar within an epoch (rank 0, on a terminal).
@@ -113,6 +115,7 @@ public final class Trainer {
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
                           store: store, statistics: collective)
+        model.fusedHead = head == .fused
         optimizer = Optimizer(config: config.optimizer)
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
                              ranks: dataParallel.ranks, seed: config.seed)

@@ -5,6 +5,7 @@ import OrthoHashNumerics
 import OrthoHashTraining
 
 extension BackboneKind: ExpressibleByArgument {}
+extension HeadPath: ExpressibleByArgument {}
 extension MarginType: ExpressibleByArgument {}
 extension MultiLabelLoss: ExpressibleByArgument {}
 extension QuantizationType: ExpressibleByArgument {}

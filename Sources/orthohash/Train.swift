@@ -27,6 +27,8 @@ extension OrthoHashCommand {
         var ioTimeout: Double = 900
         @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
         @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
+        @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
+        var head: HeadPath = .fused
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
 
@@ -76,6 +78,7 @@ extension OrthoHashCommand {
                 trainer.stopRequested = installStopHandlers(rank: collective.rank)
                 trainer.verify = verify
                 trainer.logSteps = logSteps
+                trainer.head = head
                 if let summary = try trainer.run(resume: resume, overwrite: overwrite), !quiet, collective.isCoordinator {
                     print(Progress.doneLine(summary, mapAt: config.mapAt, summaryPath: RunDirectory(runDir).summaryPath))
                 }

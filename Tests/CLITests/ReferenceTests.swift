@@ -31,6 +31,8 @@ final class ReferenceTests: XCTestCase {
 
     /// Many classes (300: the C kernel of the single-label loss), a linear backbone on float16
     /// features, SGD with Nesterov momentum and a multistep schedule, checkpoints every 7 steps.
+    /// The reference predates the fused head, so this run takes `--head logits`; the fused head
+    /// is checked against the definition and against this path in FusedHeadTests.
     func testManyClassesReference() throws {
         let dir = tempDir()
         var rng = Xoshiro256(seed: 21)
@@ -52,7 +54,7 @@ final class ReferenceTests: XCTestCase {
                                    "--db-features", dir + "/db_x.npy", "--db-labels", dir + "/db_y.npy",
                                    "--nbit", "32", "--epochs", "3", "--batch-size", "64", "--optimizer", "sgd", "--nesterov",
                                    "--lr", "0.05", "--scheduler", "multistep", "--milestones", "1,2", "--checkpoint-every-steps", "7",
-                                   "--map-at", "100,gt100", "--threads", "1", "--quiet", "--run-dir", run], environment: reproducibleBLAS)
+                                   "--map-at", "100,gt100", "--threads", "1", "--quiet", "--head", "logits", "--run-dir", run], environment: reproducibleBLAS)
         XCTAssertEqual(train.status, 0, train.stderr)
         try matchesReference("many-classes-linear", run: run)
     }

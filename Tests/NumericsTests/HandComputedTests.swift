@@ -202,3 +202,90 @@ final class HandComputedTests: XCTestCase {
         return s
     }
 }
+
+/// The fused head (FusedHead.swift: the cosines never materialised) against the definition
+/// computed in Double, and against the materialised path inside the whole model.
+final class FusedHeadTests: XCTestCase {
+    /// Loss, accuracy and dL/dvn for 3001 classes (not a multiple of any block), blocks of 64,
+    /// 1000 and the default, 1 and 2 threads; a row whose target is its largest cosine, one whose
+    /// target is the smallest. Tolerances: the cosines come from float32 GEMMs of K = 64 terms
+    /// (error up to ~K x 2^-24 of a unit product, 4e-6) and are scaled by s = 8 before the
+    /// exponential, so p carries ~3e-5 relative error at worst; dvn's bound is 5e-5 of its scale
+    /// ce s / N, the loss's 1e-5 relative.
+    func testMatchesDefinition() {
+        let B = 9, K = 64, C = 3001, N = 2 * B
+        let threadsBefore = BLAS.threads
+        defer { BLAS.setThreads(threadsBefore); FusedHead.blockClassesOverride = nil }
+        var rng = Xoshiro256(seed: 5)
+        var vn = (0..<(B * K)).map { _ in Float(rng.gaussian()) }
+        for r in 0..<B {
+            let n = (0..<K).reduce(Float(0)) { $0 + vn[r * K + $1] * vn[r * K + $1] }.squareRoot()
+            for k in 0..<K { vn[r * K + k] /= n }
+        }
+        let cb = (0..<(C * K)).map { _ in rng.next() & 1 == 1 ? Float(0.125) : -0.125 }    // +-1 / sqrt(64)
+        let u = (0..<(B * C)).map { i in (0..<K).reduce(0.0) { $0 + Double(vn[i / C * K + $1]) * Double(cb[i % C * K + $1]) } }
+        var targets = (0..<B).map { _ in Int32(rng.nextInt(below: C)) }
+        targets[0] = Int32((0..<C).max { u[$0] < u[$1] }!)
+        targets[1] = Int32((0..<C).min { u[C + $0] < u[C + $1] }!)
+        var config = LossConfig()
+        config.ce = 0.5
+        let s = Double(config.scale), m = Double(config.margin), gs = Double(config.ce) * s / Double(N)
+        var loss = 0.0, correct = 0, dvn = [Double](repeating: 0, count: B * K)
+        for r in 0..<B {
+            let t = Int(targets[r])
+            if (0..<C).max(by: { u[r * C + $0] < u[r * C + $1] }) == t { correct += 1 }
+            let z = (0..<C).map { s * (u[r * C + $0] - ($0 == t ? m : 0)) }
+            let top = z.max()!, sum = z.reduce(0) { $0 + exp($1 - top) }
+            loss += (top + log(sum) - z[t]) * Double(config.ce) / Double(N)
+            for c in 0..<C {
+                let g = gs * (exp(z[c] - top) / sum - (c == t ? 1 : 0))
+                for k in 0..<K { dvn[r * K + k] += g * Double(cb[c * K + k]) }
+            }
+        }
+        let vnBuffer = FloatBuffer(vn), cbBuffer = FloatBuffer(cb), out = FloatBuffer(count: B * K)
+        for block in [64, 1000, nil] as [Int?] {
+            for threads in [1, 2] {
+                BLAS.setThreads(threads)
+                FusedHead.blockClassesOverride = block
+                var workspace: FusedHeadWorkspace? = nil
+                let result = targets.withUnsafeBufferPointer {
+                    FusedHead.lossAndGradient(out.pointer, unitCodes: vnBuffer.pointer, codebookUnit: cbBuffer.pointer, targets: $0.baseAddress!,
+                                              B: B, K: K, C: C, N: N, config: config, workspace: &workspace)
+                }
+                let what = "block \(block.map(String.init) ?? "default"), \(threads) threads"
+                XCTAssertEqual(result.loss, loss, accuracy: 1e-5 * loss, what)
+                XCTAssertEqual(result.correct, correct, what)
+                var worst = 0.0
+                for i in 0..<(B * K) { worst = max(worst, abs(Double(out[i]) - dvn[i])) }
+                XCTAssertLessThan(worst, 5e-5 * gs, what)
+            }
+        }
+    }
+
+    /// A training step of a linear head over 1000 classes: the fused and the materialised paths
+    /// give the same loss, accuracy and parameter gradients (float32 sums in other orders: 1e-4
+    /// of each gradient's largest magnitude), and the fused one never makes the (B, C) cosines.
+    func testModelStepAgreesWithLogitsPath() {
+        let B = 32, D = 40, K = 32, C = 1000
+        var rng = Xoshiro256(seed: 8)
+        let x = (0..<(B * D)).map { _ in Float(rng.gaussian()) }
+        let targets = (0..<B).map { _ in Int32(rng.nextInt(below: C)) }
+        let codebook = try! Codebook.generate(method: .B, classes: C, bits: K, seed: 3)
+        let config = ModelConfig(inputDim: D, backbone: .linear, hidden: [], nbit: K, classes: C)
+        var results: [(Double, Int, [Float])] = []
+        for fused in [true, false] {
+            let model = HashModel(config: config, loss: LossConfig(), codebook: codebook, batchSize: B)
+            model.fusedHead = fused
+            let step = x.withUnsafeBufferPointer { xs in
+                targets.withUnsafeBufferPointer { model.trainStep(xs.baseAddress!, targets: .single($0.baseAddress!), mode: .overwrite) }
+            }
+            XCTAssertEqual(model.logitsBuffer == nil, fused)
+            results.append((step.loss, step.correct, Array(UnsafeBufferPointer(start: model.gradients.pointer, count: model.parameterCount))))
+        }
+        XCTAssertEqual(results[0].0, results[1].0, accuracy: 1e-5 * results[1].0)
+        XCTAssertEqual(results[0].1, results[1].1)
+        let largest = results[1].2.map(abs).max()!
+        XCTAssertGreaterThan(largest, 0)
+        for (a, b) in zip(results[0].2, results[1].2) { XCTAssertEqual(a, b, accuracy: 1e-4 * largest) }
+    }
+}

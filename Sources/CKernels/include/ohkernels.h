@@ -35,6 +35,16 @@ void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int ac
 /// the path for many classes (GLDv2: 81,313).
 double oh_cos_margin_softmax_ce(float *u, const int32_t *targets, size_t rows, size_t classes,
                                 float scale, float margin, float grad_scale, int64_t *correct);
+/// One block of classes [first_class, first_class + cols) of the fused head (FusedHead.swift):
+/// `u` (rows, cols) holds the cosines of each row to the block's codebook rows; on return it
+/// holds exp(z - scale), z = scale (u - margin [class = target]), and row_sums[r] has their sum
+/// (double) added. Where a row's target is in the block, target_cosines[r] gets its cosine.
+/// best[r] and best_class[r] keep the largest cosine seen so far and its class (the first on
+/// ties, blocks given in ascending order). Needs scale (2 + margin) <= 87 so that no exponential
+/// underflows (the caller falls back to oh_cos_margin_softmax_ce otherwise).
+void oh_head_block(float *u, size_t rows, size_t cols, size_t first_class, const int32_t *targets,
+                   float scale, float margin, double *row_sums, float *target_cosines,
+                   float *best, int64_t *best_class);
 /// dst = float(src) for IEEE half-precision src (F16C where the CPU has it); 1 if all are finite.
 int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 /// dst[i] = table[src[i]] (table: 256 entries): 8-bit pixels to features.

@@ -1,0 +1,150 @@
+// The head for many classes without its logits: the single-label cosine-margin softmax
+// cross-entropy over C classes, computed block by block of classes so that the (B, C) cosines
+// never exist (GLDv2: 256 x 81,313 floats, 83 MB written and read twice per step otherwise).
+//
+// Dimensions: B = rows of the local batch, N = rows of the global batch, K = bits, C = classes.
+//
+// With u = vn cb^T (cb: the codebook's unit rows, fixed), z = s (u - m y) and p = softmax(z):
+// ```
+// L_r       = lse(z_r) - z_r,t
+// dL/du_r,c = s (p_r,c - y_r,c)
+// dL/dvn_r  = sum_c dL/du_r,c cb_c = s (sum_c p_r,c cb_c - cb_t)
+// ```
+// so the gradient w.r.t. the unit codes is a softmax-weighted sum of codebook rows (attention
+// with the codebook as keys and values). Each block of Cb classes: u_blk = vn cb_blk^T (a GEMM
+// of (B, K) x (K, Cb), in cache), e = exp(z - s) in place (one C pass: also the row sums, the
+// largest cosine and the target's cosine), then acc += e cb_blk (a GEMM of (B, Cb) x (Cb, K)).
+// The shift s bounds every z (|u| <= 1), so it is the same for all blocks and no rescaling
+// (as an online softmax needs) is required; exp(z - s) >= exp(-s (2 + m)) does not underflow
+// for s (2 + m) <= 80, and larger scales take the unfused path. The two GEMMs of the step keep
+// their FLOPs; the blocks are split over the threads, each with its own accumulator, added in
+// thread order. Numerics: the same function as `cosMarginSoftmaxCE`, summed in another order
+// (tested against the definition in Double).
+
+import CKernels
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// Per-thread buffers of the fused head, allocated once for a batch size and thread count.
+final class FusedHeadWorkspace {
+    let B: Int, K: Int, blockClasses: Int, workers: Int
+    let blocks: FloatBuffer        // (workers, B, Cb)
+    let accumulators: FloatBuffer  // (workers, B, K)
+    let rowSums: UnsafeMutablePointer<Double>     // (workers, B)
+    let best: FloatBuffer          // (workers, B)
+    let bestClass: UnsafeMutablePointer<Int64>    // (workers, B)
+    let targetCosines: FloatBuffer // (B): each row's target lies in one block, written once
+
+    init(B: Int, K: Int, blockClasses: Int, workers: Int) {
+        self.B = B; self.K = K; self.blockClasses = blockClasses; self.workers = workers
+        blocks = FloatBuffer(count: workers * B * blockClasses)
+        accumulators = FloatBuffer(count: workers * B * K)
+        rowSums = .allocate(capacity: workers * B)
+        best = FloatBuffer(count: workers * B)
+        bestClass = .allocate(capacity: workers * B)
+        targetCosines = FloatBuffer(count: B)
+    }
+    deinit { rowSums.deallocate(); bestClass.deallocate() }
+}
+
+/// How the loss over many classes is computed (`--head`); the two differ only in the order of
+/// float32 sums.
+public enum HeadPath: String, CaseIterable, Codable, Sendable {
+    /// Single-label cosine-margin losses over 256 classes or more (scale (2 + margin) <= 80)
+    /// without materialising the cosines; everything else as `logits`.
+    case fused
+    /// The (B, C) cosines written, the loss over them, and a GEMM back: the path before the
+    /// fused head (the committed reference models were trained with it).
+    case logits
+}
+
+enum FusedHead {
+    /// Classes per block: B x Cb floats of cosines stay within 256 KB (L2 on every CPU seen here).
+    nonisolated(unsafe) static var blockClassesOverride: Int? = nil
+    static func blockClasses(B: Int) -> Int {
+        if let b = blockClassesOverride { return b }
+        return max(64, min(2048, (1 << 16) / max(B, 1) / 16 * 16))
+    }
+
+    /// Whether the fused path computes this loss (else `marginLoss` over materialised cosines).
+    static func applies(_ config: LossConfig, classes C: Int) -> Bool {
+        config.marginType == .cos && C >= manyClasses && config.scale > 0 && config.scale * (2 + max(config.margin, 0)) <= 80
+    }
+
+    /// Loss (this rank's share of `ce * L`), correct rows, and `ce * dL/dvn` written to `dvn` (B, K).
+    static func lossAndGradient(
+        _ dvn: UnsafeMutablePointer<Float>,          // (B, K) out
+        unitCodes vn: UnsafePointer<Float>,          // (B, K)
+        codebookUnit cb: UnsafePointer<Float>,       // (C, K)
+        targets: UnsafePointer<Int32>, B: Int, K: Int, C: Int, N: Int,
+        config: LossConfig, workspace: inout FusedHeadWorkspace?
+    ) -> (loss: Double, correct: Int) {
+        let Cb = blockClasses(B: B)
+        let blockCount = (C + Cb - 1) / Cb
+        let threads = BLAS.threads
+        let workers = max(1, min(threads, blockCount))
+        if workspace == nil || workspace!.B != B || workspace!.K != K || workspace!.blockClasses != Cb || workspace!.workers < workers {
+            workspace = FusedHeadWorkspace(B: B, K: K, blockClasses: Cb, workers: workers)
+        }
+        let w = workspace!
+        let s = config.scale, m = config.margin
+        // Each worker's GEMMs run in its own thread: OpenBLAS at one thread meanwhile. A benchmark
+        // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
+        if workers > 1 { BLAS.setThreads(1) }
+        let clock = BLAS.clock
+        let gemmTimes = UnsafeMutablePointer<UInt64>.allocate(capacity: workers)
+        defer { gemmTimes.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: workers) { i in
+            let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
+            let block = w.blocks.pointer + i * B * Cb, acc = w.accumulators.pointer + i * B * K
+            let sums = w.rowSums + i * B, best = w.best.pointer + i * B, bestClass = w.bestClass + i * B
+            acc.update(repeating: 0, count: B * K)
+            sums.update(repeating: 0, count: B)
+            best.update(repeating: -.infinity, count: B)
+            bestClass.update(repeating: 0, count: B)
+            var spent: UInt64 = 0
+            for b in first..<last {
+                let c0 = b * Cb, cols = min(Cb, C - c0)
+                let t0 = clock?() ?? 0
+                BLAS.gemm(transA: false, transB: true, m: B, n: cols, k: K, vn, lda: K, cb + c0 * K, ldb: K,
+                          beta: 0, block, ldc: cols, timed: false)
+                let t1 = clock?() ?? 0
+                oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass)
+                let t2 = clock?() ?? 0
+                BLAS.gemm(transA: false, transB: false, m: B, n: K, k: cols, block, lda: cols, cb + c0 * K, ldb: K,
+                          beta: 1, acc, ldc: K, timed: false)
+                if let clock { spent &+= (t1 - t0) + (clock() - t2) }
+            }
+            gemmTimes[i] = spent
+        }
+        if workers > 1 { BLAS.setThreads(threads) }
+        if clock != nil { BLAS.gemmNanoseconds &+= (0..<workers).map { gemmTimes[$0] }.max() ?? 0 }
+        // Add the workers' parts in worker order (blocks ascend with the worker: the first
+        // largest cosine is the one of the lowest worker holding it).
+        var loss = 0.0, correct = 0
+        let gradScale = Double(config.ce * s) / Double(N)
+        for r in 0..<B {
+            var sum = 0.0, top = -Float.infinity, at: Int64 = 0
+            for i in 0..<workers {
+                sum += w.rowSums[i * B + r]
+                if w.best[i * B + r] > top { top = w.best[i * B + r]; at = w.bestClass[i * B + r] }
+            }
+            let t = Int(targets[r])
+            if at == Int64(t) { correct += 1 }
+            let zt = Double(s) * (Double(w.targetCosines[r]) - Double(m))
+            loss += Double(s) + log(sum) - zt
+            let k = gradScale / sum
+            let out = dvn + r * K, target = cb + t * K
+            for j in 0..<K {
+                var a = 0.0
+                for i in 0..<workers { a += Double(w.accumulators[(i * B + r) * K + j]) }
+                out[j] = Float(a * k - gradScale * Double(target[j]))
+            }
+        }
+        return (loss * Double(config.ce) / Double(N), correct)
+    }
+}
