@@ -40,7 +40,7 @@ for bits in $bits_list; do
       mpirun -np 2 --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 "$bin" bench "${data[@]}" --nbit "$bits" \
         --steps "$steps" --threads 1 --head $head | ms 2 1 >> "$work/$bits.$head.r2"
     done
-    "$bin" bench "${data[@]}" --nbit "$bits" --steps 1 --threads 1,2 --gemms | awk '/GEMMs alone/ { sub("ms", "", $NF); print $2, $NF }' > "$work/g"
+    "$bin" bench "${data[@]}" --nbit "$bits" --steps 1 --threads 1,2 --gemms | awk '/GEMMs alone/ { print $2, $(NF-1) }' > "$work/g"
     awk '$1 == 1 { print $2 }' "$work/g" >> "$work/$bits.gemm.1"
     awk '$1 == 2 { print $2 }' "$work/g" >> "$work/$bits.gemm.2"
     if [ $have_torch = 1 ]; then
