@@ -154,6 +154,19 @@ static void chunk_avx512(topk_state *s, size_t q, const uint64_t *query, const u
     }
 }
 
+// The rows after the last full vector, for four queries: scalar popcounts.
+static inline __attribute__((always_inline))
+void four_tail(topk_state *s, size_t q, const uint64_t *query, const uint64_t *chunk, size_t i, size_t n, size_t T,
+               int64_t first, size_t W) {
+    for (; i < n; i++) {
+        for (int j = 0; j < 4; j++) {
+            uint32_t d = 0;
+            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[(size_t)j * W + w] ^ chunk[w * T + i]);
+            if (d < s->limit[q + (size_t)j]) offer(s, q + (size_t)j, d, first + (int64_t)i);
+        }
+    }
+}
+
 // Four queries at once: each vector of 8 codes is loaded once and compared with all four, which
 // divides the loads per comparison by four and gives the core independent work. The body is
 // inlined with W a constant for the usual code lengths, so that the distances and limits stay
@@ -198,13 +211,7 @@ static inline void avx512_four_body(topk_state *s, size_t q, const uint64_t *que
         l0 = _mm512_set1_epi64((long long)s->limit[q]); l1 = _mm512_set1_epi64((long long)s->limit[q + 1]);
         l2 = _mm512_set1_epi64((long long)s->limit[q + 2]); l3 = _mm512_set1_epi64((long long)s->limit[q + 3]);
     }
-    for (; i < n; i++) {
-        for (int j = 0; j < 4; j++) {
-            uint32_t d = 0;
-            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[(size_t)j * W + w] ^ chunk[w * T + i]);
-            if (d < s->limit[q + (size_t)j]) offer(s, q + (size_t)j, d, first + (int64_t)i);
-        }
-    }
+    four_tail(s, q, query, chunk, i, n, T, first, W);
 }
 
 __attribute__((target("avx512f,avx512dq,avx512vpopcntdq,popcnt")))
@@ -296,13 +303,7 @@ static inline void avx2_four_body(topk_state *s, size_t q, const uint64_t *query
         l0 = _mm256_set1_epi64x((long long)s->limit[q]); l1 = _mm256_set1_epi64x((long long)s->limit[q + 1]);
         l2 = _mm256_set1_epi64x((long long)s->limit[q + 2]); l3 = _mm256_set1_epi64x((long long)s->limit[q + 3]);
     }
-    for (; i < n; i++) {
-        for (int j = 0; j < 4; j++) {
-            uint32_t d = 0;
-            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[(size_t)j * W + w] ^ chunk[w * T + i]);
-            if (d < s->limit[q + (size_t)j]) offer(s, q + (size_t)j, d, first + (int64_t)i);
-        }
-    }
+    four_tail(s, q, query, chunk, i, n, T, first, W);
 }
 
 __attribute__((target("avx2,popcnt")))

@@ -135,6 +135,34 @@ static inline float exp_nonpositive(float x) {
     return p * scale.f;
 }
 
+/// The index of the largest of x[0..n) (n >= 1), the first on ties, and the value in *top:
+/// lane-wise maxima with the index of each lane's first maximum (branch-free, so it vectorises),
+/// then the smallest index among the lanes that hold the overall maximum, then the tail. A NaN
+/// is never larger.
+static inline __attribute__((always_inline)) size_t first_largest(const float *restrict x, size_t n, float *top_out) {
+    float lanes[8];
+    int32_t where[8];
+    for (int j = 0; j < 8; j++) { lanes[j] = x[0]; where[j] = 0; }
+    size_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int j = 0; j < 8; j++) {
+            float v = x[c + j];
+            int larger = v > lanes[j];
+            lanes[j] = larger ? v : lanes[j];
+            where[j] = larger ? (int32_t)(c + j) : where[j];
+        }
+    float top = lanes[0];
+    for (int j = 1; j < 8; j++) top = lanes[j] > top ? lanes[j] : top;
+    size_t best = n;
+    for (int j = 0; j < 8; j++)
+        if (lanes[j] == top && (size_t)where[j] < best) best = (size_t)where[j];
+    if (best == n) best = 0;
+    for (; c < n; c++)
+        if (x[c] > top) { top = x[c]; best = c; }
+    *top_out = top;
+    return best;
+}
+
 OH_CLONES
 double oh_cos_margin_softmax_ce(float *restrict u, const int32_t *restrict targets, size_t rows, size_t classes,
                                 float scale, float margin, float grad_scale, int64_t *restrict correct) {
@@ -143,29 +171,10 @@ double oh_cos_margin_softmax_ce(float *restrict u, const int32_t *restrict targe
     for (size_t r = 0; r < rows; r++) {
         float *row = u + r * classes;
         size_t t = (size_t)targets[r];
-        // Largest cosine, the first on ties: lane-wise maxima with the index of each lane's first
-        // maximum (branch-free, so it vectorises), then the smallest index among the lanes that
-        // hold the overall maximum, then the tail. A NaN is never larger: a row of NaNs gives
-        // index 0 and a NaN loss, which stops training.
-        float lanes[8];
-        int32_t where[8];
-        for (int j = 0; j < 8; j++) { lanes[j] = row[0]; where[j] = 0; }
-        size_t c = 0;
-        for (; c + 8 <= classes; c += 8)
-            for (int j = 0; j < 8; j++) {
-                float x = row[c + j];
-                int larger = x > lanes[j];
-                lanes[j] = larger ? x : lanes[j];
-                where[j] = larger ? (int32_t)(c + j) : where[j];
-            }
-        float top = lanes[0];
-        for (int j = 1; j < 8; j++) top = lanes[j] > top ? lanes[j] : top;
-        size_t best = classes;
-        for (int j = 0; j < 8; j++)
-            if (lanes[j] == top && (size_t)where[j] < best) best = (size_t)where[j];
-        if (best == classes) best = 0;
-        for (; c < classes; c++)
-            if (row[c] > top) { top = row[c]; best = c; }
+        // Largest cosine, the first on ties. A NaN is never larger: a row of NaNs gives index 0
+        // and a NaN loss, which stops training.
+        float top;
+        size_t best = first_largest(row, classes, &top), c;
         if (best == t) right++;
         float zt = scale * (row[t] - margin);
         float shift = scale * top > zt ? scale * top : zt;     // >= every z, so exp(z - shift) <= 1
@@ -196,27 +205,10 @@ void oh_head_block(float *restrict u, size_t rows, size_t cols, size_t first_cla
                    float *restrict best, int64_t *restrict best_class) {
     for (size_t r = 0; r < rows; r++) {
         float *row = u + r * cols;
-        // Largest cosine of the block, the first on ties (as in oh_cos_margin_softmax_ce), kept
-        // only when larger than the earlier blocks' best: the first over the whole row.
-        float lanes[8];
-        int32_t where[8];
-        for (int j = 0; j < 8; j++) { lanes[j] = row[0]; where[j] = 0; }
-        size_t c = 0;
-        for (; c + 8 <= cols; c += 8)
-            for (int j = 0; j < 8; j++) {
-                float x = row[c + j];
-                int larger = x > lanes[j];
-                lanes[j] = larger ? x : lanes[j];
-                where[j] = larger ? (int32_t)(c + j) : where[j];
-            }
-        float top = lanes[0];
-        for (int j = 1; j < 8; j++) top = lanes[j] > top ? lanes[j] : top;
-        size_t at = cols;
-        for (int j = 0; j < 8; j++)
-            if (lanes[j] == top && (size_t)where[j] < at) at = (size_t)where[j];
-        if (at == cols) at = 0;
-        for (; c < cols; c++)
-            if (row[c] > top) { top = row[c]; at = c; }
+        // Largest cosine of the block, the first on ties, kept only when larger than the earlier
+        // blocks' best: the first over the whole row.
+        float top;
+        size_t at = first_largest(row, cols, &top), c;
         if (top > best[r]) { best[r] = top; best_class[r] = (int64_t)(first_class + at); }
         size_t t = (size_t)targets[r];
         int has_target = t >= first_class && t < first_class + cols;

@@ -38,6 +38,7 @@ final class FusedHeadWorkspace {
     let best: FloatBuffer          // (workers, B)
     let bestClass: UnsafeMutablePointer<Int64>    // (workers, B)
     let targetCosines: FloatBuffer // (B): each row's target lies in one block, written once
+    let gemmNanoseconds: UnsafeMutablePointer<UInt64>  // (workers): benchmarks' GEMM time per worker
 
     init(B: Int, K: Int, blockClasses: Int, workers: Int) {
         self.B = B; self.K = K; self.blockClasses = blockClasses; self.workers = workers
@@ -47,8 +48,9 @@ final class FusedHeadWorkspace {
         best = FloatBuffer(count: workers * B)
         bestClass = .allocate(capacity: workers * B)
         targetCosines = FloatBuffer(count: B)
+        gemmNanoseconds = .allocate(capacity: workers)
     }
-    deinit { rowSums.deallocate(); bestClass.deallocate() }
+    deinit { rowSums.deallocate(); bestClass.deallocate(); gemmNanoseconds.deallocate() }
 }
 
 /// How the loss over many classes is computed (`--head`); the two differ only in the order of
@@ -96,8 +98,6 @@ enum FusedHead {
         // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
         if workers > 1 { BLAS.setThreads(1) }
         let clock = BLAS.clock
-        let gemmTimes = UnsafeMutablePointer<UInt64>.allocate(capacity: workers)
-        defer { gemmTimes.deallocate() }
         DispatchQueue.concurrentPerform(iterations: workers) { i in
             let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
             let block = w.blocks.pointer + i * B * Cb, acc = w.accumulators.pointer + i * B * K
@@ -119,10 +119,14 @@ enum FusedHead {
                           beta: 1, acc, ldc: K, timed: false)
                 if let clock { spent &+= (t1 - t0) + (clock() - t2) }
             }
-            gemmTimes[i] = spent
+            w.gemmNanoseconds[i] = spent
         }
         if workers > 1 { BLAS.setThreads(threads) }
-        if clock != nil { BLAS.gemmNanoseconds &+= (0..<workers).map { gemmTimes[$0] }.max() ?? 0 }
+        if clock != nil {
+            var slowest: UInt64 = 0
+            for i in 0..<workers { slowest = max(slowest, w.gemmNanoseconds[i]) }
+            BLAS.gemmNanoseconds &+= slowest
+        }
         // Add the workers' parts in worker order (blocks ascend with the worker: the first
         // largest cosine is the one of the lowest worker holding it).
         var loss = 0.0, correct = 0

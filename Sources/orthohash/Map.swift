@@ -103,8 +103,13 @@ extension OrthoHashCommand {
             }
             // Index images as integers; an id on two rows is one image (as metrics.py sees it).
             var image: [String: Int] = [:]
-            let rowImage = indexNames.map { id in image[id] ?? { image[id] = image.count; return image.count - 1 }() }
-            let groundTruth = solution.queries.map { q in q.images.map { id in image[id] ?? { image[id] = image.count; return image.count - 1 }() } }
+            func number(_ id: String) -> Int {
+                if let n = image[id] { return n }
+                image[id] = image.count
+                return image.count - 1
+            }
+            let rowImage = indexNames.map(number)
+            let groundTruth = solution.queries.map { $0.images.map(number) }
             let rows = solution.queries.compactMap { queryRow[$0.id] }
             let k = min(maxPredictions, database.rows)
             var gathered = [UInt8](repeating: 0, count: max(1, rows.count * query.bytes))
