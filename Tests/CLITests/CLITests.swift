@@ -595,6 +595,8 @@ final class CLITests: XCTestCase {
         assertFails(try orthohash(base + ["--query-ids", queryIds]), "the GLDv2 protocol needs --solution, --query-ids and --db-ids")
         assertFails(try orthohash(base + ["--query-ids", queryIds, "--db-ids", dbIds, "--max-predictions", "3", "--precision-at", "5"]),
                     "--precision-at 5 is beyond --max-predictions 3")
+        assertFails(try orthohash(base + ["--query-ids", queryIds, "--db-ids", dbIds, "--max-predictions", "0"]), "--max-predictions must be at least 1, got 0")
+        assertFails(try orthohash(base + ["--query-ids", queryIds, "--db-ids", dbIds, "--precision-at", "1,1"]), "--precision-at lists a cutoff twice: 1,1")
         let bad = write("bad.csv", "id,images,Usage\nqa,i1,Both\n")
         assertFails(try orthohash(["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--solution", bad, "--query-ids", queryIds,
                                    "--db-ids", dbIds]), "bad.csv", "line 2: Usage is 'Both'")
@@ -691,5 +693,22 @@ final class CLITests: XCTestCase {
         try FileManager.default.moveItem(atPath: fire + "/reference.pt", toPath: dir + "/bad/database.txt")
         try refused(dir + "/bad", "bad/database.txt: no 'id'")
         try refused(dir + "/missing", "missing: none of train.txt, test.txt, database.txt is here")
+        // Each of the other refusals, one bad file at a time.
+        let cases: [(String, String, String)] = [
+            ("train.txt", "{'codes': torch.zeros(3, 4), 'id': ['a', 'b', 'c']}", "train.txt has no 'labels'"),
+            ("train.txt", "{'codes': torch.zeros(3, 4), 'labels': torch.tensor([0, 1, 2])}", "labels are 1-based in FIRe's files; found 0"),
+            ("train.txt", "{'codes': torch.zeros(3, 4), 'labels': torch.tensor([1, 2])}", "2 labels for 3 rows of codes"),
+            ("test.txt", "{'codes': torch.tensor([[1.0, float('nan')]]), 'id': ['a']}", "'codes' has non-finite values"),
+            ("test.txt", "{'codes': torch.zeros(4), 'id': ['a']}", "'codes' has shape (4,), expected (rows, dim)"),
+            ("test.txt", "{'codes': torch.zeros(2, 4), 'id': ['a']}", "1 ids for 2 rows of codes"),
+            ("test.txt", "{'codes': torch.zeros(2, 4), 'id': ['a', 'b c']}", "id 'b c' is empty or has spaces"),
+            ("test.txt", "{'codes': torch.zeros(2, 4), 'id': ['a', 'a']}", "a query id names two rows"),
+            ("test.txt", "[1, 2]", "expected a dictionary with 'codes'"),
+        ]
+        // The files in one python process (importing torch is most of each run's time).
+        let made = try python("import os, sys, torch\n" + cases.enumerated().map { n, c in
+            "os.makedirs(sys.argv[1] + '/case\(n)'); torch.save(\(c.1), sys.argv[1] + '/case\(n)/\(c.0)')\n" }.joined(), [dir])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        for (n, (name, _, fragment)) in cases.enumerated() { try refused(dir + "/case\(n)", "case\(n)/\(name): \(fragment)") }
     }
 }
