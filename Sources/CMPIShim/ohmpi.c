@@ -517,6 +517,19 @@ void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what)
     free(offsets);
 }
 
+void ohmpi_barrier(const char *what) {
+    if (ohmpi_world == 1) return;
+    if (ohmpi_threaded) {
+        enter(what);
+        check(MPI_Barrier(ohmpi_comm), "MPI_Barrier", what);
+        leave();
+    } else {
+        MPI_Request request;
+        check(MPI_Ibarrier(ohmpi_comm, &request), "MPI_Ibarrier", what);
+        wait_for(&request, what);
+    }
+}
+
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what) {
     if (ohmpi_world > 1 && count > 0) allreduce(buffer, count, MPI_DOUBLE, sizeof(double), ohmpi_comm, what);
 }

@@ -11,7 +11,7 @@ import OrthoHashTraining
 /// otherwise the shim polls non-blocking ones), or `--io-timeout` after work rank 0 does alone;
 /// a failure or a timeout ends the whole job, naming the ranks that did not arrive and where
 /// they are.
-public final class MPICollective: Collective, TimedCollective {
+public final class MPICollective: Collective {
     public let rank: Int
     public let ranks: Int
 
@@ -35,16 +35,12 @@ public final class MPICollective: Collective, TimedCollective {
     public func setActivity(_ what: String) { ohmpi_set_activity(what) }
     public func allowCoordinatorWork() { ohmpi_allow_next_wait(coordinatorTimeout) }
 
-    public internal(set) var gradientSumSeconds = 0.0
-    public private(set) var statisticsSumSeconds = 0.0
-    public func resetTimers() { gradientSumSeconds = 0; statisticsSumSeconds = 0 }
-
     /// BatchNorm's statistics, the loss's weight sum and the control word.
     public func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {
-        let start = DispatchTime.now().uptimeNanoseconds
         ohmpi_allreduce_sum_f64(values, count, "all-reduce of \(count) float64 (BatchNorm statistics or control word)")
-        statisticsSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
+
+    public func barrier() { ohmpi_barrier("barrier before the gradient sum") }
 
     public func broadcast(_ bytes: [UInt8], root: Int) -> [UInt8] {
         // The size first, so receivers can size their buffer.
@@ -107,17 +103,13 @@ public final class MPIDataParallel: DataParallel {
     }
 
     public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> {
-        let start = DispatchTime.now().uptimeNanoseconds
         var lo = 0, hi = 0
         ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
-        mpi.gradientSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return lo..<hi
     }
 
     public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
-        let start = DispatchTime.now().uptimeNanoseconds
         ohmpi_gather_shards_f32(parameters.pointer, parameters.count, "gather of the updated parameter shards")
-        mpi.gradientSumSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
     public func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>) {

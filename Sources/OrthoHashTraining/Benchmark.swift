@@ -8,17 +8,28 @@ public enum Benchmark {
     public struct Result {
         public var samplesPerSecond: Double
         public var millisecondsPerStep: Double
+        /// Percentiles of the timed steps' times (this rank's; the ranks meet every step).
+        public var p50Milliseconds: Double, p95Milliseconds: Double
         public var gemmShare: Double
-        /// Per step: the gradient sum (and parameter gather), and the sums of BatchNorm's
-        /// statistics and the control word (MPI only).
-        public var gradientSumMilliseconds: Double
-        public var statisticsSumMilliseconds: Double
+        /// Milliseconds per step in each phase of the timeline, averaged over the timed steps.
+        /// BatchNorm's sync lies within the forward pass; waiting is a barrier before the sum.
+        public var phaseMilliseconds: [Timeline.Phase: Double]
+        /// BatchNorm's (and the loss's) sums over the ranks per step.
+        public var bnSyncCalls: Double
+
+        public func ms(_ phase: Timeline.Phase) -> Double { phaseMilliseconds[phase] ?? 0 }
+        /// The gradient sum with the step's control word and the gather of updated shards.
+        public var gradientSumMilliseconds: Double { ms(.gradientSum) + ms(.control) + ms(.parameterGather) }
+        /// Computing: the step less its communication and waiting.
+        public var computeMilliseconds: Double { ms(.data) + ms(.forward) - ms(.bnSync) + ms(.backward) + ms(.update) }
     }
 
     /// Times `steps` steps after `warmup` of a run with `config` on `data`, in a temporary run
-    /// directory.
+    /// directory. With `measureWait`, a barrier before each gradient sum separates the time
+    /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
-                                head: HeadPath = .fused, dataParallel: DataParallel = OneProcess()) throws -> Result {
+                                head: HeadPath = .fused, dataParallel: DataParallel = OneProcess(),
+                                measureWait: Bool = false) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
@@ -30,6 +41,7 @@ public enum Benchmark {
         let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, threads: threads, log: Log(quiet: true))
         trainer.progressBar = false
         trainer.head = head
+        trainer.measureWait = measureWait
         trainer.stopAfterSteps = warmup
         try trainer.run()
         // Time the next `steps` steps of the same trainer.
@@ -37,15 +49,18 @@ public enum Benchmark {
         BLAS.resetTimer()
         BLAS.clock = { DispatchTime.now().uptimeNanoseconds }
         defer { BLAS.clock = nil }
-        let timed = dataParallel.collective as? TimedCollective
-        timed?.resetTimers()
+        trainer.timeline.resetTotals()
         trainer.stopAfterSteps = warmup + steps
         try trainer.continueRun()
         let seconds = trainer.trainSeconds - before
+        let timed = trainer.stepSeconds.suffix(steps).map { 1000 * $0 }.sorted()
+        func percentile(_ p: Double) -> Double { timed[min(timed.count - 1, Int((p * Double(timed.count - 1)).rounded()))] }
+        var phases: [Timeline.Phase: Double] = [:]
+        for phase in Timeline.Phase.allCases { phases[phase] = 1000 * trainer.timeline.seconds(phase) / Double(steps) }
         return Result(samplesPerSecond: Double(steps * c.batchSize) / seconds, millisecondsPerStep: 1000 * seconds / Double(steps),
-                      gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds,
-                      gradientSumMilliseconds: 1000 * (timed?.gradientSumSeconds ?? 0) / Double(steps),
-                      statisticsSumMilliseconds: 1000 * (timed?.statisticsSumSeconds ?? 0) / Double(steps))
+                      p50Milliseconds: percentile(0.5), p95Milliseconds: percentile(0.95),
+                      gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds, phaseMilliseconds: phases,
+                      bnSyncCalls: Double(trainer.timeline.count(.bnSync)) / Double(steps))
     }
 
     /// GFLOP/s of one GEMM shape (row-major), median of `repeats` timed calls after a warm-up.

@@ -24,6 +24,8 @@ public protocol Collective: StatisticsReducer {
     /// directory): it may wait as long as such work may take, not only the collective timeout.
     /// Every rank calls it at the same point.
     func allowCoordinatorWork()
+    /// Returns when every rank has called it (the timeline's measure of waiting for the slowest rank).
+    func barrier()
 }
 
 public extension Collective {
@@ -31,6 +33,7 @@ public extension Collective {
     func labelStep(_ step: Int) {}
     func setActivity(_ what: String) {}
     func allowCoordinatorWork() {}
+    func barrier() {}
 
     /// Runs `body` on every rank, and then makes sure the ranks agree on how it went: when it
     /// threw a user error on some rank, every rank throws one error naming what each failing
@@ -71,14 +74,6 @@ public extension Collective {
         setActivity(activity)
         return try body()
     }
-}
-
-/// Implementations that time their reductions (benchmarks): the gradient sums, and the
-/// statistics and control-word sums.
-public protocol TimedCollective: AnyObject {
-    var gradientSumSeconds: Double { get }
-    var statisticsSumSeconds: Double { get }
-    func resetTimers()
 }
 
 /// One process, no launcher: every collective is the identity.

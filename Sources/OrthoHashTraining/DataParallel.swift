@@ -62,9 +62,13 @@ public extension DataParallel {
     /// this rank's gradient report covers their sum (GradientReport.sumFinite). Where some
     /// rank's does not, each rank reads its shard of the sum, with one more reduction of one number.
     func sumGradients(_ store: ParameterStore, loss: Double, correct: Int, finite: Bool, sumVouched: Bool,
-                      stopRequested: Bool = false) -> SummedStep {
+                      stopRequested: Bool = false, timeline: Timeline? = nil) -> SummedStep {
+        let started = Timeline.now()
         let shard = reduceGradients(store.gradients)
+        timeline?.end(.gradientSum, since: started, bytes: ranks > 1 ? 4 * store.count : 0)
         store.clearGradients(outside: shard)
+        let controlStarted = Timeline.now()
+        defer { timeline?.end(.control, since: controlStarted) }
         let n = ranks
         // Loss, correct count, one non-finite flag per rank, the count of ranks that could not
         // show that the sum of the gradients is finite, and the count of ranks asked to stop.

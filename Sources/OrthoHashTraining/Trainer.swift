@@ -34,6 +34,16 @@ public final class Trainer {
     /// command line installs signal handlers (CStop) and sets it. A request on any rank stops
     /// every rank after the same step, with a checkpoint of it (`Interruption`).
     public var stopRequested: () -> String? = { nil }
+    /// Where this rank's time goes (per-phase totals always; spans when `timeline.recording`).
+    public let timeline: Timeline
+    /// Where rank 0 writes every rank's spans as a Chrome trace at the end of the run or when it
+    /// is interrupted (`--timeline`); setting it starts recording.
+    public var timelinePath: String? { didSet { timeline.recording = timelinePath != nil } }
+    /// A barrier before each gradient sum, so that the time waiting for the slowest rank is
+    /// measured apart from the sum (bench, timelines); it costs one barrier's latency per step.
+    public var measureWait = false
+    /// Seconds of every step of this process, in order (benchmarks' percentiles).
+    public private(set) var stepSeconds: [Double] = []
 
     public private(set) var model: HashModel!
     public private(set) var optimizer: Optimizer!
@@ -55,6 +65,7 @@ public final class Trainer {
                 threads: Int = 1, log: Log = Log()) throws {
         self.config = config; self.data = data; self.runDir = RunDirectory(runDir); self.dataParallel = dataParallel
         self.threads = threads; self.log = log
+        timeline = Timeline(recording: false)
         try config.validate()
         guard config.batchSize <= data.train.rows else {
             throw OrthoHashError("--batch-size \(config.batchSize) is larger than the training set (\(data.train.rows) rows)", file: data.train.features.name)
@@ -114,7 +125,7 @@ public final class Trainer {
         let codebook = try resumed?.checkpoint.codebook ?? makeCodebook()
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
-                          store: store, statistics: collective)
+                          store: store, statistics: TimedStatistics(collective, timeline: timeline))
         model.fusedHead = head == .fused
         optimizer = Optimizer(config: config.optimizer)
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
@@ -170,6 +181,17 @@ public final class Trainer {
                                 parameters: model.parameterCount, threads: threads))
         if dataParallel.ranks > 1 { log.info("gradients summed by \(dataParallel.gradientReduction)") }
         collective.setActivity("training")
+        if timeline.recording {
+            collective.barrier()
+            timeline.align()
+        }
+        let summary = try trainEpochs()
+        try writeTimeline()
+        return summary
+    }
+
+    /// Epochs of steps to the end, or to `stopAfterSteps`.
+    func trainEpochs() throws -> Summary? {
         let steps = loader.stepsPerEpoch
         while state.epoch < config.epochs {
             let lr = config.optimizer.lr * config.optimizer.lrFactor(epoch: state.epoch, epochs: config.epochs)
@@ -207,17 +229,24 @@ public final class Trainer {
         let step = state.globalStep + 1
         collective.labelStep(step)
         faults.beforeStep(rank: dataParallel.rank, step: step)
-        let batch = try loader.batch(at: BatchPosition(epoch: state.epoch, step: state.stepInEpoch))  // this rank's rows
-        let (loss, correct) = model.forward(batch.input, targets: batch.targets)   // BatchNorm over the global batch
-        let gradients = model.backward(batch.input)                                 // into the store's zeroed gradients
+        let t = timeline
+        t.step = step
+        let position = BatchPosition(epoch: state.epoch, step: state.stepInEpoch)
+        let batch = try t.measure(.data) { try loader.batch(at: position) }                 // this rank's rows
+        let (loss, correct) = t.measure(.forward) { model.forward(batch.input, targets: batch.targets) }  // BatchNorm over the global batch
+        let gradients = t.measure(.backward) { model.backward(batch.input) }              // into the store's zeroed gradients
         let spiked = faults.afterBackward(model.gradients, step: step)
+        if measureWait { t.measure(.wait) { collective.barrier() } }
         let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
-                                               sumVouched: gradients.sumFinite && !spiked, stopRequested: stopRequested() != nil)
+                                               sumVouched: gradients.sumFinite && !spiked, stopRequested: stopRequested() != nil,
+                                               timeline: t)
         try stopUnlessFinite(summed.verdict, step: step)
-        dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads)
-        dataParallel.gatherParameters(model.store, shard: summed.shard)
+        t.measure(.update) { dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads) }
+        t.measure(.parameterGather) { dataParallel.gatherParameters(model.store, shard: summed.shard) }
         if verify { try verifyIdentical(after: step) }
-        record(summed, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        stepSeconds.append(seconds)
+        record(summed, seconds: seconds)
         return summed
     }
 
@@ -225,6 +254,7 @@ public final class Trainer {
     /// step is done, rank 0 writes its checkpoint (unless it just did), and the run stops.
     func interrupt(requests: Int) throws -> Never {
         if checkpointedStep != state.globalStep { try writeCheckpoint() }
+        try writeTimeline()
         let reason = stopRequested() ?? "a stop request on \(requests) other rank\(requests > 1 ? "s" : "")"
         throw Interruption(reason: reason, step: state.globalStep, epoch: state.epoch + 1, epochs: config.epochs,
                            stepInEpoch: state.stepInEpoch, stepsPerEpoch: loader.stepsPerEpoch,
@@ -308,7 +338,8 @@ public final class Trainer {
             if !maps.isEmpty {
                 line.append(("map", .object(maps.map { ($0.0.text, JSONValue.double($0.1)) }.sorted { $0.0 < $1.0 })))
             }
-            line += [("samples_per_second", .double(samplesPerSecond)), ("step", .int(state.globalStep))]
+            line += [("samples_per_second", .double(samplesPerSecond)), ("step", .int(state.globalStep)),
+                     ("train_seconds", .double(state.trainSeconds))]
             try runDir.appendMetrics(.object(line))
         }
         if checkpointDue { try writeCheckpoint() }
@@ -327,6 +358,8 @@ public final class Trainer {
     /// Rank 0 writes the training state (every rank calls it: the optimizer's moments may have
     /// to be gathered first). Without a path: a step checkpoint, and old ones pruned.
     func writeCheckpoint(to path: String? = nil) throws {
+        let started = Timeline.now()
+        defer { timeline.end(.checkpoint, since: started) }
         dataParallel.gatherOptimizerState(model.store)
         let target = path ?? runDir.checkpoints.stepPath(state.globalStep)
         if path == nil { checkpointedStep = state.globalStep }
@@ -353,8 +386,17 @@ public final class Trainer {
     public func evaluate() throws -> RetrievalResult {
         collective.setActivity("evaluating")
         defer { collective.setActivity("training") }
-        return try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
+        return try timeline.measure(.evaluation) {
+            try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
                                   collective: collective, threads: threads)
+        }
+    }
+
+    /// Every rank's spans to `timelinePath` (rank 0 writes; every rank calls it).
+    func writeTimeline() throws {
+        guard let path = timelinePath else { return }
+        try timeline.write(to: path, collective: collective, host: ProcessInfo.processInfo.hostName)
+        if collective.isCoordinator { log.info("timeline: \(path) (open it in https://ui.perfetto.dev or chrome://tracing)") }
     }
 }
 
@@ -400,5 +442,17 @@ public func checkMemory(_ model: ModelConfig, batch: Int, moments: Int, arcMargi
     guard bytes <= physical else {
         throw OrthoHashError(String(format: "the model (%@) needs %.1f GB for its buffers, more than this machine's %.1f GB",
                                     what, bytes / 1e9, physical / 1e9), hint: hint)
+    }
+}
+
+/// The collective's sums for BatchNorm's statistics and the loss's weights, timed as the
+/// timeline's BatchNorm sync.
+final class TimedStatistics: StatisticsReducer {
+    let collective: Collective
+    let timeline: Timeline
+    init(_ collective: Collective, timeline: Timeline) { self.collective = collective; self.timeline = timeline }
+    var ranks: Int { collective.ranks }
+    func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {
+        timeline.measure(.bnSync, bytes: collective.ranks > 1 ? 8 * count : 0) { collective.sum(values, count: count) }
     }
 }

@@ -1,6 +1,7 @@
 // Argument types: enums by their raw values, lists parsed with a message that says what is wrong.
 
 import ArgumentParser
+import Foundation
 import OrthoHashNumerics
 import OrthoHashTraining
 
@@ -48,7 +49,30 @@ enum Parse {
         guard b.count == 2 else { throw ValidationError("--betas takes two numbers, e.g. 0.9,0.999, got '\(text)'") }
         return Betas(beta1: b[0], beta2: b[1])
     }
+
+    /// `link=10gbit`: a CSV column's name and value (letters, digits, `_`, `-`, `.` in the name).
+    static let label: @Sendable (String) throws -> Label = { text in
+        guard let eq = text.firstIndex(of: "="), eq != text.startIndex,
+              text[..<eq].allSatisfy({ $0.isLetter || $0.isNumber || "_-.".contains($0) }) else {
+            throw ValidationError("--label takes KEY=VALUE (a column name of letters, digits, _ - or ., then =), got '\(text)'")
+        }
+        let value = String(text[text.index(after: eq)...])
+        guard !value.contains("\n") && !value.contains("\r") else { throw ValidationError("--label's value must be one line, got '\(text)'") }
+        return Label(key: String(text[..<eq]), value: value)
+    }
 }
 
 /// Adam's two betas.
 struct Betas: Sendable { var beta1: Float, beta2: Float }
+
+/// A file to be written later (at the end of a run) must have a directory to go in: said now,
+/// not after the run.
+func checkWritableDirectory(of path: String, flag: String) throws {
+    let directory = (path as NSString).deletingLastPathComponent
+    let dir = directory.isEmpty ? "." : directory
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw ValidationError("\(flag) \(path): the directory \(dir) does not exist")
+    }
+    guard FileManager.default.isWritableFile(atPath: dir) else { throw ValidationError("\(flag) \(path): the directory \(dir) is not writable") }
+}

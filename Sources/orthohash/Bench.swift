@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrthoHashMPI
 import OrthoHashNumerics
 import OrthoHashTraining
 
@@ -16,6 +17,16 @@ extension OrthoHashCommand {
         @Option(help: "Thread counts to compare (default: 1,2).", transform: Parse.positiveIntegers("--threads")) var threads: [Int] = [1, 2]
         @Flag(help: "Also time each GEMM of the step.") var gemms = false
         @Option(help: "The loss over many classes: fused or logits (as train --head).") var head: HeadPath = .fused
+        @Option(help: "Append one row per thread count (or, with --allreduce, per size) to this CSV file (header when new).")
+        var csv: String?
+        @Option(name: .customLong("label"), help: "KEY=VALUE: an extra column of the CSV rows (repeatable; deploy/scaling.sh names the workload, link and repetition).",
+                transform: Parse.label)
+        var labels: [Label] = []
+        @Flag(help: "Time a barrier before each gradient sum, apart from it: the wait for the slowest rank (costs one barrier per step; on with --csv).")
+        var measureWait = false
+        @Flag(help: "Time float32 sums over the ranks from 4 B to --allreduce-max bytes instead of training (under mpirun).")
+        var allreduce = false
+        @Option(help: "The largest sum of --allreduce, in bytes.") var allreduceMax: Int = 64 << 20
 
         func config() -> TrainConfig {
             var config = TrainConfig()
@@ -25,11 +36,16 @@ extension OrthoHashCommand {
         }
 
         func validate() throws {
+            if allreduce {
+                guard allreduceMax >= 4 else { throw ValidationError("--allreduce-max must be at least 4 bytes") }
+                return
+            }
             if let unused = data.unused(by: config()).first { throw ValidationError(unused) }
             try config().validate()
         }
 
         func run() throws {
+            if allreduce { return try sweep() }
             let config = config()
             let splits = try config.loadData()
             if gemms { printGemms(inputs: splits.inputDim, classes: splits.classes) }
@@ -37,14 +53,60 @@ extension OrthoHashCommand {
             try onRanks(collectiveTimeout: 300) { dataParallel in
                 let say = { (line: String) in if dataParallel.rank == 0 { print(line) } }
                 say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s)")
-                say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step")
+                say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step" + (waits ? "  wait ms/step" : ""))
+                let hosts = Set(dataParallel.collective.allGather(Array(ProcessInfo.processInfo.hostName.utf8))).count
                 for t in threads {
                     BLAS.setThreads(t)
-                    let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head, dataParallel: dataParallel)
+                    let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head,
+                                                   dataParallel: dataParallel, measureWait: waits)
                     say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
-                               r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.statisticsSumMilliseconds))
+                               r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
+                        + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
+                    if let csv, dataParallel.rank == 0 {
+                        let n = dataParallel.ranks
+                        try CSVRows.append(to: csv, labels: labels, [
+                            ("nodes", "\(hosts)"), ("ranks", "\(n)"), ("ranks_per_node", n % hosts == 0 ? "\(n / hosts)" : "uneven"),
+                            ("threads", "\(t)"), ("global_batch", "\(batchSize)"), ("rank_batch", "\(batchSize / n)"), ("steps", "\(steps)"),
+                            ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
+                            ("ms_step_p50", fixed(r.p50Milliseconds)), ("ms_step_p95", fixed(r.p95Milliseconds)),
+                            ("compute_ms", fixed(r.computeMilliseconds)), ("gradient_sum_ms", fixed(r.gradientSumMilliseconds)),
+                            ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
+                            ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
+                            ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),
+                            ("gradient_bytes", "\(4 * ParameterLayout(ModelConfig(inputDim: splits.inputDim, backbone: backbone, hidden: hidden, nbit: nbit, classes: splits.classes)).count)"),
+                            ("gradient_path", dataParallel.gradientReduction)])
+                    }
                 }
                 if dataParallel.ranks > 1 { say("gradients summed by \(dataParallel.gradientReduction)") }
+            }
+        }
+
+        var waits: Bool { measureWait || csv != nil }
+
+        /// `--allreduce`: the sweep on both paths (the shared window where the ranks can share one).
+        func sweep() throws {
+            try onRanks(collectiveTimeout: 300) { dataParallel in
+                guard let mpi = dataParallel.collective as? MPICollective, mpi.ranks > 1 else {
+                    throw OrthoHashError("bench --allreduce needs at least 2 ranks under mpirun", hint: "mpirun -np 2 orthohash bench --allreduce")
+                }
+                let hosts = Set(mpi.allGather(Array(ProcessInfo.processInfo.hostName.utf8))).count
+                let sizes = AllReduceSweep.sizes(upTo: allreduceMax)
+                if mpi.rank == 0 { print("all-reduce of float32 over \(mpi.ranks) ranks on \(hosts) host(s): seconds per sum (slowest rank's mean, median of 3 trials)") }
+                for path in AllReduceSweep.Path.allCases {
+                    guard let points = AllReduceSweep.run(mpi, path: path, sizes: sizes) else {
+                        if mpi.rank == 0 { print("path \(path.rawValue): not available (the ranks do not share nodes evenly)") }
+                        continue
+                    }
+                    guard mpi.rank == 0 else { continue }
+                    for p in points {
+                        print(String(format: "path %-6@ %11d B  %12.3f us  %8.3f GB/s", path.rawValue, p.bytes, 1e6 * p.seconds, Double(p.bytes) / p.seconds / 1e9))
+                        if let csv {
+                            try CSVRows.append(to: csv, labels: labels, [("path", path.rawValue), ("nodes", "\(hosts)"), ("ranks", "\(mpi.ranks)"),
+                                                                         ("bytes", "\(p.bytes)"), ("seconds", String(format: "%.9f", p.seconds)),
+                                                                         ("repeats", "\(p.repeats)")])
+                        }
+                    }
+                }
             }
         }
 
@@ -76,5 +138,49 @@ extension OrthoHashCommand {
                 print(String(format: "threads %d  the step's GEMMs alone: %.2f ms", t, total))
             }
         }
+    }
+}
+
+func fixed(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
+
+/// `--label KEY=VALUE`.
+struct Label: Equatable {
+    var key: String, value: String
+}
+
+/// Rows appended to a CSV file: the header when the file is new or empty, else the file's header
+/// must be the same columns (a clear error, not a misaligned row). Values are quoted when they
+/// hold a comma or a quote.
+enum CSVRows {
+    static func append(to path: String, labels: [Label], _ fields: [(String, String)]) throws {
+        let columns = labels.map { ($0.key, $0.value) } + fields
+        let header = columns.map { quote($0.0) }.joined(separator: ",")
+        let row = columns.map { quote($0.1) }.joined(separator: ",")
+        var text = ""
+        if let existing = FileManager.default.contents(atPath: path), !existing.isEmpty {
+            let first = String(decoding: existing.prefix { $0 != 10 && $0 != 13 }, as: UTF8.self)
+            guard first == header else {
+                throw OrthoHashError("its header is not this table's columns (\(header))", file: path,
+                                     hint: "write this table to a new file, or pass the same --label keys as its other rows")
+            }
+            if existing.last != 10 { text = "\n" }
+        } else {
+            text = header + "\n"
+        }
+        text += row + "\n"
+        guard let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
+            throw OrthoHashError("cannot be opened for writing", file: path)
+        }
+        defer { try? handle.close() }
+        do {
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(text.utf8))
+        } catch {
+            throw OrthoHashError("cannot be written: \(error.localizedDescription)", file: path)
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
 }

@@ -31,6 +31,8 @@ extension OrthoHashCommand {
         var head: HeadPath = .fused
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
+        @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")
+        var timeline: String?
 
         /// The settings the flags give (before a resume puts them over the stored ones).
         func makeConfig() -> TrainConfig {
@@ -50,6 +52,7 @@ extension OrthoHashCommand {
             guard collectiveTimeout >= 0, ioTimeout >= 0, collectiveTimeout.isFinite, ioTimeout.isFinite else {
                 throw ValidationError("--collective-timeout and --io-timeout must be at least 0 (0: wait forever)")
             }
+            if let timeline { try checkWritableDirectory(of: timeline, flag: "--timeline") }
             if resume && overwrite { throw ValidationError("--resume continues the run in --run-dir and --overwrite deletes it: choose one") }
             if !resume { try makeConfig().validate() }
         }
@@ -79,6 +82,10 @@ extension OrthoHashCommand {
                 trainer.verify = verify
                 trainer.logSteps = logSteps
                 trainer.head = head
+                if let timeline {
+                    trainer.timelinePath = timeline
+                    trainer.measureWait = true
+                }
                 if let summary = try trainer.run(resume: resume, overwrite: overwrite), !quiet, collective.isCoordinator {
                     print(Progress.doneLine(summary, mapAt: config.mapAt, summaryPath: RunDirectory(runDir).summaryPath))
                 }

@@ -378,6 +378,11 @@ final class CLITests: XCTestCase {
             (["train", "--train-features", dir + "/train_x.npy", "--run-dir", dir + "/r"], "--train-features belongs to --dataset npy"),
             (["codebook", "--classes", "3000000000", "--nbit", "4096"], "more than this machine's"),
             (["codebook", "--classes", "0"], "--classes must be at least 1"),
+            (args + ["--timeline", dir + "/nowhere/t.json"], "--timeline \(dir)/nowhere/t.json: the directory \(dir)/nowhere does not exist"),
+            (["bench", "--label", "=x"], "--label takes KEY=VALUE"),
+            (["bench", "--label", "a b=x"], "--label takes KEY=VALUE"),
+            (["bench", "--label", "novalue"], "--label takes KEY=VALUE"),
+            (["bench", "--allreduce", "--allreduce-max", "2"], "--allreduce-max must be at least 4 bytes"),
         ]
         for (arguments, fragment) in cases {
             assertFails(try orthohash(arguments), fragment)
@@ -388,6 +393,29 @@ final class CLITests: XCTestCase {
         let data = Array(args.dropLast(2))
         assertFails(try orthohash(data + ["--run-dir", dir + "/afile"]), "cannot create the run directory: \(dir)/afile is there and not a directory")
         assertFails(try orthohash(data + ["--run-dir", dir + "/afile/run"]), "cannot create the run directory: \(dir)/afile is in the way and not a directory")
+    }
+
+    /// `bench --csv` appends one row per thread count under one header, with the --label
+    /// columns first; a file whose header has other columns is refused, naming it, and kept.
+    func testBenchCSV() throws {
+        let dir = tempDir()
+        let data = Array(try writeData(dir).prefix(14))
+        let bench = data + ["--hidden", "16", "--batch-size", "32", "--steps", "2", "--threads", "1,2", "--csv", dir + "/b.csv"]
+        let first = try orthohash(["bench"] + bench + ["--label", "workload=tiny", "--label", "note=a,b"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertEqual(try orthohash(["bench"] + bench + ["--label", "workload=tiny", "--label", "note=c"]).status, 0)
+        let text = try String(contentsOfFile: dir + "/b.csv", encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 5, text)
+        XCTAssertTrue(lines[0].hasPrefix("workload,note,nodes,ranks,ranks_per_node,threads,global_batch,rank_batch,steps,samples_per_s,ms_step,ms_step_p50,ms_step_p95,compute_ms,gradient_sum_ms,bn_sync_ms,"), lines[0])
+        XCTAssertTrue(lines[1].hasPrefix("tiny,\"a,b\",1,1,1,1,32,32,2,"), lines[1])
+        XCTAssertTrue(lines[2].hasPrefix("tiny,\"a,b\",1,1,1,2,32,32,2,"), lines[2])
+        XCTAssertTrue(lines[4].hasPrefix("tiny,c,1,1,1,2,"), lines[4])
+        XCTAssertTrue(lines[1].hasSuffix(",none (one rank)"), lines[1])
+        assertFails(try orthohash(["bench"] + bench + ["--label", "other=x"]), "\(dir)/b.csv", "its header is not this table's columns")
+        XCTAssertEqual(try String(contentsOfFile: dir + "/b.csv", encoding: .utf8), text, "the file is as it was")
+        assertFails(try orthohash(["bench"] + data + ["--hidden", "16", "--batch-size", "32", "--steps", "1", "--threads", "1", "--csv", dir + "/no/b.csv"]),
+                    "\(dir)/no/b.csv", "cannot be opened for writing")
     }
 
     /// The first things a new user types: a bare `orthohash` prints help, --version its version,

@@ -42,6 +42,8 @@ void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what)
 void ohmpi_shared_release(void);
 /// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
+/// Returns when every rank has called it.
+void ohmpi_barrier(const char *what);
 /// Root's `count` bytes into every rank's buffer.
 void ohmpi_bcast_bytes(void *buffer, size_t count, int root, const char *what);
 /// Every rank's byte count, into `counts` (one per rank), so that each can size its buffer for

@@ -1,0 +1,160 @@
+// The scaling experiment's parts over real Open MPI: the timeline (a Chrome trace every rank
+// writes into), the all-reduce sweep, and deploy/scaling.sh end to end on a tiny grid.
+
+import Foundation
+import XCTest
+import OrthoHashFormats
+import OrthoHashTraining
+import TestSupport
+
+/// A trace's events after checking that it is what chrome://tracing and Perfetto read: a JSON
+/// object whose `traceEvents` are metadata ("M") or complete ("X") events with a name, a pid,
+/// and for "X" a tid, a start and a duration in microseconds, and whose spans on one track
+/// nest (a span that starts inside another ends inside it), as complete events on one thread must.
+func validTrace(_ path: String, file: StaticString = #filePath, line: UInt = #line) throws -> [[String: Any]] {
+    let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
+    let events = try XCTUnwrap(object?["traceEvents"] as? [[String: Any]], "no traceEvents array", file: file, line: line)
+    var tracks: [Int: [(Double, Double, String)]] = [:]
+    for e in events {
+        let ph = try XCTUnwrap(e["ph"] as? String, file: file, line: line)
+        XCTAssertNotNil(e["name"] as? String, "\(e)", file: file, line: line)
+        let pid = try XCTUnwrap(e["pid"] as? Int, "\(e)", file: file, line: line)
+        XCTAssertTrue(ph == "X" || ph == "M", ph, file: file, line: line)
+        guard ph == "X" else { continue }
+        XCTAssertNotNil(e["tid"] as? Int, file: file, line: line)
+        let ts = try XCTUnwrap(e["ts"] as? Double, file: file, line: line), dur = try XCTUnwrap(e["dur"] as? Double, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(ts, 0, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(dur, 0, file: file, line: line)
+        tracks[pid, default: []].append((ts, ts + dur, e["name"] as! String))
+    }
+    for (pid, spans) in tracks {
+        // Sorted by start, longest first; every span must end before the enclosing one does.
+        var open: [(Double, Double, String)] = []
+        for s in spans.sorted(by: { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 > $1.1 }) {
+            while let top = open.last, top.1 <= s.0 { open.removeLast() }
+            if let top = open.last {
+                // Printed microseconds are rounded to the nanosecond: allow that much.
+                XCTAssertLessThanOrEqual(s.1, top.1 + 0.002, "rank \(pid): '\(s.2)' overlaps '\(top.2)' without nesting", file: file, line: line)
+            }
+            open.append(s)
+        }
+    }
+    return events
+}
+
+final class TimelineTests: XCTestCase {
+    /// Two ranks train 3 epochs of 8 steps with --timeline: one track per rank, named by host;
+    /// per step the phases in order, BatchNorm's sync within the forward pass, the gradient sum
+    /// with its size; the checkpoints and evaluations; and the run's result unchanged by it.
+    func testTwoRanksWriteOneTrace() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let trace = dir + "/trace.json"
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run", "--timeline", trace])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        let plain = try mpirun(np: 2, args + ["--run-dir", dir + "/plain"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertEqual(try stepLosses(dir + "/run"), try stepLosses(dir + "/plain"), "the timeline changes nothing but time")
+        let events = try validTrace(trace)
+        let names = events.filter { $0["name"] as? String == "process_name" }
+        XCTAssertEqual(Set(names.compactMap { $0["pid"] as? Int }), [0, 1])
+        for e in names { XCTAssertTrue(((e["args"] as? [String: Any])?["name"] as? String ?? "").hasPrefix("rank ")) }
+        let spans = events.filter { $0["ph"] as? String == "X" }
+        let parameters = try Checkpoint.read(CheckpointDirectory(runDir: dir + "/run").stepCheckpoints()[0]).parameters.count
+        for rank in 0..<2 {
+            let mine = spans.filter { $0["pid"] as? Int == rank }
+            func named(_ n: String) -> [[String: Any]] { mine.filter { $0["name"] as? String == n } }
+            for phase in ["data gather", "forward", "backward", "waiting for the slowest rank", "gradient sum", "step control word", "update", "parameter gather"] {
+                XCTAssertEqual(named(phase).count, 24, "rank \(rank): \(phase)")
+            }
+            XCTAssertEqual(named("BatchNorm sync").count, 24 * 3, "rank \(rank): the hash layer's BatchNorm, three sums per step")
+            XCTAssertFalse(named("checkpoint").isEmpty)
+            XCTAssertEqual(named("evaluation").count, 1)
+            for sum in named("gradient sum") { XCTAssertEqual((sum["args"] as? [String: Any])?["bytes"] as? Int, 4 * parameters) }
+            // Step 5's phases, in order, and BatchNorm's sums inside its forward pass.
+            let five = mine.filter { ($0["args"] as? [String: Any])?["step"] as? Int == 5 }
+            func start(_ n: String) -> Double { five.first { $0["name"] as? String == n }!["ts"] as! Double }
+            let order = ["data gather", "forward", "backward", "waiting for the slowest rank", "gradient sum", "step control word", "update", "parameter gather"].map(start)
+            XCTAssertEqual(order, order.sorted())
+            let forward = five.first { $0["name"] as? String == "forward" }!
+            let f0 = forward["ts"] as! Double, f1 = f0 + (forward["dur"] as! Double)
+            let inForward = five.filter { $0["name"] as? String == "BatchNorm sync" && ($0["ts"] as! Double) < f1 }
+            XCTAssertEqual(inForward.count, 2, "the mean and the variance in the forward pass")
+            for s in inForward { XCTAssertGreaterThanOrEqual(s["ts"] as! Double, f0) }
+        }
+    }
+
+    /// A run interrupted by a signal to rank 1 writes its trace too: every rank stops after the same step.
+    func testInterruptedRunWritesItsTrace() throws {
+        let dir = tempDir()
+        let args = try writeData(dir)
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run", "--timeline", dir + "/t.json"], env: ["ORTHOHASH_TEST_SIGNAL": "5:TERM:1"])
+        XCTAssertEqual(job.status, 75, job.stderr)
+        let spans = try validTrace(dir + "/t.json").filter { $0["name"] as? String == "update" }
+        XCTAssertEqual(spans.count, 10, "5 steps on each of 2 ranks")
+    }
+}
+
+final class AllReduceSweepTests: XCTestCase {
+    /// `bench --allreduce` over 2 ranks: both paths (Open MPI's all-reduce and the shared
+    /// window), every size from 4 B to the maximum, positive times, one CSV row each.
+    func testSweepWritesBothPaths() throws {
+        let dir = tempDir()
+        let job = try mpirun(np: 2, ["bench", "--allreduce", "--allreduce-max", "4096", "--csv", dir + "/s.csv", "--label", "link=shm"])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        let rows = try String(contentsOfFile: dir + "/s.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        XCTAssertEqual(rows[0], ["link", "path", "nodes", "ranks", "bytes", "seconds", "repeats"])
+        XCTAssertEqual(rows.count, 1 + 2 * 6)
+        for path in ["mpi", "shared"] {
+            let mine = rows.dropFirst().filter { $0[1] == path }
+            XCTAssertEqual(mine.map { Int($0[4])! }, [4, 16, 64, 256, 1024, 4096])
+            for r in mine { XCTAssertGreaterThan(Double(r[5])!, 0); XCTAssertEqual(r[3], "2"); XCTAssertEqual(r[0], "shm") }
+        }
+    }
+
+    /// One process has nothing to sum with: a one-line error, not a hang.
+    func testSweepNeedsTwoRanks() throws {
+        let job = try mpirun(np: 0, ["bench", "--allreduce"])
+        XCTAssertEqual(job.status, 1)
+        XCTAssertTrue(job.stderr.hasPrefix("error: bench --allreduce needs at least 2 ranks"), job.stderr)
+        XCTAssertEqual(job.stderr.split(separator: "\n").count, 1, job.stderr)
+    }
+}
+
+final class ScalingHarnessTests: XCTestCase {
+    /// deploy/scaling.sh on a tiny grid (Fashion-MNIST, strong scaling, one repetition, a 10 Gb/s
+    /// link between two namespace hosts, one epoch to a low target): every file of the report,
+    /// efficiency 1 at one rank, a model step time for every point, PNG plots.
+    func testTinyGridEndToEnd() throws {
+        guard getuid() == 0 else { throw XCTSkip("the harness's namespace hosts and its apt packages need root") }
+        let dir = tempDir()
+        let job = try shell("\(packageRoot)/deploy/scaling.sh --out \(dir)/out", env: [
+            "BIN": try binary(), "WORKLOADS": "fmnist", "MODES": "strong", "REPS": "1", "STEPS": "8", "LINKS": "10",
+            "TTT_EPOCHS": "1", "TARGET_MAP": "0.3"])
+        XCTAssertEqual(job.status, 0, job.stderr + job.stdout)
+        for f in ["runs.csv", "scaling.csv", "compute.csv", "allreduce.csv", "time_to_target.csv", "model.json", "predictions.csv", "summary.md"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/out/\(f)"), f)
+        }
+        for png in ["throughput", "efficiency", "step_split", "model", "allreduce", "time_to_target"] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/out/\(png).png"))
+            XCTAssertEqual(Array(data.prefix(4)), [0x89, 0x50, 0x4e, 0x47], png)
+        }
+        let text = try String(contentsOfFile: dir + "/out/scaling.csv", encoding: .utf8)
+        let lines = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let header = lines[0]
+        func col(_ name: String) -> Int { header.firstIndex(of: name)! }
+        // 1 x 1, 1 x 2 on one host, 2 x 1 and 2 x 2 over the 10 Gb/s link.
+        XCTAssertEqual(lines.count, 5)
+        for r in lines.dropFirst() {
+            XCTAssertEqual(r[col("link")] == "10", r[col("nodes")] == "2")
+            XCTAssertGreaterThan(Double(r[col("model_ms")])!, 0)
+            XCTAssertGreaterThan(Double(r[col("samples_per_s")])!, 0)
+            if r[col("ranks")] == "1" { XCTAssertEqual(Double(r[col("efficiency")])!, 1, accuracy: 1e-9) }
+            XCTAssertEqual(r[col("shares_cores")], Int(r[col("ranks")])! > ProcessInfo.processInfo.activeProcessorCount ? "yes" : "no")
+        }
+        let ttt = try String(contentsOfFile: dir + "/out/time_to_target.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(ttt.count, 4, "header and 3 configurations")
+        let model = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/model.json"))) as! [String: Any]
+        XCTAssertNotNil((model["tcp"] as? [String: Any])?["10"])
+    }
+}
