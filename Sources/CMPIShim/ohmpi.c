@@ -20,6 +20,7 @@ static MPI_Comm ohmpi_node = MPI_COMM_NULL;   // the ranks of this node
 static MPI_Comm ohmpi_cross = MPI_COMM_NULL;  // the ranks with this node rank, one per node
 static int ohmpi_node_rank = 0, ohmpi_node_size = 1, ohmpi_cross_size = 1;
 static int ohmpi_shared_enabled = 0;
+static int ohmpi_nodes = 1;                   // nodes the job spans (node rank 0s)
 static MPI_Win ohmpi_window = MPI_WIN_NULL;
 static float **ohmpi_segments = NULL;         // each node rank's segment, mapped in this process
 static size_t ohmpi_capacity = 0;             // gradients per segment (parameters follow them)
@@ -58,6 +59,8 @@ static double now(void) {
 }
 
 static void *watchdog(void *unused);
+static void overlap_start(void);
+static void overlap_stop(void);
 static void watch(void);
 static void restart_if_stopped(double gap);
 
@@ -110,6 +113,8 @@ int ohmpi_init(void) {
     check(MPI_Comm_size(ohmpi_node, &ohmpi_node_size), "MPI_Comm_size", "start-up");
     check(MPI_Comm_split(ohmpi_comm, ohmpi_node_rank, ohmpi_my_rank, &ohmpi_cross), "MPI_Comm_split", "start-up");
     check(MPI_Comm_size(ohmpi_cross, &ohmpi_cross_size), "MPI_Comm_size", "start-up");
+    ohmpi_nodes = ohmpi_node_rank == 0;
+    check(MPI_Allreduce(MPI_IN_PLACE, &ohmpi_nodes, 1, MPI_INT, MPI_SUM, ohmpi_comm), "MPI_Allreduce", "start-up");
     // Shared-memory sums need the same number of ranks on every node (so that shards line up
     // across nodes) and more than one. Rank 0's environment decides for the whole job.
     int sizes[2] = {ohmpi_node_size, -ohmpi_node_size};
@@ -118,6 +123,7 @@ int ohmpi_init(void) {
     int wanted = !(setting && strcmp(setting, "0") == 0);
     check(MPI_Bcast(&wanted, 1, MPI_INT, 0, ohmpi_comm), "MPI_Bcast", "start-up");
     ohmpi_shared_enabled = wanted && ohmpi_node_size > 1 && sizes[0] == -sizes[1];
+    if (ohmpi_threaded && ohmpi_world > 1) overlap_start();
     return 0;
 }
 
@@ -128,6 +134,7 @@ void ohmpi_finalize(void) {
     pthread_mutex_lock(&ohmpi_watch_lock);
     ohmpi_watch_stopped = 1;
     pthread_mutex_unlock(&ohmpi_watch_lock);
+    overlap_stop();
     if (ohmpi_window != MPI_WIN_NULL) {
         MPI_Win_unlock_all(ohmpi_window);
         MPI_Win_free(&ohmpi_window);
@@ -330,6 +337,17 @@ static void wait_for(MPI_Request *request, const char *what) {
     leave();
 }
 
+// The gradient worker's all-reduce (see "Gradient sums behind the backward pass"): blocking, on
+// its own communicators, and not watched itself: the main thread's wait for it is.
+static void worker_allreduce(float *buffer, size_t count, MPI_Comm comm, const char *what) {
+    while (count > 0) {
+        size_t n = count < OHMPI_CHUNK ? count : OHMPI_CHUNK;
+        check(MPI_Allreduce(MPI_IN_PLACE, buffer, (int)n, MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce", what);
+        buffer += n;
+        count -= n;
+    }
+}
+
 static void allreduce(void *buffer, size_t count, MPI_Datatype type, size_t size, MPI_Comm comm, const char *what) {
     char *p = buffer;
     do {
@@ -409,6 +427,8 @@ float *ohmpi_shared_buffer(size_t count) {
 
 void ohmpi_shared_release(void) { ohmpi_shared_lent = 0; }
 
+int ohmpi_node_count(void) { return ohmpi_nodes; }
+
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes) {
     *ranks_per_node = ohmpi_node_size;
     *nodes = ohmpi_cross_size;
@@ -442,10 +462,9 @@ static int is_shared_gradients(const float *gradients, size_t count) {
 // with the same shard of the other nodes through MPI. Nothing is copied into or out of a transfer
 // buffer as Open MPI's shared-memory transport does: each rank reads its shard of the node's
 // addends once.
-static void shard_sum(float *buffer, size_t lo, size_t hi, const char *what) {
+static void add_segments(float *buffer, size_t lo, size_t hi) {
     const int L = ohmpi_node_size;
     float *const *segment = ohmpi_segments;
-    node_barrier(what);  // every segment holds its rank's addends
     enum { BLOCK = 1024 };
     float partial[BLOCK];
     for (size_t start = lo; start < hi; start += BLOCK) {
@@ -458,6 +477,11 @@ static void shard_sum(float *buffer, size_t lo, size_t hi, const char *what) {
         }
         memcpy(buffer + start, partial, n * sizeof(float));
     }
+}
+
+static void shard_sum(float *buffer, size_t lo, size_t hi, const char *what) {
+    node_barrier(what);  // every segment holds its rank's addends
+    add_segments(buffer, lo, hi);
     if (ohmpi_cross_size > 1 && hi > lo) allreduce(buffer + lo, hi - lo, MPI_FLOAT, sizeof(float), ohmpi_cross, what);
     node_barrier(what);  // every shard holds its total; nobody reads addends any more
 }
@@ -585,4 +609,123 @@ void ohmpi_allgatherv_bytes(const void *send, int64_t my_count, void *receive, c
     }
     free(c);
     free(d);
+}
+
+// ---- Gradient sums behind the backward pass ----------------------------------------------------
+// A worker thread sums buckets of the gradients as the backward pass completes them (hash layer
+// first), while the main thread goes on computing; the main thread waits for it before the
+// update. The worker has its own duplicates of the communicators (collectives on one
+// communicator must not run from two threads at once: the main thread still sums BatchNorm's
+// statistics meanwhile) and waits on a condition variable between buckets, so it takes no core
+// while there is nothing to sum. Each bucket takes the path the whole buffer would: through the
+// node's window (after a node barrier, node rank l adds the part of the bucket inside its shard
+// and sums that part across the nodes), or one MPI_Allreduce of the bucket. Per element the
+// order of the additions is the window path's own, so that path gives the same bits.
+enum { OHMPI_MAX_BUCKETS = 256 };
+typedef struct { float *gradients; size_t count, lo, hi; double start, end; } ohmpi_bucket;
+static struct {
+    int running;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    ohmpi_bucket queue[OHMPI_MAX_BUCKETS];
+    int begun, finished, stop;
+    MPI_Comm comm, node, cross;
+} ohmpi_overlap = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void sum_bucket(const ohmpi_bucket *b) {
+    const char *what = "gradient bucket sum (background)";
+    if (!is_shared_gradients(b->gradients, b->count)) {
+        worker_allreduce(b->gradients + b->lo, b->hi - b->lo, ohmpi_overlap.comm, what);
+        return;
+    }
+    MPI_Win_sync(ohmpi_window);
+    check(MPI_Barrier(ohmpi_overlap.node), "MPI_Barrier", what);   // every segment holds the bucket's addends
+    MPI_Win_sync(ohmpi_window);
+    const size_t slo = shard_start(b->count, ohmpi_node_rank), shi = shard_start(b->count, ohmpi_node_rank + 1);
+    const size_t lo = b->lo > slo ? b->lo : slo, hi = b->hi < shi ? b->hi : shi;
+    if (lo >= hi) return;
+    add_segments(b->gradients, lo, hi);
+    if (ohmpi_cross_size > 1) worker_allreduce(b->gradients + lo, hi - lo, ohmpi_overlap.cross, what);
+}
+
+static void *overlap_worker(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&ohmpi_overlap.lock);
+    for (;;) {
+        while (!ohmpi_overlap.stop && ohmpi_overlap.finished == ohmpi_overlap.begun) pthread_cond_wait(&ohmpi_overlap.wake, &ohmpi_overlap.lock);
+        if (ohmpi_overlap.stop) break;
+        ohmpi_bucket *b = &ohmpi_overlap.queue[ohmpi_overlap.finished];
+        pthread_mutex_unlock(&ohmpi_overlap.lock);
+        b->start = now();
+        sum_bucket(b);
+        b->end = now();
+        pthread_mutex_lock(&ohmpi_overlap.lock);
+        ohmpi_overlap.finished++;
+        pthread_cond_signal(&ohmpi_overlap.done);
+    }
+    pthread_mutex_unlock(&ohmpi_overlap.lock);
+    return NULL;
+}
+
+static void overlap_start(void) {
+    check(MPI_Comm_dup(ohmpi_comm, &ohmpi_overlap.comm), "MPI_Comm_dup", "start-up");
+    check(MPI_Comm_dup(ohmpi_node, &ohmpi_overlap.node), "MPI_Comm_dup", "start-up");
+    check(MPI_Comm_dup(ohmpi_cross, &ohmpi_overlap.cross), "MPI_Comm_dup", "start-up");
+    int started = pthread_create(&ohmpi_overlap.thread, NULL, overlap_worker, NULL) == 0;
+    // Every rank must agree, or one would sum buckets that another sums whole.
+    check(MPI_Allreduce(MPI_IN_PLACE, &started, 1, MPI_INT, MPI_MIN, ohmpi_comm), "MPI_Allreduce", "start-up");
+    ohmpi_overlap.running = started;
+}
+
+static void overlap_stop(void) {
+    if (!ohmpi_overlap.running) return;
+    pthread_mutex_lock(&ohmpi_overlap.lock);
+    ohmpi_overlap.stop = 1;
+    pthread_cond_signal(&ohmpi_overlap.wake);
+    pthread_mutex_unlock(&ohmpi_overlap.lock);
+    pthread_join(ohmpi_overlap.thread, NULL);
+    ohmpi_overlap.running = 0;
+    MPI_Comm_free(&ohmpi_overlap.comm);
+    MPI_Comm_free(&ohmpi_overlap.node);
+    MPI_Comm_free(&ohmpi_overlap.cross);
+}
+
+int ohmpi_overlap_available(void) { return ohmpi_overlap.running; }
+
+void ohmpi_bucket_begin(float *gradients, size_t count, size_t lo, size_t hi) {
+    if (!ohmpi_overlap.running || hi <= lo) return;
+    pthread_mutex_lock(&ohmpi_overlap.lock);
+    if (ohmpi_overlap.begun == OHMPI_MAX_BUCKETS) {
+        pthread_mutex_unlock(&ohmpi_overlap.lock);
+        ohmpi_abort("error: internal: more than 256 gradient buckets in one step", 3);
+    }
+    ohmpi_overlap.queue[ohmpi_overlap.begun++] = (ohmpi_bucket){gradients, count, lo, hi, 0, 0};
+    pthread_cond_signal(&ohmpi_overlap.wake);
+    pthread_mutex_unlock(&ohmpi_overlap.lock);
+}
+
+int ohmpi_buckets_finish(float *gradients, size_t count, size_t *lo, size_t *hi, double *starts, double *ends,
+                         size_t *bytes, int capacity, const char *what) {
+    enter(what);
+    pthread_mutex_lock(&ohmpi_overlap.lock);
+    while (ohmpi_overlap.finished < ohmpi_overlap.begun) pthread_cond_wait(&ohmpi_overlap.done, &ohmpi_overlap.lock);
+    const int n = ohmpi_overlap.begun;
+    for (int i = 0; i < n && i < capacity; i++) {
+        const ohmpi_bucket *b = &ohmpi_overlap.queue[i];
+        starts[i] = b->start;
+        ends[i] = b->end;
+        bytes[i] = (b->hi - b->lo) * sizeof(float);
+    }
+    ohmpi_overlap.begun = ohmpi_overlap.finished = 0;
+    pthread_mutex_unlock(&ohmpi_overlap.lock);
+    leave();
+    *lo = 0;
+    *hi = count;
+    if (is_shared_gradients(gradients, count)) {
+        *lo = shard_start(count, ohmpi_node_rank);
+        *hi = shard_start(count, ohmpi_node_rank + 1);
+        node_barrier(what);  // every shard holds its total; nobody reads addends any more
+    }
+    return n;
 }

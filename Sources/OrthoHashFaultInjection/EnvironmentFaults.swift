@@ -5,7 +5,9 @@ import OrthoHashNumerics
 import OrthoHashTraining
 
 /// - `ORTHOHASH_TEST_HANG_RANK` + `ORTHOHASH_TEST_HANG_STEP`: that rank stops (sleeps forever,
-///   outside MPI) before that step, so its peers' watchdog must fire.
+///   outside MPI) before that step, so its peers' watchdog must fire. With
+///   `ORTHOHASH_TEST_HANG_AT=backward`: at the end of that step's backward pass instead, while
+///   the peers' background workers wait in the buckets' sums.
 /// - `ORTHOHASH_TEST_STEP_SLEEP_MS`: every step sleeps this long (slows a run so a test can kill it).
 /// - `ORTHOHASH_TEST_CHECKPOINT_PAUSE`: seconds between writing a checkpoint's temporary file and
 ///   renaming it (so a test can kill the writer mid-write).
@@ -19,7 +21,7 @@ import OrthoHashTraining
 ///   to VALUE after the backward pass (finite on each rank, so that the sum over ranks can
 ///   overflow), and counts as a rank that could not show their sum finite.
 public struct EnvironmentFaults: FaultInjection {
-    let hangRank: Int?, hangStep: Int?, stepSleep: UInt32, checkpointPause: Double, evaluationPause: Double
+    let hangRank: Int?, hangStep: Int?, hangInBackward: Bool, worldRank: Int, stepSleep: UInt32, checkpointPause: Double, evaluationPause: Double
     public let stopAfterSteps: Int?
     let spike: (step: Int, value: Float)?
     let signal: (step: Int, signal: Int32, rank: Int)?
@@ -27,6 +29,8 @@ public struct EnvironmentFaults: FaultInjection {
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         hangRank = environment["ORTHOHASH_TEST_HANG_RANK"].flatMap(Int.init)
         hangStep = environment["ORTHOHASH_TEST_HANG_STEP"].flatMap(Int.init)
+        hangInBackward = environment["ORTHOHASH_TEST_HANG_AT"] == "backward"
+        worldRank = environment["OMPI_COMM_WORLD_RANK"].flatMap(Int.init) ?? 0
         stepSleep = environment["ORTHOHASH_TEST_STEP_SLEEP_MS"].flatMap(UInt32.init) ?? 0
         checkpointPause = environment["ORTHOHASH_TEST_CHECKPOINT_PAUSE"].flatMap(Double.init) ?? 0
         evaluationPause = environment["ORTHOHASH_TEST_EVALUATION_PAUSE"].flatMap(Double.init) ?? 0
@@ -45,10 +49,11 @@ public struct EnvironmentFaults: FaultInjection {
     public func beforeStep(rank: Int, step: Int) {
         if stepSleep > 0 { usleep(stepSleep * 1000) }
         if let signal, signal.step == step, signal.rank == rank { raise(signal.signal) }
-        if rank == hangRank && step == hangStep { while true { sleep(1000) } }
+        if rank == hangRank && step == hangStep && !hangInBackward { while true { sleep(1000) } }
     }
 
     public func afterBackward(_ gradients: FloatBuffer, step: Int) -> Bool {
+        if hangInBackward && worldRank == hangRank && step == hangStep { while true { sleep(1000) } }
         guard let spike, spike.step == step else { return false }
         gradients[0] = spike.value
         return true

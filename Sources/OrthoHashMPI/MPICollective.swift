@@ -104,8 +104,31 @@ public final class MPIDataParallel: DataParallel {
 
     public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> {
         var lo = 0, hi = 0
-        ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
+        lastBuckets = []
+        guard bucketsBegun else {
+            ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
+            return lo..<hi
+        }
+        bucketsBegun = false
+        let capacity = 256
+        var starts = [Double](repeating: 0, count: capacity), ends = starts, bytes = [Int](repeating: 0, count: capacity)
+        let n = Int(ohmpi_buckets_finish(gradients.pointer, gradients.count, &lo, &hi, &starts, &ends, &bytes, Int32(capacity),
+                                         "waiting for the gradient buckets' sums (\(gradients.count) float32)"))
+        for i in 0..<min(n, capacity) {
+            lastBuckets.append((start: UInt64(starts[i] * 1e9), end: UInt64(ends[i] * 1e9), bytes: bytes[i]))
+        }
         return lo..<hi
+    }
+
+    /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
+    public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_overlap_available() != 0 }
+    public var nodes: Int { Int(ohmpi_node_count()) }
+    private var bucketsBegun = false
+    public private(set) var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] = []
+
+    public func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {
+        bucketsBegun = true
+        ohmpi_bucket_begin(gradients.pointer, gradients.count, range.lowerBound, range.upperBound)
     }
 
     public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {

@@ -259,9 +259,14 @@ public final class HashModel {
     /// the store (`.overwrite`: replaces them). `x` is the batch `forward` saw. The slices of the
     /// gradients are checked for finiteness on the way (GradientFiniteness): proven from the
     /// largest magnitudes of each GEMM's inputs where the gradients started at zero, read where not.
+    ///
+    /// `bucketReady` is told each range of the gradients as soon as it is final (and checked),
+    /// in the order the pass finishes them: the hash layer with its BatchNorm, then the backbone's
+    /// layers from the last to the first. The ranges are contiguous and cover the buffer, so the
+    /// sum over the ranks can start on each while the pass goes on (overlap).
     @discardableResult
     public func backward(_ x: UnsafePointer<Float>,   // (B, D)
-                         mode: GradientMode = .accumulate) -> GradientReport {
+                         mode: GradientMode = .accumulate, bucketReady: ((Range<Int>) -> Void)? = nil) -> GradientReport {
         let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim, D = config.inputDim
         let N = B * statistics.ranks
         let p = parameters.pointer, g = gradients.pointer
@@ -292,6 +297,7 @@ public final class HashModel {
         check.slice(hashWeight, count: K * F) {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
         }
+        bucketReady?(hashWeight..<store.count)     // the hash layer's weight, then BatchNorm's gamma and beta
         for i in stride(from: backbone.count - 1, through: 0, by: -1) {
             let slot = backbone[i]
             // activations[i] is read for the last time here (the layer above used it as its input).
@@ -304,6 +310,7 @@ public final class HashModel {
             check.slice(slot.weight, count: slot.outputs * (slot.inputs + 1)) {
                 xBound.map { GradientFiniteness.proven(dy: dyBound, x: $0, bias: true, rows: N) } ?? false
             }
+            bucketReady?(slot.weight..<(slot.weight + slot.outputs * (slot.inputs + 1)))
             swap(&dOut, &dSpare)
         }
         return check.report

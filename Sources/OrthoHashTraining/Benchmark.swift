@@ -18,7 +18,8 @@ public enum Benchmark {
         public var bnSyncCalls: Double
 
         public func ms(_ phase: Timeline.Phase) -> Double { phaseMilliseconds[phase] ?? 0 }
-        /// The gradient sum with the step's control word and the gather of updated shards.
+        /// The gradient sum with the step's control word and the gather of updated shards (with
+        /// overlap: the wait for the background sums after the backward pass, what is not hidden).
         public var gradientSumMilliseconds: Double { ms(.gradientSum) + ms(.control) + ms(.parameterGather) }
         /// Computing: the step less its communication and waiting.
         public var computeMilliseconds: Double { ms(.data) + ms(.forward) - ms(.bnSync) + ms(.backward) + ms(.update) }
@@ -29,7 +30,7 @@ public enum Benchmark {
     /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
                                 head: HeadPath = .fused, dataParallel: DataParallel = OneProcess(),
-                                measureWait: Bool = false) throws -> Result {
+                                measureWait: Bool = false, overlap: GradientOverlap = .auto) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
@@ -42,6 +43,7 @@ public enum Benchmark {
         trainer.progressBar = false
         trainer.head = head
         trainer.measureWait = measureWait
+        trainer.overlapGradients = overlap
         trainer.stopAfterSteps = warmup
         try trainer.run()
         // Time the next `steps` steps of the same trainer.

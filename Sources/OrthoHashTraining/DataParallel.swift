@@ -23,12 +23,43 @@ public protocol DataParallel: AnyObject {
     func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore
     /// Sums the gradients over all ranks where this rank needs them, the elements it updates,
     /// and returns that range (all of them unless the ranks of a node share the update). The
-    /// other elements are left as they were.
+    /// other elements are left as they were. After `beginGradientBucket`: waits for the buckets.
     func reduceGradients(_ gradients: FloatBuffer) -> Range<Int>
+    /// Whether buckets of the gradients can be summed while the backward pass still runs.
+    var overlapsBackward: Bool { get }
+    /// The nodes (shared-memory domains) the ranks are on.
+    var nodes: Int { get }
+    /// Starts summing `range` of `gradients` in the background: the backward pass has finished
+    /// those elements. Every rank begins the same ranges in the same order (the backward's:
+    /// hash layer first), and together they cover the buffer; `reduceGradients` then waits.
+    func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>)
+    /// The buckets the last `reduceGradients` waited for: when each was summed (the timeline's
+    /// clock) and its bytes.
+    var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { get }
     /// After every rank updated its shard: the other ranks' shards of `parameters` copied in.
     func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>)
     /// The same for optimizer moments, which only checkpoints need whole.
     func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>)
+}
+
+/// When the gradients are summed while the backward pass runs (`--gradient-overlap`).
+public enum GradientOverlap: String, CaseIterable, Sendable {
+    /// When the job spans more than one node: there the network's time can hide behind the
+    /// backward pass; within a node the sum is memory traffic on the cores that compute, and the
+    /// buckets' barriers cost more than they hide (measured: README, "Gradient sums behind the
+    /// backward pass").
+    case auto
+    case on, off
+
+    /// Whether a step on `dataParallel` overlaps.
+    public func applies(to dataParallel: DataParallel) -> Bool {
+        guard dataParallel.overlapsBackward else { return false }
+        switch self {
+        case .auto: return dataParallel.nodes > 1
+        case .on: return true
+        case .off: return false
+        }
+    }
 }
 
 /// One step's figures over all ranks, and what this rank updates.
@@ -53,6 +84,10 @@ public struct SummedStep: Equatable {
 }
 
 public extension DataParallel {
+    var overlapsBackward: Bool { false }
+    var nodes: Int { 1 }
+    func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}
+    var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { [] }
     var rank: Int { collective.rank }
     var ranks: Int { collective.ranks }
 
@@ -66,6 +101,7 @@ public extension DataParallel {
         let started = Timeline.now()
         let shard = reduceGradients(store.gradients)
         timeline?.end(.gradientSum, since: started, bytes: ranks > 1 ? 4 * store.count : 0)
+        for b in lastBuckets { timeline?.add(.bucketSum, start: b.start, end: b.end, bytes: b.bytes, track: 1) }
         store.clearGradients(outside: shard)
         let controlStarted = Timeline.now()
         defer { timeline?.end(.control, since: controlStarted) }

@@ -10,6 +10,8 @@ import OrthoHashFormats
 public final class Timeline {
     public enum Phase: UInt8, CaseIterable, Sendable {
         case data, forward, backward, wait, gradientSum, control, bnSync, update, parameterGather, checkpoint, evaluation
+        /// One bucket's sum by the background worker (overlap), on its own track.
+        case bucketSum
 
         /// The span's name in the trace.
         public var name: String {
@@ -25,12 +27,13 @@ public final class Timeline {
             case .parameterGather: "parameter gather"
             case .checkpoint: "checkpoint"
             case .evaluation: "evaluation"
+            case .bucketSum: "gradient bucket sum"
             }
         }
     }
 
     /// One span: what, when (ns on this rank's monotonic clock), how long, and the global step.
-    struct Span { var phase: Phase; var start: UInt64; var duration: UInt64; var step: Int32; var bytes: Int64 }
+    struct Span { var phase: Phase; var start: UInt64; var duration: UInt64; var step: Int32; var bytes: Int64; var track: UInt8 }
 
     /// Keep the spans (a trace is wanted), not only the totals.
     public var recording: Bool
@@ -52,17 +55,27 @@ public final class Timeline {
         origin = Timeline.now()
     }
 
-    @inline(__always) public static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    /// CLOCK_MONOTONIC in nanoseconds: the clock the C shim's worker stamps its buckets with.
+    @inline(__always) public static func now() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+    }
 
     /// A span of `phase` from `start` to now; `bytes`: what a collective moved, for the trace.
     @inline(__always) public func end(_ phase: Phase, since start: UInt64, bytes: Int = 0) {
-        let now = Timeline.now()
+        add(phase, start: start, end: Timeline.now(), bytes: bytes)
+    }
+
+    /// A span measured elsewhere (the background worker's buckets: `track` 1).
+    @inline(__always) public func add(_ phase: Phase, start: UInt64, end: UInt64, bytes: Int = 0, track: UInt8 = 0) {
         let i = Int(phase.rawValue)
-        totals[i] &+= now &- start
+        let duration = end >= start ? end - start : 0
+        totals[i] &+= duration
         counts[i] += 1
         guard recording else { return }
         if spans.count < capacity {
-            spans.append(Span(phase: phase, start: start, duration: now &- start, step: Int32(truncatingIfNeeded: step), bytes: Int64(bytes)))
+            spans.append(Span(phase: phase, start: start, duration: duration, step: Int32(truncatingIfNeeded: step), bytes: Int64(bytes), track: track))
         } else {
             dropped += 1
         }
@@ -86,13 +99,14 @@ public final class Timeline {
     /// the trace's time zero, so the ranks' tracks line up (to within a collective's latency).
     public func align() { origin = Timeline.now() }
 
-    /// This rank's spans since `align`, packed for `allGather`: 29 bytes each.
+    /// This rank's spans since `align`, packed for `allGather`: 30 bytes each.
     func packed() -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(spans.count * 29)
+        out.reserveCapacity(spans.count * 30)
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         for s in spans where s.start >= origin {
             out.append(s.phase.rawValue)
+            out.append(s.track)
             put(s.start - origin); put(s.duration); put(s.step); put(s.bytes)
         }
         return out
@@ -115,7 +129,9 @@ public final class Timeline {
             if !first { json += ",\n" }
             first = false
             json += "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":\(rank),\"args\":{\"name\":\(JSONValue.string("rank \(rank) (\(names[rank]))").text(spaced: false))}},\n"
-            json += "{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":\(rank),\"args\":{\"sort_index\":\(rank)}}"
+            json += "{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":\(rank),\"args\":{\"sort_index\":\(rank)}},\n"
+            json += "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":0,\"args\":{\"name\":\"training\"}},\n"
+            json += "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(rank),\"tid\":1,\"args\":{\"name\":\"gradient sums behind the backward pass\"}}"
             bytes.withUnsafeBytes { raw in
                 var o = 0
                 func get<T: FixedWidthInteger>(_: T.Type) -> T {
@@ -123,10 +139,10 @@ public final class Timeline {
                     return T(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: T.self))
                 }
                 while o < raw.count {
-                    let phase = Phase(rawValue: raw[o])!
-                    o += 1
+                    let phase = Phase(rawValue: raw[o])!, track = raw[o + 1]
+                    o += 2
                     let start = get(UInt64.self), duration = get(UInt64.self), step = get(Int32.self), moved = get(Int64.self)
-                    json += ",\n{\"name\":\"\(phase.name)\",\"ph\":\"X\",\"pid\":\(rank),\"tid\":0,"
+                    json += ",\n{\"name\":\"\(phase.name)\",\"ph\":\"X\",\"pid\":\(rank),\"tid\":\(track),"
                     json += "\"ts\":\(microseconds(start)),\"dur\":\(microseconds(duration)),\"args\":{\"step\":\(step)"
                     if moved > 0 { json += ",\"bytes\":\(moved)" }
                     json += "}}"

@@ -42,6 +42,9 @@ public final class Trainer {
     /// A barrier before each gradient sum, so that the time waiting for the slowest rank is
     /// measured apart from the sum (bench, timelines); it costs one barrier's latency per step.
     public var measureWait = false
+    /// When to sum buckets of the gradients while the backward pass still runs
+    /// (`--gradient-overlap`); the result is the same bits on the shared-memory path.
+    public var overlapGradients = GradientOverlap.auto
     /// Seconds of every step of this process, in order (benchmarks' percentiles).
     public private(set) var stepSeconds: [Double] = []
 
@@ -234,8 +237,19 @@ public final class Trainer {
         let position = BatchPosition(epoch: state.epoch, step: state.stepInEpoch)
         let batch = try t.measure(.data) { try loader.batch(at: position) }                 // this rank's rows
         let (loss, correct) = t.measure(.forward) { model.forward(batch.input, targets: batch.targets) }  // BatchNorm over the global batch
-        let gradients = t.measure(.backward) { model.backward(batch.input) }              // into the store's zeroed gradients
-        let spiked = faults.afterBackward(model.gradients, step: step)
+        // Into the store's zeroed gradients; with overlap, each layer's are summed over the ranks
+        // in the background as soon as they are final. The injected fault (tests) changes the
+        // first element, which the last bucket holds, before that bucket is handed over.
+        var spiked = false
+        let store = model.store
+        let overlap = overlapGradients.applies(to: dataParallel)
+        let gradients = t.measure(.backward) {
+            model.backward(batch.input, bucketReady: overlap ? { [dataParallel, faults] range in
+                if range.lowerBound == 0 { spiked = faults.afterBackward(store.gradients, step: step) }
+                dataParallel.beginGradientBucket(store.gradients, range)
+            } : nil)
+        }
+        if !overlap { spiked = faults.afterBackward(model.gradients, step: step) }
         if measureWait { t.measure(.wait) { collective.barrier() } }
         let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
                                                sumVouched: gradients.sumFinite && !spiked, stopRequested: stopRequested() != nil,

@@ -7,6 +7,7 @@ import OrthoHashTraining
 
 extension BackboneKind: ExpressibleByArgument {}
 extension HeadPath: ExpressibleByArgument {}
+extension GradientOverlap: ExpressibleByArgument {}
 extension MarginType: ExpressibleByArgument {}
 extension MultiLabelLoss: ExpressibleByArgument {}
 extension QuantizationType: ExpressibleByArgument {}

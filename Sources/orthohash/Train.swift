@@ -31,6 +31,8 @@ extension OrthoHashCommand {
         var head: HeadPath = .fused
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
+        @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off sums them once after the backward pass; auto (default) is on when the job spans more than one node.")
+        var gradientOverlap: GradientOverlap = .auto
         @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")
         var timeline: String?
 
@@ -82,6 +84,7 @@ extension OrthoHashCommand {
                 trainer.verify = verify
                 trainer.logSteps = logSteps
                 trainer.head = head
+                trainer.overlapGradients = gradientOverlap
                 if let timeline {
                     trainer.timelinePath = timeline
                     trainer.measureWait = true

@@ -443,6 +443,30 @@ func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
     return finish((p, out, err), started: start)
 }
 
+/// `mpirun` from the first of the namespace hosts `prefix`h1... (hostfiles/netns-hosts.sh) over
+/// the hosts of `hostfile`, as MACHINE.md describes.
+func onNamespaceHosts(prefix: String, hostfile: String, np: Int, mapBy: String, _ runArgs: [String]) throws -> Job {
+    let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np),
+                   "--map-by", mapBy, "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
+                   "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
+                   "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",
+                   "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "-x", "NETNS_PREFIX",
+                   try binary()] + runArgs
+    return try shell("timeout 300 " + command.map { "'\($0)'" }.joined(separator: " "), env: ["NETNS_PREFIX": prefix])
+}
+
+/// Namespace hosts for a test, deleted when `body` returns or throws; skipped without root.
+func withNamespaceHosts(_ count: Int, _ body: (String) throws -> Void) throws {
+    guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
+        throw XCTSkip("needs root and iproute2 to make network namespaces")
+    }
+    let prefix = "ohv\(getpid() % 10000)"
+    let up = try shell("\(packageRoot)/hostfiles/netns-hosts.sh up \(count)", env: ["NETNS_PREFIX": prefix])
+    defer { _ = try? shell("\(packageRoot)/hostfiles/netns-hosts.sh down", env: ["NETNS_PREFIX": prefix]) }
+    XCTAssertEqual(up.status, 0, up.stderr)
+    try body(prefix)
+}
+
 final class MultiHostTests: XCTestCase {
     /// Three hosts made of network namespaces, over TCP, launched by mpirun with a hostfile and a
     /// launcher in place of ssh: the same result as the same three ranks on one host. Then two
@@ -462,15 +486,8 @@ final class MultiHostTests: XCTestCase {
         args[args.firstIndex(of: "--batch-size")! + 1] = "96"
         let oneHost = try mpirun(np: 3, args + ["--run-dir", dir + "/onehost"])
         XCTAssertEqual(oneHost.status, 0, oneHost.stderr)
-        /// `mpirun` from the first namespace host over the hosts of `hostfile`.
         func onHosts(_ hostfile: String, np: Int, mapBy: String, _ runArgs: [String]) throws -> Job {
-            let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np),
-                           "--map-by", mapBy, "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
-                           "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
-                           "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",
-                           "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", "-x", "NETNS_PREFIX",
-                           try binary()] + runArgs
-            return try shell("timeout 300 " + command.map { "'\($0)'" }.joined(separator: " "), env: env)
+            try onNamespaceHosts(prefix: prefix, hostfile: hostfile, np: np, mapBy: mapBy, runArgs)
         }
         let hosts = try onHosts("\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node", args + ["--run-dir", dir + "/hosts", "--verify"])
         XCTAssertEqual(hosts.status, 0, hosts.stderr)

@@ -9,32 +9,33 @@ import TestSupport
 
 /// A trace's events after checking that it is what chrome://tracing and Perfetto read: a JSON
 /// object whose `traceEvents` are metadata ("M") or complete ("X") events with a name, a pid,
-/// and for "X" a tid, a start and a duration in microseconds, and whose spans on one track
-/// nest (a span that starts inside another ends inside it), as complete events on one thread must.
+/// and for "X" a tid, a start and a duration in microseconds, and whose spans on one track (pid
+/// and tid) nest (a span that starts inside another ends inside it), as complete events on one
+/// thread must.
 func validTrace(_ path: String, file: StaticString = #filePath, line: UInt = #line) throws -> [[String: Any]] {
     let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any]
     let events = try XCTUnwrap(object?["traceEvents"] as? [[String: Any]], "no traceEvents array", file: file, line: line)
-    var tracks: [Int: [(Double, Double, String)]] = [:]
+    var tracks: [String: [(Double, Double, String)]] = [:]
     for e in events {
         let ph = try XCTUnwrap(e["ph"] as? String, file: file, line: line)
         XCTAssertNotNil(e["name"] as? String, "\(e)", file: file, line: line)
         let pid = try XCTUnwrap(e["pid"] as? Int, "\(e)", file: file, line: line)
         XCTAssertTrue(ph == "X" || ph == "M", ph, file: file, line: line)
         guard ph == "X" else { continue }
-        XCTAssertNotNil(e["tid"] as? Int, file: file, line: line)
+        let tid = try XCTUnwrap(e["tid"] as? Int, file: file, line: line)
         let ts = try XCTUnwrap(e["ts"] as? Double, file: file, line: line), dur = try XCTUnwrap(e["dur"] as? Double, file: file, line: line)
         XCTAssertGreaterThanOrEqual(ts, 0, file: file, line: line)
         XCTAssertGreaterThanOrEqual(dur, 0, file: file, line: line)
-        tracks[pid, default: []].append((ts, ts + dur, e["name"] as! String))
+        tracks["rank \(pid), thread \(tid)", default: []].append((ts, ts + dur, e["name"] as! String))
     }
-    for (pid, spans) in tracks {
+    for (track, spans) in tracks {
         // Sorted by start, longest first; every span must end before the enclosing one does.
         var open: [(Double, Double, String)] = []
         for s in spans.sorted(by: { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 > $1.1 }) {
             while let top = open.last, top.1 <= s.0 { open.removeLast() }
             if let top = open.last {
                 // Printed microseconds are rounded to the nanosecond: allow that much.
-                XCTAssertLessThanOrEqual(s.1, top.1 + 0.002, "rank \(pid): '\(s.2)' overlaps '\(top.2)' without nesting", file: file, line: line)
+                XCTAssertLessThanOrEqual(s.1, top.1 + 0.002, "\(track): '\(s.2)' overlaps '\(top.2)' without nesting", file: file, line: line)
             }
             open.append(s)
         }
@@ -156,5 +157,120 @@ final class ScalingHarnessTests: XCTestCase {
         XCTAssertEqual(ttt.count, 4, "header and 3 configurations")
         let model = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/model.json"))) as! [String: Any]
         XCTAssertNotNil((model["tcp"] as? [String: Any])?["10"])
+    }
+}
+
+final class OverlapTests: XCTestCase {
+    /// Gradient buckets summed behind the backward pass (--gradient-overlap on; auto is off
+    /// within a node) against one sum after it (off): on the node's shared-memory path each element is added in the
+    /// same order, so the losses and the parameters are the same bits; --verify checks after
+    /// every step that the ranks hold the same parameters. 2 and 3 ranks (3 shards of 3 buckets,
+    /// most buckets split between shards).
+    func testOverlapIsBitwiseOnSharedMemory() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--hidden", "32,24", "--verify"]
+        for np in [2, 3] {
+            var batch = args
+            batch[batch.firstIndex(of: "--batch-size")! + 1] = np == 3 ? "96" : "64"
+            let on = try mpirun(np: np, batch + ["--run-dir", dir + "/on\(np)", "--gradient-overlap", "on"])
+            XCTAssertEqual(on.status, 0, on.stderr)
+            let off = try mpirun(np: np, batch + ["--run-dir", dir + "/off\(np)", "--gradient-overlap", "off"])
+            XCTAssertEqual(off.status, 0, off.stderr)
+            XCTAssertEqual(try gradientReduction(dir + "/on\(np)"), "shared memory within each node (\(np) ranks)")
+            XCTAssertEqual(try stepLosses(dir + "/on\(np)"), try stepLosses(dir + "/off\(np)"), "\(np) ranks")
+            XCTAssertEqual(try finalParameters(dir + "/on\(np)"), try finalParameters(dir + "/off\(np)"), "\(np) ranks")
+        }
+    }
+
+    /// Without the shared window (ORTHOHASH_SHARED_MEMORY_REDUCE=0: MPI_Allreduce of each bucket
+    /// instead of the whole buffer): with 2 ranks a + b is the same bits in any order; with 3,
+    /// Open MPI may add in another order for smaller messages, so the tolerance of 3 ranks
+    /// against one (MPITests' header) applies. --verify: the ranks agree bitwise after every step.
+    func testOverlapOverMPIAllreduce() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--hidden", "32,24", "--verify"]
+        let env = ["ORTHOHASH_SHARED_MEMORY_REDUCE": "0"]
+        for np in [2, 3] {
+            var batch = args
+            batch[batch.firstIndex(of: "--batch-size")! + 1] = np == 3 ? "96" : "64"
+            let on = try mpirun(np: np, batch + ["--run-dir", dir + "/on\(np)", "--gradient-overlap", "on"], env: env)
+            XCTAssertEqual(on.status, 0, on.stderr)
+            let off = try mpirun(np: np, batch + ["--run-dir", dir + "/off\(np)", "--gradient-overlap", "off"], env: env)
+            XCTAssertEqual(off.status, 0, off.stderr)
+            XCTAssertEqual(try gradientReduction(dir + "/on\(np)"), "MPI_Allreduce")
+            if np == 2 {
+                XCTAssertEqual(try finalParameters(dir + "/on2"), try finalParameters(dir + "/off2"))
+            } else {
+                for (a, b) in zip(try stepLosses(dir + "/on3"), try stepLosses(dir + "/off3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
+                assertClose(try finalParameters(dir + "/on3"), try finalParameters(dir + "/off3"), "3 ranks, buckets vs one sum")
+            }
+        }
+    }
+
+    /// Across namespace hosts over TCP, where auto overlaps. Two hosts with two ranks each (the window in each node,
+    /// then each bucket's part of a shard between the 2 nodes: a + b) give the same bits as one
+    /// sum after the backward pass; three hosts with one rank each (MPI_Allreduce of each bucket
+    /// over 3 ranks) agree within the tolerance of MPITests' header. --verify throughout.
+    func testOverlapAcrossHosts() throws {
+        try withNamespaceHosts(3) { prefix in
+            let dir = tempDir()
+            var args = try writeData(dir) + ["--hidden", "32,24", "--verify"]
+            args[args.firstIndex(of: "--batch-size")! + 1] = "96"
+            try "h1 slots=2\nh2 slots=2\n".write(toFile: dir + "/two", atomically: true, encoding: .utf8)
+            var four = args
+            four[four.firstIndex(of: "--batch-size")! + 1] = "64"
+            let on = try onNamespaceHosts(prefix: prefix, hostfile: dir + "/two", np: 4, mapBy: "slot", four + ["--run-dir", dir + "/on4", "--timeline", dir + "/on4.json"])
+            XCTAssertEqual(on.status, 0, on.stderr)
+            XCTAssertFalse(try validTrace(dir + "/on4.json").filter { $0["name"] as? String == "gradient bucket sum" }.isEmpty, "auto overlaps across nodes")
+            let off = try onNamespaceHosts(prefix: prefix, hostfile: dir + "/two", np: 4, mapBy: "slot",
+                                           four + ["--run-dir", dir + "/off4", "--gradient-overlap", "off"])
+            XCTAssertEqual(off.status, 0, off.stderr)
+            XCTAssertEqual(try gradientReduction(dir + "/on4"), "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
+            XCTAssertEqual(try finalParameters(dir + "/on4"), try finalParameters(dir + "/off4"))
+            let on3 = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node", args + ["--run-dir", dir + "/on3"])
+            XCTAssertEqual(on3.status, 0, on3.stderr)
+            let off3 = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node",
+                                            args + ["--run-dir", dir + "/off3", "--gradient-overlap", "off"])
+            XCTAssertEqual(off3.status, 0, off3.stderr)
+            for (a, b) in zip(try stepLosses(dir + "/on3"), try stepLosses(dir + "/off3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
+            assertClose(try finalParameters(dir + "/on3"), try finalParameters(dir + "/off3"), "3 hosts, buckets vs one sum")
+        }
+    }
+
+    /// A rank that stops at the end of its backward pass while the others' background workers
+    /// wait in the buckets' sums: the others' watchdog (watching their wait for the worker)
+    /// aborts the job at the timeout, naming it. Not a hang.
+    func testAHungPeerDuringTheBucketsIsNamed() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--hidden", "32,24", "--gradient-overlap", "on", "--collective-timeout", "3"]
+        let job = try mpirun(np: 3, args + ["--batch-size", "96", "--run-dir", dir + "/hang"],
+                             env: ["ORTHOHASH_TEST_HANG_RANK": "1", "ORTHOHASH_TEST_HANG_STEP": "4", "ORTHOHASH_TEST_HANG_AT": "backward"])
+        XCTAssertNotEqual(job.status, 0)
+        XCTAssertLessThan(job.seconds, 30, "aborted promptly")
+        XCTAssertTrue(job.stderr.contains("waited more than 3 s (--collective-timeout); ranks that did not arrive: 1"), job.stderr)
+        XCTAssertTrue(job.stderr.contains("at step 4"), job.stderr)
+    }
+
+    /// The timeline shows the buckets on the rank's second track, in the backward's order (hash
+    /// layer first: the highest offsets), their bytes adding up to the gradients'.
+    func testTimelineShowsTheBuckets() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--hidden", "32,24"]
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run", "--timeline", dir + "/t.json", "--gradient-overlap", "on"])
+        XCTAssertEqual(job.status, 0, job.stderr)
+        let events = try validTrace(dir + "/t.json")
+        let parameters = try finalParameters(dir + "/run").count
+        for rank in 0..<2 {
+            let buckets = events.filter { $0["name"] as? String == "gradient bucket sum" && $0["pid"] as? Int == rank }
+            XCTAssertEqual(buckets.count, 24 * 3, "3 layers' buckets per step")
+            for b in buckets { XCTAssertEqual(b["tid"] as? Int, 1) }
+            let five = buckets.filter { ($0["args"] as? [String: Any])?["step"] as? Int == 5 }
+            let bytes = five.map { ($0["args"] as! [String: Any])["bytes"] as! Int }
+            XCTAssertEqual(bytes.reduce(0, +), 4 * parameters)
+            // 16 features -> 32 -> 24 -> 16 bits: hash (24 x 16 + 2 x 16), fc1 (24 x 33), fc0 (32 x 17).
+            XCTAssertEqual(bytes, [4 * (24 * 16 + 32), 4 * 24 * 33, 4 * 32 * 17])
+            let starts = five.map { $0["ts"] as! Double }
+            XCTAssertEqual(starts, starts.sorted())
+        }
     }
 }

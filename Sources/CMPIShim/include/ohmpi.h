@@ -42,6 +42,20 @@ void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what)
 void ohmpi_shared_release(void);
 /// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
+/// The number of nodes (shared-memory domains) the job's ranks are on.
+int ohmpi_node_count(void);
+/// 1 when gradient buckets can be summed by the background worker while the backward pass runs
+/// (the library gives MPI_THREAD_MULTIPLE; every rank agrees).
+int ohmpi_overlap_available(void);
+/// Hands [lo, hi) of `gradients` (`count` elements: the window's gradients or a private buffer)
+/// to the background worker, which sums it over the ranks as ohmpi_reduce_shard_f32 sums the
+/// whole buffer. Every rank begins the same buckets in the same order; together they cover it.
+void ohmpi_bucket_begin(float *gradients, size_t count, size_t lo, size_t hi);
+/// Waits (watched against the collective timeout) until every bucket begun is summed, and gives
+/// the shard this rank updates as ohmpi_reduce_shard_f32 does. Fills each bucket's start and end
+/// (CLOCK_MONOTONIC seconds) and bytes, up to `capacity`, and returns how many buckets there were.
+int ohmpi_buckets_finish(float *gradients, size_t count, size_t *lo, size_t *hi, double *starts, double *ends,
+                         size_t *bytes, int capacity, const char *what);
 /// Returns when every rank has called it.
 void ohmpi_barrier(const char *what);
 /// Root's `count` bytes into every rank's buffer.
