@@ -21,6 +21,9 @@ static MPI_Comm ohmpi_cross = MPI_COMM_NULL;  // the ranks with this node rank, 
 static int ohmpi_node_rank = 0, ohmpi_node_size = 1, ohmpi_cross_size = 1;
 static int ohmpi_shared_enabled = 0;
 static int ohmpi_nodes = 1;                   // nodes the job spans (node rank 0s)
+// Gradient sums that cross the network in bfloat16 (ohmpi_set_gradient_bf16): halves the bytes.
+static int ohmpi_gradient_bf16 = 0;
+static MPI_Op ohmpi_bf16_sum = MPI_OP_NULL;
 static MPI_Win ohmpi_window = MPI_WIN_NULL;
 static float **ohmpi_segments = NULL;         // each node rank's segment, mapped in this process
 static size_t ohmpi_capacity = 0;             // gradients per segment (parameters follow them)
@@ -135,6 +138,7 @@ void ohmpi_finalize(void) {
     ohmpi_watch_stopped = 1;
     pthread_mutex_unlock(&ohmpi_watch_lock);
     overlap_stop();
+    if (ohmpi_bf16_sum != MPI_OP_NULL) MPI_Op_free(&ohmpi_bf16_sum);
     if (ohmpi_window != MPI_WIN_NULL) {
         MPI_Win_unlock_all(ohmpi_window);
         MPI_Win_free(&ohmpi_window);
@@ -337,15 +341,39 @@ static void wait_for(MPI_Request *request, const char *what) {
     leave();
 }
 
+// bfloat16: the top half of a float32, rounded to nearest even (NaN kept a NaN). Same exponent
+// range as float32, so a sum that overflows is still inf and caught by the finiteness checks.
+static inline float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+// The reduction Open MPI applies to bfloat16 buffers: each pair added in float32, rounded back.
+static void bf16_sum(void *in, void *inout, int *length, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *length; i++) b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+}
+
+// The sum of float32 gradients over `comm` as they cross the network: float32, or (bf16 on)
+// rounded to bfloat16 into a scratch buffer of the calling thread, summed so, and widened back.
+static void network_allreduce(float *buffer, size_t count, MPI_Comm comm, int watched, const char *what);
+
 // The gradient worker's all-reduce (see "Gradient sums behind the backward pass"): blocking, on
 // its own communicators, and not watched itself: the main thread's wait for it is.
 static void worker_allreduce(float *buffer, size_t count, MPI_Comm comm, const char *what) {
-    while (count > 0) {
-        size_t n = count < OHMPI_CHUNK ? count : OHMPI_CHUNK;
-        check(MPI_Allreduce(MPI_IN_PLACE, buffer, (int)n, MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce", what);
-        buffer += n;
-        count -= n;
-    }
+    network_allreduce(buffer, count, comm, 0, what);
 }
 
 static void allreduce(void *buffer, size_t count, MPI_Datatype type, size_t size, MPI_Comm comm, const char *what) {
@@ -479,10 +507,54 @@ static void add_segments(float *buffer, size_t lo, size_t hi) {
     }
 }
 
+static void network_allreduce(float *buffer, size_t count, MPI_Comm comm, int watched, const char *what) {
+    if (!ohmpi_gradient_bf16) {
+        if (watched) {
+            allreduce(buffer, count, MPI_FLOAT, sizeof(float), comm, what);
+        } else {
+            while (count > 0) {
+                size_t n = count < OHMPI_CHUNK ? count : OHMPI_CHUNK;
+                check(MPI_Allreduce(MPI_IN_PLACE, buffer, (int)n, MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce", what);
+                buffer += n;
+                count -= n;
+            }
+        }
+        return;
+    }
+    static __thread uint16_t *scratch = NULL;
+    static __thread size_t capacity = 0;
+    if (count > capacity) {
+        free(scratch);
+        scratch = malloc(count * sizeof(uint16_t));
+        if (!scratch) ohmpi_abort("error: out of memory for the bfloat16 gradient buffer", 3);
+        capacity = count;
+    }
+    for (size_t i = 0; i < count; i++) scratch[i] = to_bf16(buffer[i]);
+    for (size_t done = 0; done < count;) {
+        const size_t n = count - done < OHMPI_CHUNK ? count - done : OHMPI_CHUNK;
+        if (watched && !ohmpi_threaded) {
+            MPI_Request request;
+            check(MPI_Iallreduce(MPI_IN_PLACE, scratch + done, (int)n, MPI_UINT16_T, ohmpi_bf16_sum, comm, &request), "MPI_Iallreduce", what);
+            wait_for(&request, what);
+        } else {
+            if (watched) enter(what);
+            check(MPI_Allreduce(MPI_IN_PLACE, scratch + done, (int)n, MPI_UINT16_T, ohmpi_bf16_sum, comm), "MPI_Allreduce", what);
+            if (watched) leave();
+        }
+        done += n;
+    }
+    for (size_t i = 0; i < count; i++) buffer[i] = from_bf16(scratch[i]);
+}
+
+void ohmpi_set_gradient_bf16(int on) {
+    if (on && ohmpi_bf16_sum == MPI_OP_NULL) check(MPI_Op_create(bf16_sum, 1, &ohmpi_bf16_sum), "MPI_Op_create", "start-up");
+    ohmpi_gradient_bf16 = on;
+}
+
 static void shard_sum(float *buffer, size_t lo, size_t hi, const char *what) {
     node_barrier(what);  // every segment holds its rank's addends
     add_segments(buffer, lo, hi);
-    if (ohmpi_cross_size > 1 && hi > lo) allreduce(buffer + lo, hi - lo, MPI_FLOAT, sizeof(float), ohmpi_cross, what);
+    if (ohmpi_cross_size > 1 && hi > lo) network_allreduce(buffer + lo, hi - lo, ohmpi_cross, 1, what);
     node_barrier(what);  // every shard holds its total; nobody reads addends any more
 }
 
@@ -495,7 +567,7 @@ void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *
     *hi = count;
     if (ohmpi_world == 1 || count == 0) return;
     if (!is_shared_gradients(gradients, count)) {
-        allreduce(gradients, count, MPI_FLOAT, sizeof(float), ohmpi_comm, what);
+        network_allreduce(gradients, count, ohmpi_comm, 1, what);
         return;
     }
     *lo = shard_start(count, ohmpi_node_rank);

@@ -123,6 +123,11 @@ public final class MPIDataParallel: DataParallel {
     /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
     public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_overlap_available() != 0 }
     public var nodes: Int { Int(ohmpi_node_count()) }
+    private var precision = GradientPrecision.float32
+    public func setGradientPrecision(_ precision: GradientPrecision) {
+        self.precision = precision
+        ohmpi_set_gradient_bf16(precision == .bf16 ? 1 : 0)
+    }
     private var bucketsBegun = false
     public private(set) var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] = []
 
@@ -144,7 +149,8 @@ public final class MPIDataParallel: DataParallel {
     public var gradientReduction: String {
         var perNode: Int32 = 1, nodes: Int32 = 1
         if mpi.ranks == 1 { return "none (one rank)" }
-        guard ohmpi_shared_layout(&perNode, &nodes) != 0, sharedGradients != false else { return "MPI_Allreduce" }
-        return "shared memory within each node (\(perNode) ranks)" + (nodes > 1 ? ", then MPI_Allreduce across \(nodes) nodes" : "")
+        let bf16 = precision == .bf16 ? " in bfloat16" : ""
+        guard ohmpi_shared_layout(&perNode, &nodes) != 0, sharedGradients != false else { return "MPI_Allreduce" + bf16 }
+        return "shared memory within each node (\(perNode) ranks)" + (nodes > 1 ? ", then MPI_Allreduce\(bf16) across \(nodes) nodes" : "")
     }
 }

@@ -30,7 +30,8 @@ public enum Benchmark {
     /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
                                 head: HeadPath = .fused, dataParallel: DataParallel = OneProcess(),
-                                measureWait: Bool = false, overlap: GradientOverlap = .auto) throws -> Result {
+                                measureWait: Bool = false, overlap: GradientOverlap = .auto,
+                                gradientSum: GradientPrecision = .float32) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
@@ -44,6 +45,7 @@ public enum Benchmark {
         trainer.head = head
         trainer.measureWait = measureWait
         trainer.overlapGradients = overlap
+        trainer.gradientSum = gradientSum
         trainer.stopAfterSteps = warmup
         try trainer.run()
         // Time the next `steps` steps of the same trainer.

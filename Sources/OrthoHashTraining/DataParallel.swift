@@ -29,6 +29,8 @@ public protocol DataParallel: AnyObject {
     var overlapsBackward: Bool { get }
     /// The nodes (shared-memory domains) the ranks are on.
     var nodes: Int { get }
+    /// The precision of gradient sums that cross the network (`--gradient-sum`); every rank sets the same.
+    func setGradientPrecision(_ precision: GradientPrecision)
     /// Starts summing `range` of `gradients` in the background: the backward pass has finished
     /// those elements. Every rank begins the same ranges in the same order (the backward's:
     /// hash layer first), and together they cover the buffer; `reduceGradients` then waits.
@@ -40,6 +42,13 @@ public protocol DataParallel: AnyObject {
     func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>)
     /// The same for optimizer moments, which only checkpoints need whole.
     func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>)
+}
+
+/// The precision of gradient sums over the network (`--gradient-sum`), like Horovod's
+/// compression: bf16 halves the bytes on slow links at the cost of rounding each partial sum to
+/// 8 significant bits. The node's shared-memory sums stay float32.
+public enum GradientPrecision: String, CaseIterable, Sendable {
+    case float32, bf16
 }
 
 /// When the gradients are summed while the backward pass runs (`--gradient-overlap`).
@@ -86,6 +95,7 @@ public struct SummedStep: Equatable {
 public extension DataParallel {
     var overlapsBackward: Bool { false }
     var nodes: Int { 1 }
+    func setGradientPrecision(_ precision: GradientPrecision) {}
     func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}
     var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { [] }
     var rank: Int { collective.rank }

@@ -45,6 +45,8 @@ public final class Trainer {
     /// When to sum buckets of the gradients while the backward pass still runs
     /// (`--gradient-overlap`); the result is the same bits on the shared-memory path.
     public var overlapGradients = GradientOverlap.auto
+    /// The precision of the gradient sums over the network (`--gradient-sum`).
+    public var gradientSum = GradientPrecision.float32
     /// Seconds of every step of this process, in order (benchmarks' percentiles).
     public private(set) var stepSeconds: [Double] = []
 
@@ -179,6 +181,7 @@ public final class Trainer {
 
     /// The schedule: epochs of steps, and at the end of each the metrics, evaluation and checkpoints.
     func train() throws -> Summary? {
+        dataParallel.setGradientPrecision(gradientSum)
         log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))

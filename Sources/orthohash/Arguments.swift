@@ -8,6 +8,7 @@ import OrthoHashTraining
 extension BackboneKind: ExpressibleByArgument {}
 extension HeadPath: ExpressibleByArgument {}
 extension GradientOverlap: ExpressibleByArgument {}
+extension GradientPrecision: ExpressibleByArgument {}
 extension MarginType: ExpressibleByArgument {}
 extension MultiLabelLoss: ExpressibleByArgument {}
 extension QuantizationType: ExpressibleByArgument {}

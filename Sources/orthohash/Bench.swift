@@ -26,6 +26,8 @@ extension OrthoHashCommand {
         var measureWait = false
         @Option(help: "auto, on or off: sum buckets of the gradients while the backward pass runs (as train).")
         var gradientOverlap: GradientOverlap = .auto
+        @Option(help: "float32 or bf16: the precision of gradient sums over the network (as train).")
+        var gradientSum: GradientPrecision = .float32
         @Flag(help: "Time float32 sums over the ranks from 4 B to --allreduce-max bytes instead of training (under mpirun).")
         var allreduce = false
         @Option(help: "The largest sum of --allreduce, in bytes.") var allreduceMax: Int = 64 << 20
@@ -60,7 +62,8 @@ extension OrthoHashCommand {
                 for t in threads {
                     BLAS.setThreads(t)
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head,
-                                                   dataParallel: dataParallel, measureWait: waits, overlap: gradientOverlap)
+                                                   dataParallel: dataParallel, measureWait: waits, overlap: gradientOverlap,
+                                                   gradientSum: gradientSum)
                     say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
@@ -72,7 +75,7 @@ extension OrthoHashCommand {
                             ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
                             ("ms_step_p50", fixed(r.p50Milliseconds)), ("ms_step_p95", fixed(r.p95Milliseconds)),
                             ("compute_ms", fixed(r.computeMilliseconds)), ("gradient_sum_ms", fixed(r.gradientSumMilliseconds)),
-                            ("overlap", gradientOverlap.applies(to: dataParallel) ? "yes" : "no"), ("background_sum_ms", fixed(r.ms(.bucketSum))),
+                            ("overlap", gradientOverlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
                             ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
                             ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
                             ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),

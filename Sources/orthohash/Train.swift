@@ -33,6 +33,8 @@ extension OrthoHashCommand {
         var progressEvery: Double = 60
         @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off sums them once after the backward pass; auto (default) is on when the job spans more than one node.")
         var gradientOverlap: GradientOverlap = .auto
+        @Option(help: "Under MPI: float32, or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
+        var gradientSum: GradientPrecision = .float32
         @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")
         var timeline: String?
 
@@ -85,6 +87,7 @@ extension OrthoHashCommand {
                 trainer.logSteps = logSteps
                 trainer.head = head
                 trainer.overlapGradients = gradientOverlap
+                trainer.gradientSum = gradientSum
                 if let timeline {
                     trainer.timelinePath = timeline
                     trainer.measureWait = true

@@ -407,7 +407,7 @@ final class CLITests: XCTestCase {
         let text = try String(contentsOfFile: dir + "/b.csv", encoding: .utf8)
         let lines = text.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 5, text)
-        XCTAssertTrue(lines[0].hasPrefix("workload,note,nodes,ranks,ranks_per_node,threads,global_batch,rank_batch,steps,samples_per_s,ms_step,ms_step_p50,ms_step_p95,compute_ms,gradient_sum_ms,bn_sync_ms,"), lines[0])
+        XCTAssertTrue(lines[0].hasPrefix("workload,note,nodes,ranks,ranks_per_node,threads,global_batch,rank_batch,steps,samples_per_s,ms_step,ms_step_p50,ms_step_p95,compute_ms,gradient_sum_ms,overlap,gradient_precision,background_sum_ms,bn_sync_ms,"), lines[0])
         XCTAssertTrue(lines[1].hasPrefix("tiny,\"a,b\",1,1,1,1,32,32,2,"), lines[1])
         XCTAssertTrue(lines[2].hasPrefix("tiny,\"a,b\",1,1,1,2,32,32,2,"), lines[2])
         XCTAssertTrue(lines[4].hasPrefix("tiny,c,1,1,1,2,"), lines[4])

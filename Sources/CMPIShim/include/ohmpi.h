@@ -42,6 +42,10 @@ void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what)
 void ohmpi_shared_release(void);
 /// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
+/// From now on, gradient sums that cross the network (MPI_Allreduce of the whole buffer, or of the
+/// shards across nodes; not the node's shared-memory sum) round to bfloat16 and sum in it. Every
+/// rank must set the same (collective only in that the first call creates the reduction).
+void ohmpi_set_gradient_bf16(int on);
 /// The number of nodes (shared-memory domains) the job's ranks are on.
 int ohmpi_node_count(void);
 /// 1 when gradient buckets can be summed by the background worker while the backward pass runs
