@@ -170,11 +170,22 @@ for rep in $(seq "$reps"); do
       for m in $modes; do
         # Strong: the global batch stays 256; weak: 128 rows per rank.
         if [ "$m" = strong ]; then batch=256; else batch=$(( 128 * np )); fi
-        # shellcheck disable=SC2046
-        launch "$nodes" "$rpn" "$link" bench $(workload_args "$w") --batch-size "$batch" --steps "$(workload_steps "$w")" \
-          --threads 1 --csv "$runs" --label workload="$w" --label mode="$m" --label link="$link" --label rep="$rep" \
-          --label shares_cores="$(shares "$nodes" "$rpn")" --label hosts="$mode_hosts" > "$work/last.txt" 2>&1 ||
-          { cat "$work/last.txt" >&2; echo "scaling: the run above failed ($nodes x $rpn, $link, $w, $m)" >&2; exit 1; }
+        # Across hosts, Fashion-MNIST's strong scaling also runs without overlap and with bfloat16
+        # sums, for the comparison in the summary (the plots use the default).
+        variants=(default)
+        [ "$nodes" -gt 1 ] && [ "$w" = fmnist ] && [ "$m" = strong ] && variants+=(no-overlap bf16)
+        for v in "${variants[@]}"; do
+          case "$v" in
+            default) extra=() ;;
+            no-overlap) extra=(--gradient-overlap off) ;;
+            bf16) extra=(--gradient-sum bf16) ;;
+          esac
+          # shellcheck disable=SC2046
+          launch "$nodes" "$rpn" "$link" bench $(workload_args "$w") --batch-size "$batch" --steps "$(workload_steps "$w")" \
+            --threads 1 "${extra[@]}" --csv "$runs" --label workload="$w" --label mode="$m" --label link="$link" --label rep="$rep" \
+            --label variant="$v" --label shares_cores="$(shares "$nodes" "$rpn")" --label hosts="$mode_hosts" > "$work/last.txt" 2>&1 ||
+            { cat "$work/last.txt" >&2; echo "scaling: the run above failed ($nodes x $rpn, $link, $w, $m, $v)" >&2; exit 1; }
+        done
       done
     done
     echo "scaling: [$k/$total] $nodes node(s) x $rpn rank(s), link $link, repetition $rep ($(( $(date +%s) - started )) s)"

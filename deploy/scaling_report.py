@@ -49,7 +49,7 @@ if not runs:
     sys.exit(f"scaling_report: {out}/runs.csv: no runs (run deploy/scaling.sh first)")
 num = ["nodes", "ranks", "threads", "global_batch", "rank_batch", "samples_per_s", "ms_step", "ms_step_p50", "ms_step_p95",
        "compute_ms", "gradient_sum_ms", "bn_sync_ms", "bn_sync_calls", "wait_ms", "forward_ms", "backward_ms", "update_ms",
-       "data_ms", "gradient_bytes"]
+       "data_ms", "gradient_bytes", "background_sum_ms"]
 for r in runs + compute:
     for k in num:
         if k in r:
@@ -129,15 +129,15 @@ def allreduce(n, p, alpha, beta):
     return min(ring, doubling, rabenseifner)
 
 
-def gradient_sum(n, nodes, per_node, link, measured=True):
+def gradient_sum(n, nodes, per_node, link, measured=True, bf16=False):
     """The gradients' path: the node's shared window, then each of its L shards across the nodes
-    at once (L streams share the node's link: L x beta per stream)."""
+    at once (L streams share the node's link: L x beta per stream), in half the bytes with bf16."""
     t = 0.0
     if per_node > 1:
         t += node_path[0] + node_path[1] * n
     if nodes > 1:
         a, b = link_params(link, measured)
-        t += allreduce(n / per_node, nodes, a, b * per_node)
+        t += allreduce(n / per_node * (0.5 if bf16 else 1), nodes, a, b * per_node)
     return t
 
 
@@ -168,7 +168,7 @@ for w in models:
     models[w]["bn_calls"] = statistics.median(calls) if calls else 9.0
 
 
-def step_time(w, batch, nodes, per_node, link, overlap=False, measured=False, share=1.0):
+def step_time(w, batch, nodes, per_node, link, overlap=False, measured=False, share=1.0, bf16=False):
     """Seconds per step: compute (slowed by `share` where ranks outnumber cores), the small sums
     (BatchNorm's, the control word, and for `measured` points the barrier bench runs put before
     the gradient sum), and the gradient sum (the gather of updated shards is inside the shared
@@ -179,7 +179,7 @@ def step_time(w, batch, nodes, per_node, link, overlap=False, measured=False, sh
     compute_s = (c0 + c1 * batch) * share
     small = (m["bn_calls"] + 1 + (1 if measured else 0)) * small_sum(nodes, per_node, link, measured)
     n = m["bytes"]
-    comm = gradient_sum(n, nodes, per_node, link, measured)
+    comm = gradient_sum(n, nodes, per_node, link, measured, bf16)
     if not overlap or nodes * per_node == 1:
         return compute_s + small + comm
     d0, d1 = m["backward"]
@@ -187,16 +187,22 @@ def step_time(w, batch, nodes, per_node, link, overlap=False, measured=False, sh
     # Buckets summed one after another as the backward pass completes them.
     end = 0.0
     for size, ready in buckets(w):
-        end = max(end, ready * backward) + gradient_sum(size, nodes, per_node, link, measured)
+        end = max(end, ready * backward) + gradient_sum(size, nodes, per_node, link, measured, bf16)
     exposed = max(0.0, end - backward)
     return compute_s + small + exposed
 
 
 # ---- measured runs: medians, efficiency, the model at each point ------------------------------
 key = lambda r: (r["workload"], r["mode"], r["link"], int(r["nodes"]), int(r["ranks"]))
+# The plots and the model's error use the default variant (overlap as auto, float32 sums); the
+# others (no overlap, bfloat16 sums) go into their own table.
+variants = {}
+for r in runs:
+    variants.setdefault(key(r) + (r.get("variant", "default"),), []).append(r)
 groups = {}
 for r in runs:
-    groups.setdefault(key(r), []).append(r)
+    if r.get("variant", "default") == "default":
+        groups.setdefault(key(r), []).append(r)
 med = {k: {f: statistics.median(x[f] for x in v) for f in num if f in v[0]} | {"shares_cores": v[0]["shares_cores"], "n": len(v)}
        for k, v in groups.items()}
 base = {(w, m): v["samples_per_s"] for (w, m, l, n, p), v in med.items() if p == 1}
@@ -207,11 +213,14 @@ def measured_share(nodes, ranks, threads=1):
 
 
 for r in runs:
+    # Measured points get the model without overlap: on this machine the cores that compute also
+    # move the bytes, so the background sums hide little (docs/SCALING.md).
     b = base.get((r["workload"], r["mode"]))
     r["efficiency"] = r["samples_per_s"] / (r["ranks"] * b) if b else float("nan")
     per_node = int(r["ranks"] // r["nodes"])
     r["model_ms"] = 1e3 * step_time(r["workload"], r["rank_batch"], int(r["nodes"]), per_node, r["link"], measured=True,
-                                    share=measured_share(r["nodes"], r["ranks"])) if r["workload"] in models else float("nan")
+                                    share=measured_share(r["nodes"], r["ranks"]),
+                                    bf16=r.get("variant") == "bf16") if r["workload"] in models else float("nan")
 def cell(v):
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() else f"{v:.4g}" if abs(v) >= 1e5 else f"{v:.4f}"
@@ -435,6 +444,20 @@ for w in models:
                 if len(a) == 2:
                     no, yes = sorted(a, key=lambda r: r["overlap"])
                     lines.append(f"| {w} | {mode} | {link} Gb/s | {nodes} | {no['efficiency']:.3f} | {yes['efficiency']:.3f} |")
+others = sorted(k for k in variants if k[5] != "default")
+if others:
+    lines += ["", "## Overlap and bfloat16 sums (measured, same points)", "",
+              "| workload | mode | link | nodes x ranks/node | variant | samples/s | vs default | gradient sum (exposed) | background sum |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for k in others:
+        w, m, l, n, p, v = k
+        rows = variants[k]
+        base_rows = variants.get(k[:5] + ("default",), [])
+        s = statistics.median(r["samples_per_s"] for r in rows)
+        d = statistics.median(r["samples_per_s"] for r in base_rows) if base_rows else float("nan")
+        g = statistics.median(r["gradient_sum_ms"] for r in rows)
+        bg = statistics.median(float(r.get("background_sum_ms", 0) or 0) for r in rows)
+        lines.append(f"| {w} | {m} | {l} | {n} x {p // n} | {v} | {s:.0f} | {s / d:.3f}x | {g:.2f} ms | {bg:.2f} ms |")
 if ttt:
     lines += ["", "## Time to target (measured)", "", "| nodes | ranks | link | epochs | seconds | final mAP@all | shares cores |", "|---|---|---|---|---|---|---|"]
     for r in ttt:

@@ -144,8 +144,12 @@ final class ScalingHarnessTests: XCTestCase {
         let lines = text.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let header = lines[0]
         func col(_ name: String) -> Int { header.firstIndex(of: name)! }
-        // 1 x 1, 1 x 2 on one host, 2 x 1 and 2 x 2 over the 10 Gb/s link.
-        XCTAssertEqual(lines.count, 5)
+        // 1 x 1, 1 x 2 on one host, 2 x 1 and 2 x 2 over the 10 Gb/s link, the latter two also
+        // without overlap and with bfloat16 sums.
+        XCTAssertEqual(lines.count, 9)
+        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "no-overlap" }.map { $0[col("overlap")] }, ["no", "no"])
+        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "bf16" }.map { $0[col("gradient_precision")] }, ["bf16", "bf16"])
+        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "default" && $0[col("nodes")] == "2" }.map { $0[col("overlap")] }, ["yes", "yes"])
         for r in lines.dropFirst() {
             XCTAssertEqual(r[col("link")] == "10", r[col("nodes")] == "2")
             XCTAssertGreaterThan(Double(r[col("model_ms")])!, 0)
