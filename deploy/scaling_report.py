@@ -194,8 +194,8 @@ def step_time(w, batch, nodes, per_node, link, overlap=False, measured=False, sh
 
 # ---- measured runs: medians, efficiency, the model at each point ------------------------------
 key = lambda r: (r["workload"], r["mode"], r["link"], int(r["nodes"]), int(r["ranks"]))
-# The plots and the model's error use the default variant (overlap as auto, float32 sums); the
-# others (no overlap, bfloat16 sums) go into their own table.
+# The plots and the model's error use the default variant (no overlap, float32 sums); the
+# others (overlap, bfloat16 sums) go into their own table.
 variants = {}
 for r in runs:
     variants.setdefault(key(r) + (r.get("variant", "default"),), []).append(r)
@@ -213,8 +213,8 @@ def measured_share(nodes, ranks, threads=1):
 
 
 for r in runs:
-    # Measured points get the model without overlap: on this machine the cores that compute also
-    # move the bytes, so the background sums hide little (docs/SCALING.md).
+    # Measured points get the model without overlap (the overlap variant too: on this machine
+    # the cores that compute also move the bytes, and the background sums hid nothing).
     b = base.get((r["workload"], r["mode"]))
     r["efficiency"] = r["samples_per_s"] / (r["ranks"] * b) if b else float("nan")
     per_node = int(r["ranks"] // r["nodes"])

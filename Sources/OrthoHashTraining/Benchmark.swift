@@ -30,7 +30,7 @@ public enum Benchmark {
     /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
                                 head: HeadPath = .fused, dataParallel: DataParallel = OneProcess(),
-                                measureWait: Bool = false, overlap: GradientOverlap = .auto,
+                                measureWait: Bool = false, overlap: GradientOverlap = .off,
                                 gradientSum: GradientPrecision = .float32) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }

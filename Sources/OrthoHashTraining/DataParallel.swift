@@ -51,24 +51,14 @@ public enum GradientPrecision: String, CaseIterable, Sendable {
     case float32, bf16
 }
 
-/// When the gradients are summed while the backward pass runs (`--gradient-overlap`).
+/// Whether the gradients are summed while the backward pass runs (`--gradient-overlap`). Off by
+/// default: on the machines measured so far, where the cores that compute also move the bytes,
+/// the buckets' sums ran slower than one sum after the backward pass (docs/SCALING.md).
 public enum GradientOverlap: String, CaseIterable, Sendable {
-    /// When the job spans more than one node: there the network's time can hide behind the
-    /// backward pass; within a node the sum is memory traffic on the cores that compute, and the
-    /// buckets' barriers cost more than they hide (measured: README, "Gradient sums behind the
-    /// backward pass").
-    case auto
     case on, off
 
     /// Whether a step on `dataParallel` overlaps.
-    public func applies(to dataParallel: DataParallel) -> Bool {
-        guard dataParallel.overlapsBackward else { return false }
-        switch self {
-        case .auto: return dataParallel.nodes > 1
-        case .on: return true
-        case .off: return false
-        }
-    }
+    public func applies(to dataParallel: DataParallel) -> Bool { self == .on && dataParallel.overlapsBackward }
 }
 
 /// One step's figures over all ranks, and what this rank updates.

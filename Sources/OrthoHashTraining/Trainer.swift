@@ -42,9 +42,9 @@ public final class Trainer {
     /// A barrier before each gradient sum, so that the time waiting for the slowest rank is
     /// measured apart from the sum (bench, timelines); it costs one barrier's latency per step.
     public var measureWait = false
-    /// When to sum buckets of the gradients while the backward pass still runs
+    /// Whether to sum buckets of the gradients while the backward pass still runs
     /// (`--gradient-overlap`); the result is the same bits on the shared-memory path.
-    public var overlapGradients = GradientOverlap.auto
+    public var overlapGradients = GradientOverlap.off
     /// The precision of the gradient sums over the network (`--gradient-sum`).
     public var gradientSum = GradientPrecision.float32
     /// Seconds of every step of this process, in order (benchmarks' percentiles).

@@ -24,8 +24,8 @@ extension OrthoHashCommand {
         var labels: [Label] = []
         @Flag(help: "Time a barrier before each gradient sum, apart from it: the wait for the slowest rank (costs one barrier per step; on with --csv).")
         var measureWait = false
-        @Option(help: "auto, on or off: sum buckets of the gradients while the backward pass runs (as train).")
-        var gradientOverlap: GradientOverlap = .auto
+        @Option(help: "on or off (default): sum buckets of the gradients while the backward pass runs (as train).")
+        var gradientOverlap: GradientOverlap = .off
         @Option(help: "float32 or bf16: the precision of gradient sums over the network (as train).")
         var gradientSum: GradientPrecision = .float32
         @Flag(help: "Time float32 sums over the ranks from 4 B to --allreduce-max bytes instead of training (under mpirun).")

@@ -31,8 +31,8 @@ extension OrthoHashCommand {
         var head: HeadPath = .fused
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
-        @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off sums them once after the backward pass; auto (default) is on when the job spans more than one node.")
-        var gradientOverlap: GradientOverlap = .auto
+        @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
+        var gradientOverlap: GradientOverlap = .off
         @Option(help: "Under MPI: float32, or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
         var gradientSum: GradientPrecision = .float32
         @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")

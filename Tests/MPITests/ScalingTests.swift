@@ -145,11 +145,11 @@ final class ScalingHarnessTests: XCTestCase {
         let header = lines[0]
         func col(_ name: String) -> Int { header.firstIndex(of: name)! }
         // 1 x 1, 1 x 2 on one host, 2 x 1 and 2 x 2 over the 10 Gb/s link, the latter two also
-        // without overlap and with bfloat16 sums.
+        // with overlap and with bfloat16 sums.
         XCTAssertEqual(lines.count, 9)
-        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "no-overlap" }.map { $0[col("overlap")] }, ["no", "no"])
+        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "overlap" }.map { $0[col("overlap")] }, ["yes", "yes"])
         XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "bf16" }.map { $0[col("gradient_precision")] }, ["bf16", "bf16"])
-        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "default" && $0[col("nodes")] == "2" }.map { $0[col("overlap")] }, ["yes", "yes"])
+        XCTAssertEqual(lines.dropFirst().filter { $0[col("variant")] == "default" }.map { $0[col("overlap")] }, ["no", "no", "no", "no"])
         for r in lines.dropFirst() {
             XCTAssertEqual(r[col("link")] == "10", r[col("nodes")] == "2")
             XCTAssertGreaterThan(Double(r[col("model_ms")])!, 0)
@@ -165,8 +165,8 @@ final class ScalingHarnessTests: XCTestCase {
 }
 
 final class OverlapTests: XCTestCase {
-    /// Gradient buckets summed behind the backward pass (--gradient-overlap on; auto is off
-    /// within a node) against one sum after it (off): on the node's shared-memory path each element is added in the
+    /// Gradient buckets summed behind the backward pass (--gradient-overlap on) against one sum
+    /// after it (off, the default): on the node's shared-memory path each element is added in the
     /// same order, so the losses and the parameters are the same bits; --verify checks after
     /// every step that the ranks hold the same parameters. 2 and 3 ranks (3 shards of 3 buckets,
     /// most buckets split between shards).
@@ -211,7 +211,7 @@ final class OverlapTests: XCTestCase {
         }
     }
 
-    /// Across namespace hosts over TCP, where auto overlaps. Two hosts with two ranks each (the window in each node,
+    /// Across namespace hosts over TCP. Two hosts with two ranks each (the window in each node,
     /// then each bucket's part of a shard between the 2 nodes: a + b) give the same bits as one
     /// sum after the backward pass; three hosts with one rank each (MPI_Allreduce of each bucket
     /// over 3 ranks) agree within the tolerance of MPITests' header. --verify throughout.
@@ -223,15 +223,15 @@ final class OverlapTests: XCTestCase {
             try "h1 slots=2\nh2 slots=2\n".write(toFile: dir + "/two", atomically: true, encoding: .utf8)
             var four = args
             four[four.firstIndex(of: "--batch-size")! + 1] = "64"
-            let on = try onNamespaceHosts(prefix: prefix, hostfile: dir + "/two", np: 4, mapBy: "slot", four + ["--run-dir", dir + "/on4", "--timeline", dir + "/on4.json"])
+            let on = try onNamespaceHosts(prefix: prefix, hostfile: dir + "/two", np: 4, mapBy: "slot", four + ["--run-dir", dir + "/on4", "--gradient-overlap", "on", "--timeline", dir + "/on4.json"])
             XCTAssertEqual(on.status, 0, on.stderr)
-            XCTAssertFalse(try validTrace(dir + "/on4.json").filter { $0["name"] as? String == "gradient bucket sum" }.isEmpty, "auto overlaps across nodes")
+            XCTAssertFalse(try validTrace(dir + "/on4.json").filter { $0["name"] as? String == "gradient bucket sum" }.isEmpty)
             let off = try onNamespaceHosts(prefix: prefix, hostfile: dir + "/two", np: 4, mapBy: "slot",
                                            four + ["--run-dir", dir + "/off4", "--gradient-overlap", "off"])
             XCTAssertEqual(off.status, 0, off.stderr)
             XCTAssertEqual(try gradientReduction(dir + "/on4"), "shared memory within each node (2 ranks), then MPI_Allreduce across 2 nodes")
             XCTAssertEqual(try finalParameters(dir + "/on4"), try finalParameters(dir + "/off4"))
-            let on3 = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node", args + ["--run-dir", dir + "/on3"])
+            let on3 = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node", args + ["--run-dir", dir + "/on3", "--gradient-overlap", "on"])
             XCTAssertEqual(on3.status, 0, on3.stderr)
             let off3 = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 3, mapBy: "node",
                                             args + ["--run-dir", dir + "/off3", "--gradient-overlap", "off"])
