@@ -175,18 +175,22 @@ for rep in $(seq "$reps"); do
         # Strong: the global batch stays 256; weak: 128 rows per rank.
         if [ "$m" = strong ]; then batch=256; else batch=$(( 128 * np )); fi
         # Across hosts, Fashion-MNIST's strong scaling also runs with overlap and with bfloat16
-        # sums, for the comparison in the summary (the plots use the default).
+        # sums, and one rank also with 2 BLAS threads (the threads axis), for the comparisons in
+        # the summary (the plots use the default: 1 thread per rank, no overlap, float32 sums).
         variants=(default)
         [ "$nodes" -gt 1 ] && [ "$w" = fmnist ] && [ "$m" = strong ] && variants+=(overlap bf16)
+        [ "$np" -eq 1 ] && [ "$cores" -ge 2 ] && variants+=(2threads)
         for v in "${variants[@]}"; do
+          threads=1
           case "$v" in
             default) extra=() ;;
             overlap) extra=(--gradient-overlap on) ;;
             bf16) extra=(--gradient-sum bf16) ;;
+            2threads) extra=(); threads=2 ;;
           esac
           # shellcheck disable=SC2046
           launch "$nodes" "$rpn" "$link" bench $(workload_args "$w") --batch-size "$batch" --steps "$(workload_steps "$w")" \
-            --threads 1 "${extra[@]}" --csv "$runs" --label workload="$w" --label mode="$m" --label link="$link" --label rep="$rep" \
+            --threads "$threads" "${extra[@]}" --csv "$runs" --label workload="$w" --label mode="$m" --label link="$link" --label rep="$rep" \
             --label variant="$v" --label shares_cores="$(shares "$nodes" "$rpn")" --label hosts="$mode_hosts" > "$work/last.txt" 2>&1 ||
             { cat "$work/last.txt" >&2; echo "scaling: the run above failed ($nodes x $rpn, $link, $w, $m, $v)" >&2; exit 1; }
         done
@@ -208,7 +212,7 @@ done
 echo "scaling: compute sweep done ($(( $(date +%s) - started )) s)"
 
 # All-reduce sweeps: shared memory on one host, TCP between namespace hosts at each link.
-[ "$grid" = full ] && sweep_max=$(( 64 << 20 )) || sweep_max=$(( 16 << 20 ))
+sweep_max=$(( 64 << 20 ))
 launch 1 2 shm bench --allreduce --allreduce-max "$sweep_max" --csv "$sweeps" --label link=shm >/dev/null
 if [ "$mode_hosts" = netns ] || [ "${#hosts[@]}" -ge 2 ]; then
   for l in $links; do

@@ -216,6 +216,12 @@ def measured_share(nodes, ranks, threads=1):
 
 
 for r in runs:
+    if r["threads"] > 1:
+        # The compute model is one thread's; a multi-threaded rank's efficiency is per core.
+        b = base.get((r["workload"], r["mode"]))
+        r["efficiency"] = r["samples_per_s"] / (r["ranks"] * r["threads"] * b) if b else float("nan")
+        r["model_ms"] = float("nan")
+        continue
     # Measured points get the model without overlap (the overlap variant too: on this machine
     # the cores that compute also move the bytes, and the background sums hid nothing).
     b = base.get((r["workload"], r["mode"]))
@@ -462,6 +468,7 @@ if others:
         g = statistics.median(r["gradient_sum_ms"] for r in rows)
         bg = statistics.median(float(r.get("background_sum_ms", 0) or 0) for r in rows)
         lines.append(f"| {w} | {m} | {l} | {n} x {p // n} | {v} | {s:.0f} | {s / d:.3f}x | {g:.2f} ms | {bg:.2f} ms |")
+    lines += ["", "(2threads: one rank with 2 BLAS threads against one with 1: the threads axis.)"]
 if ttt:
     lines += ["", "## Time to target (measured)", "", "| nodes | ranks | link | epochs | seconds | final mAP@all | shares cores |", "|---|---|---|---|---|---|---|"]
     for r in ttt:
