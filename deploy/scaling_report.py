@@ -294,7 +294,7 @@ with open(os.path.join(out, "model.json"), "w") as f:
 workloads = sorted({k[0] for k in med})
 titles = {"fmnist": "Fashion-MNIST MLP (7.7 MB gradients)", "gldv2head": "GLDv2 head (81,313 classes, 0.5 MB gradients)"}
 markers = {"local": "o", "shm": "o", "none": "s", "25": "^", "10": "v", "1": "D"}
-label_link = lambda l: {"local": "1 host", "shm": "1 host", "none": "2 hosts, veth unshaped"}.get(l, f"hosts at {l} Gb/s")
+label_link = lambda l: {"local": "1 rank", "shm": "1 host, shared memory", "none": "2 hosts, veth unshaped"}.get(l, f"hosts at {l} Gb/s")
 
 
 def plot_measured(field, name, ylabel, ideal=False):
