@@ -118,7 +118,8 @@ launch() {
   else
     local list=""
     for h in "${hosts[@]:0:$nodes}"; do list+="${list:+,}$h:$rpn"; done
-    mpirun --host "$list" -np "$np" --map-by "ppr:$rpn:node" --bind-to core -x OPENBLAS_NUM_THREADS "$BIN" "$@"
+    # Each rank bound to as many cores as it has BLAS threads ($threads, set by the caller; 1 else).
+    mpirun --host "$list" -np "$np" --map-by "ppr:$rpn:node:PE=${threads:-1}" --bind-to core -x OPENBLAS_NUM_THREADS "$BIN" "$@"
   fi
 }
 
@@ -196,6 +197,7 @@ for rep in $(seq "$reps"); do
         done
       done
     done
+    threads=1
     echo "scaling: [$k/$total] $nodes node(s) x $rpn rank(s), link $link, repetition $rep ($(( $(date +%s) - started )) s)"
   done
 done

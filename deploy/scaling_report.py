@@ -440,8 +440,12 @@ lines += ["## Fits", "", f"- node shared-memory path (2 ranks): alpha {node_path
           f"- MPI_Allreduce within the node: alpha {node_mpi[0] * 1e6:.2f} us, {1 / node_mpi[1] / 1e9:.2f} GB/s"]
 for l, (a, b) in sorted(tcp_links.items()):
     lines.append(f"- TCP between namespace hosts, {label_link(l)}: alpha {a * 1e6:.1f} us, {8 / b / 1e9:.2f} Gb/s")
-lines.append(f"- wire efficiency (the rate's time per byte over the fitted one, at shaped links below half the unshaped "
-             f"veth's {ceiling / 1e9:.1f} Gb/s): {eta_wire:.2f}; predictions at 10, 25 and 100 Gb/s use it")
+if eta:
+    lines.append(f"- wire efficiency (the rate's time per byte over the fitted one, at shaped links below half the unshaped "
+                 f"veth's {ceiling / 1e9:.1f} Gb/s): {eta_wire:.2f}; predictions at 10, 25 and 100 Gb/s use it")
+else:
+    lines.append(f"- no shaped link measured: predictions at 10, 25 and 100 Gb/s assume a wire efficiency of {eta_wire:.2f}"
+                 + ("" if "none" in tcp_links else " and 25 us of TCP latency"))
 for w, m in models.items():
     lines.append(f"- compute, {w}: {m['compute'][0] * 1e3:.2f} ms + {m['compute'][1] * 1e6:.1f} us per row; backward "
                  f"{m['backward'][0] * 1e3:.2f} ms + {m['backward'][1] * 1e6:.1f} us per row; {m['bn_calls'] + 1:.0f} small sums per step")

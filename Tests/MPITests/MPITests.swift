@@ -585,6 +585,25 @@ final class SlurmTests: XCTestCase {
         Array(try writeData(dir).dropFirst()) + ["--epochs", String(epochs)]
     }
 
+    /// deploy/scaling.sbatch on the one-node Slurm: the harness takes its hosts from the
+    /// allocation (1 rank, 1 rank x 2 threads bound to 2 cores, 2 ranks), and writes the report.
+    func testScalingInsideAnAllocation() throws {
+        let dir = tempDir()
+        let env = ["BIN": try binary(), "WORKLOADS": "fmnist", "MODES": "strong", "REPS": "1", "STEPS": "8", "TTT_EPOCHS": "1",
+                   "TARGET_MAP": "0.3", "OUT": dir + "/out", "LINK": "test"]
+        let exports = env.map { "\($0.key)='\($0.value)'" }.joined(separator: " ")
+        let r = try shell("cd '\(packageRoot)' && env \(exports) sbatch --parsable --nodes=1 --export=ALL --output='\(dir)/job.out' deploy/scaling.sbatch")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try waitForJob(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), releasing: false, timeout: 400)
+        let log = (try? String(contentsOfFile: dir + "/job.out", encoding: .utf8)) ?? ""
+        let csv = try String(contentsOfFile: dir + "/out/scaling.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+        let header = csv[0]
+        func col(_ name: String) -> Int { header.firstIndex(of: name)! }
+        XCTAssertEqual(csv.dropFirst().map { "\($0[col("ranks")])x\($0[col("threads")]) \($0[col("hosts")]) \($0[col("link")])" },
+                       ["1x1 cluster test", "1x2 cluster test", "2x1 cluster test"], log)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/out/model.png"), log)
+    }
+
     /// A job that reaches its time limit (SIGTERM to every task and to the script, SIGKILL 30 s
     /// later) leaves a checkpoint of the step it was signalled at, and the script requeues it;
     /// the requeued job resumes it and ends byte-identical to an uninterrupted run.
