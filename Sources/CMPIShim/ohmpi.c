@@ -20,7 +20,6 @@ static MPI_Comm ohmpi_node = MPI_COMM_NULL;   // the ranks of this node
 static MPI_Comm ohmpi_cross = MPI_COMM_NULL;  // the ranks with this node rank, one per node
 static int ohmpi_node_rank = 0, ohmpi_node_size = 1, ohmpi_cross_size = 1;
 static int ohmpi_shared_enabled = 0;
-static int ohmpi_nodes = 1;                   // nodes the job spans (node rank 0s)
 // Gradient sums that cross the network in bfloat16 (ohmpi_set_gradient_bf16): halves the bytes.
 static int ohmpi_gradient_bf16 = 0;
 static MPI_Op ohmpi_bf16_sum = MPI_OP_NULL;
@@ -116,8 +115,6 @@ int ohmpi_init(void) {
     check(MPI_Comm_size(ohmpi_node, &ohmpi_node_size), "MPI_Comm_size", "start-up");
     check(MPI_Comm_split(ohmpi_comm, ohmpi_node_rank, ohmpi_my_rank, &ohmpi_cross), "MPI_Comm_split", "start-up");
     check(MPI_Comm_size(ohmpi_cross, &ohmpi_cross_size), "MPI_Comm_size", "start-up");
-    ohmpi_nodes = ohmpi_node_rank == 0;
-    check(MPI_Allreduce(MPI_IN_PLACE, &ohmpi_nodes, 1, MPI_INT, MPI_SUM, ohmpi_comm), "MPI_Allreduce", "start-up");
     // Shared-memory sums need the same number of ranks on every node (so that shards line up
     // across nodes) and more than one. Rank 0's environment decides for the whole job.
     int sizes[2] = {ohmpi_node_size, -ohmpi_node_size};
@@ -454,8 +451,6 @@ float *ohmpi_shared_buffer(size_t count) {
 }
 
 void ohmpi_shared_release(void) { ohmpi_shared_lent = 0; }
-
-int ohmpi_node_count(void) { return ohmpi_nodes; }
 
 int ohmpi_shared_layout(int *ranks_per_node, int *nodes) {
     *ranks_per_node = ohmpi_node_size;

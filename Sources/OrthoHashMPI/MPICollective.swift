@@ -122,7 +122,6 @@ public final class MPIDataParallel: DataParallel {
 
     /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
     public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_overlap_available() != 0 }
-    public var nodes: Int { Int(ohmpi_node_count()) }
     private var precision = GradientPrecision.float32
     public func setGradientPrecision(_ precision: GradientPrecision) {
         self.precision = precision

@@ -27,8 +27,6 @@ public protocol DataParallel: AnyObject {
     func reduceGradients(_ gradients: FloatBuffer) -> Range<Int>
     /// Whether buckets of the gradients can be summed while the backward pass still runs.
     var overlapsBackward: Bool { get }
-    /// The nodes (shared-memory domains) the ranks are on.
-    var nodes: Int { get }
     /// The precision of gradient sums that cross the network (`--gradient-sum`); every rank sets the same.
     func setGradientPrecision(_ precision: GradientPrecision)
     /// Starts summing `range` of `gradients` in the background: the backward pass has finished
@@ -84,7 +82,6 @@ public struct SummedStep: Equatable {
 
 public extension DataParallel {
     var overlapsBackward: Bool { false }
-    var nodes: Int { 1 }
     func setGradientPrecision(_ precision: GradientPrecision) {}
     func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}
     var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { [] }

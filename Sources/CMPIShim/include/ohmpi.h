@@ -46,8 +46,6 @@ int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
 /// shards across nodes; not the node's shared-memory sum) round to bfloat16 and sum in it. Every
 /// rank must set the same (collective only in that the first call creates the reduction).
 void ohmpi_set_gradient_bf16(int on);
-/// The number of nodes (shared-memory domains) the job's ranks are on.
-int ohmpi_node_count(void);
 /// 1 when gradient buckets can be summed by the background worker while the backward pass runs
 /// (the library gives MPI_THREAD_MULTIPLE; every rank agrees).
 int ohmpi_overlap_available(void);
