@@ -417,7 +417,7 @@ if ttt:
     plt.close(fig)
 
 # ---- summary ---------------------------------------------------------------------------------
-lines = ["# Scaling results", "", f"{len(runs)} runs; medians over repetitions. Efficiency: samples/s per rank over the one-rank "
+lines = ["# Scaling results", "", f"{len(runs)} runs; medians over repetitions. Efficiency: samples/s per core (ranks x threads) over the one-rank, one-thread "
          "figure of the same workload and mode. Model: its step time for the point (with the measuring barrier).", "",
          "| workload | mode | link | nodes x ranks/node | samples/s | ms/step p50 / p95 | compute | gradient sum | BN sync | wait | efficiency | model ms | error | shares cores |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
