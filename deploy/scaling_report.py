@@ -63,22 +63,15 @@ CORES = os.cpu_count() or 2
 # Per-rank batch B cancels out of the shares.
 def buckets(workload):
     if workload == "fmnist":
-        layers = [(784, 1024), (1024, 1024), (1024, 64)]
+        layers, head = [(784, 1024), (1024, 1024), (1024, 64)], 0
     else:
-        layers = [(2048, 64)]
-    out_ = []
-    done, flops = 0.0, []
-    for i, (d_in, d_out) in enumerate(reversed(layers)):
-        first = i == len(layers) - 1
-        f = d_in * d_out * (1 if first else 2)      # dW, and dX except for the first layer
-        flops.append(f)
-    total = sum(flops)
-    if workload == "gldv2head":
-        # The loss over 81,313 classes dominates the backward; the hash layer's dW follows it.
-        total_head = 2 * 64 * 81313
-        total, flops = total + total_head, [flops[0]]
-        done = total_head
-    for (d_in, d_out), f in zip(reversed(layers), flops):
+        # The loss over 81,313 classes comes first in the backward; the hash layer's dW follows it.
+        layers, head = [(2048, 64)], 2 * 64 * 81313
+    order = list(reversed(layers))
+    # dW, and dX except for the first layer.
+    flops = [d_in * d_out * (1 if k == len(order) - 1 else 2) for k, (d_in, d_out) in enumerate(order)]
+    total, done, out_ = head + sum(flops), head, []
+    for (d_in, d_out), f in zip(order, flops):
         done += f
         out_.append(((d_in * d_out + 3 * d_out) * 4, done / total))
     return out_
@@ -388,7 +381,6 @@ if sweeps:
     plt.close(fig)
 
 # Time to the target mAP (strong scaling).
-ttt_pred = []
 if ttt:
     first = [r for r in ttt if r["ranks"] == "1" and r["epochs_to_target"]]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -406,7 +398,6 @@ if ttt:
                     continue
                 t = step_time("fmnist", GLOBAL / (nodes * PER_NODE), nodes, PER_NODE, link, overlap=True)
                 xs.append(nodes * PER_NODE); ys.append(steps * t)
-                ttt_pred.append((link, nodes, steps * t))
             ax.plot(xs, ys, color=colours[link], label=f"model, {link} Gb/s, overlap")
         ax.set_title(f"Fashion-MNIST to mAP@all {first[0]['target_map']} ({epochs} epochs, global batch {GLOBAL})", fontsize=9)
     ax.set_xscale("log", base=2); ax.set_yscale("log")

@@ -458,18 +458,23 @@ int ohmpi_shared_layout(int *ranks_per_node, int *nodes) {
     return ohmpi_shared_enabled;
 }
 
-// A barrier of the node's ranks that also orders their accesses to the shared segments.
-static void node_barrier(const char *what) {
-    MPI_Win_sync(ohmpi_window);
+// A barrier of `comm`, watched like every collective.
+static void barrier(MPI_Comm comm, const char *what) {
     if (ohmpi_threaded) {
         enter(what);
-        check(MPI_Barrier(ohmpi_node), "MPI_Barrier", what);
+        check(MPI_Barrier(comm), "MPI_Barrier", what);
         leave();
     } else {
         MPI_Request request;
-        check(MPI_Ibarrier(ohmpi_node, &request), "MPI_Ibarrier", what);
+        check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier", what);
         wait_for(&request, what);
     }
+}
+
+// A barrier of the node's ranks that also orders their accesses to the shared segments.
+static void node_barrier(const char *what) {
+    MPI_Win_sync(ohmpi_window);
+    barrier(ohmpi_node, what);
     MPI_Win_sync(ohmpi_window);
 }
 
@@ -609,16 +614,7 @@ void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what)
 }
 
 void ohmpi_barrier(const char *what) {
-    if (ohmpi_world == 1) return;
-    if (ohmpi_threaded) {
-        enter(what);
-        check(MPI_Barrier(ohmpi_comm), "MPI_Barrier", what);
-        leave();
-    } else {
-        MPI_Request request;
-        check(MPI_Ibarrier(ohmpi_comm, &request), "MPI_Ibarrier", what);
-        wait_for(&request, what);
-    }
+    if (ohmpi_world > 1) barrier(ohmpi_comm, what);
 }
 
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what) {

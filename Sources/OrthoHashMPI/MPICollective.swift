@@ -104,21 +104,23 @@ public final class MPIDataParallel: DataParallel {
 
     public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> {
         var lo = 0, hi = 0
-        lastBuckets = []
+        lastBuckets.removeAll(keepingCapacity: true)
         guard bucketsBegun else {
             ohmpi_reduce_shard_f32(gradients.pointer, gradients.count, &lo, &hi, "all-reduce of \(gradients.count) float32 (gradients)")
             return lo..<hi
         }
         bucketsBegun = false
-        let capacity = 256
-        var starts = [Double](repeating: 0, count: capacity), ends = starts, bytes = [Int](repeating: 0, count: capacity)
-        let n = Int(ohmpi_buckets_finish(gradients.pointer, gradients.count, &lo, &hi, &starts, &ends, &bytes, Int32(capacity),
-                                         "waiting for the gradient buckets' sums (\(gradients.count) float32)"))
-        for i in 0..<min(n, capacity) {
-            lastBuckets.append((start: UInt64(starts[i] * 1e9), end: UInt64(ends[i] * 1e9), bytes: bytes[i]))
+        let n = Int(ohmpi_buckets_finish(gradients.pointer, gradients.count, &lo, &hi, &bucketStarts, &bucketEnds, &bucketBytes,
+                                         Int32(bucketBytes.count), "waiting for the gradient buckets' sums (\(gradients.count) float32)"))
+        for i in 0..<min(n, bucketBytes.count) {
+            lastBuckets.append((start: UInt64(bucketStarts[i] * 1e9), end: UInt64(bucketEnds[i] * 1e9), bytes: bucketBytes[i]))
         }
         return lo..<hi
     }
+
+    /// Where the shim reports each bucket's times and bytes (the worker takes at most 256 a step).
+    private var bucketStarts = [Double](repeating: 0, count: 256), bucketEnds = [Double](repeating: 0, count: 256)
+    private var bucketBytes = [Int](repeating: 0, count: 256)
 
     /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
     public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_overlap_available() != 0 }

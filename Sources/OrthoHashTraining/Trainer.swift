@@ -243,19 +243,13 @@ public final class Trainer {
         // Into the store's zeroed gradients; with overlap, each layer's are summed over the ranks
         // in the background as soon as they are final. The injected fault (tests) changes the
         // first element, which the last bucket holds, before that bucket is handed over.
-        var spiked = false
-        let store = model.store
+        spikedThisStep = false
         let overlap = overlapGradients.applies(to: dataParallel)
-        let gradients = t.measure(.backward) {
-            model.backward(batch.input, bucketReady: overlap ? { [dataParallel, faults] range in
-                if range.lowerBound == 0 { spiked = faults.afterBackward(store.gradients, step: step) }
-                dataParallel.beginGradientBucket(store.gradients, range)
-            } : nil)
-        }
-        if !overlap { spiked = faults.afterBackward(model.gradients, step: step) }
+        let gradients = t.measure(.backward) { model.backward(batch.input, bucketReady: overlap ? handBucketOver : nil) }
+        if !overlap { spikedThisStep = faults.afterBackward(model.gradients, step: step) }
         if measureWait { t.measure(.wait) { collective.barrier() } }
         let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
-                                               sumVouched: gradients.sumFinite && !spiked, stopRequested: stopRequested() != nil,
+                                               sumVouched: gradients.sumFinite && !spikedThisStep, stopRequested: stopRequested() != nil,
                                                timeline: t)
         try stopUnlessFinite(summed.verdict, step: step)
         t.measure(.update) { dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads) }
@@ -265,6 +259,17 @@ public final class Trainer {
         stepSeconds.append(seconds)
         record(summed, seconds: seconds)
         return summed
+    }
+
+    /// Whether the injected fault (tests) changed this step's gradients.
+    var spikedThisStep = false
+    /// With overlap: hands each range the backward pass finishes to the back end, the injected
+    /// fault applied first to the range holding element 0 (the last one). Made once, so a step
+    /// allocates nothing for it.
+    lazy var handBucketOver: (Range<Int>) -> Void = { [unowned self] range in
+        let gradients = self.model.store.gradients
+        if range.lowerBound == 0 { self.spikedThisStep = self.faults.afterBackward(gradients, step: self.state.globalStep + 1) }
+        self.dataParallel.beginGradientBucket(gradients, range)
     }
 
     /// A stop was asked of some rank before this step's sum, so every rank knows it now: the

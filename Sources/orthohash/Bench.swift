@@ -58,7 +58,7 @@ extension OrthoHashCommand {
                 let say = { (line: String) in if dataParallel.rank == 0 { print(line) } }
                 say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s)")
                 say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step" + (waits ? "  wait ms/step" : ""))
-                let hosts = Set(dataParallel.collective.allGather(Array(ProcessInfo.processInfo.hostName.utf8))).count
+                let hosts = hostCount(dataParallel.collective)
                 for t in threads {
                     BLAS.setThreads(t)
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head,
@@ -95,7 +95,7 @@ extension OrthoHashCommand {
                 guard let mpi = dataParallel.collective as? MPICollective, mpi.ranks > 1 else {
                     throw OrthoHashError("bench --allreduce needs at least 2 ranks under mpirun", hint: "mpirun -np 2 orthohash bench --allreduce")
                 }
-                let hosts = Set(mpi.allGather(Array(ProcessInfo.processInfo.hostName.utf8))).count
+                let hosts = hostCount(mpi)
                 let sizes = AllReduceSweep.sizes(upTo: allreduceMax)
                 if mpi.rank == 0 { print("all-reduce of float32 over \(mpi.ranks) ranks on \(hosts) host(s): seconds per sum (slowest rank's mean, median of 3 trials)") }
                 for path in AllReduceSweep.Path.allCases {
@@ -146,6 +146,9 @@ extension OrthoHashCommand {
         }
     }
 }
+
+/// The distinct host names of the ranks (every rank calls it).
+func hostCount(_ collective: Collective) -> Int { Set(collective.allGather(Array(ProcessInfo.processInfo.hostName.utf8))).count }
 
 func fixed(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", x) }
 

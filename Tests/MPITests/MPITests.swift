@@ -105,6 +105,14 @@ func summaryMAP(_ runDir: String) throws -> Double { (try summary(runDir)["map"]
 /// How the run's ranks summed their gradients (summary.json).
 func gradientReduction(_ runDir: String) throws -> String? { try summary(runDir)["gradient_reduction"] as? String }
 
+/// A job the watchdog ended promptly at a 3 s --collective-timeout, naming `rank` and the step.
+func assertWatchdogAborted(_ job: Job, naming rank: Int, atStep step: Int, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertNotEqual(job.status, 0, file: file, line: line)
+    XCTAssertLessThan(job.seconds, 30, "aborted promptly", file: file, line: line)
+    XCTAssertTrue(job.stderr.contains("waited more than 3 s (--collective-timeout); ranks that did not arrive: \(rank)"), job.stderr, file: file, line: line)
+    XCTAssertTrue(job.stderr.contains("at step \(step)"), job.stderr, file: file, line: line)
+}
+
 func assertClose(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.count, b.count, what, file: file, line: line)
     let scale = a.map { abs($0) }.max() ?? 1
@@ -296,10 +304,7 @@ final class MPITests: XCTestCase {
         let args = try writeData(dir)
         let job = try mpirun(np: 4, args + ["--run-dir", dir + "/hang", "--collective-timeout", "3"],
                              env: ["ORTHOHASH_TEST_HANG_RANK": "2", "ORTHOHASH_TEST_HANG_STEP": "3"])
-        XCTAssertNotEqual(job.status, 0)
-        XCTAssertLessThan(job.seconds, 30, "aborted promptly")
-        XCTAssertTrue(job.stderr.contains("waited more than 3 s (--collective-timeout); ranks that did not arrive: 2"), job.stderr)
-        XCTAssertTrue(job.stderr.contains("at step 3"), job.stderr)
+        assertWatchdogAborted(job, naming: 2, atStep: 3)
     }
 
     /// A rank stopped with SIGSTOP mid-training: the others' watchdog aborts the job at the
