@@ -1,6 +1,7 @@
 // The one caller of BLAS.
 
 import COpenBLAS
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #else
@@ -32,10 +33,30 @@ public enum BLAS {
         alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int,
         _ b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int,
-        timed: Bool = true
+        timed: Bool = true, split: Int = 1
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm shapes m=\(m) n=\(n) k=\(k)")
         if m == 0 || n == 0 { return }
+        if split > 1 {
+            // C in `split` parts along its longer side, one GEMM each on our own threads (OpenBLAS
+            // at one thread, set by the caller): for steps whose other work runs on those threads,
+            // so that no idle OpenBLAS thread spins beside them.
+            let clock = timed ? BLAS.clock : nil
+            let start = clock?() ?? 0
+            let rows = m >= n, total = rows ? m : n, parts = min(split, total)
+            DispatchQueue.concurrentPerform(iterations: parts) { i in
+                let lo = total * i / parts, count = total * (i + 1) / parts - lo
+                if rows {
+                    gemm(transA: transA, transB: transB, m: count, n: n, k: k, alpha: alpha, a + (transA ? lo : lo * lda), lda: lda,
+                         b, ldb: ldb, beta: beta, c + lo * ldc, ldc: ldc, timed: false)
+                } else {
+                    gemm(transA: transA, transB: transB, m: m, n: count, k: k, alpha: alpha, a, lda: lda,
+                         b + (transB ? lo * ldb : lo), ldb: ldb, beta: beta, c + lo, ldc: ldc, timed: false)
+                }
+            }
+            if let clock { gemmNanoseconds &+= clock() - start }
+            return
+        }
         // Callers that run GEMMs on several threads at once (the fused head) pass timed: false and
         // add their own time once, from one thread: the counter is not atomic.
         let clock = timed ? BLAS.clock : nil

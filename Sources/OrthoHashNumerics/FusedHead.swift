@@ -20,6 +20,10 @@
 // their FLOPs; the blocks are split over the threads, each with its own accumulator, added in
 // thread order. Numerics: the same function as `cosMarginSoftmaxCE`, summed in another order
 // (tested against the definition in Double).
+//
+// The two products with the codebook run either as BLAS GEMMs of the unit rows (+-1/sqrt(K)) or,
+// where the CPU has AVX-512, by table lookups over the codebook's signs (signproducts.c: 16 signed
+// sums of 4 values per table, one permute for 16 columns): `HeadProducts`.
 
 import CKernels
 import Dispatch
@@ -39,9 +43,11 @@ final class FusedHeadWorkspace {
     let bestClass: UnsafeMutablePointer<Int64>    // (workers, B)
     let targetCosines: FloatBuffer // (B): each row's target lies in one block, written once
     let gemmNanoseconds: UnsafeMutablePointer<UInt64>  // (workers): benchmarks' GEMM time per worker
+    let tables: FloatBuffer        // the codes' lookup tables (oh_sign_tables_count(B, K))
 
     init(B: Int, K: Int, blockClasses: Int, workers: Int) {
         self.B = B; self.K = K; self.blockClasses = blockClasses; self.workers = workers
+        tables = FloatBuffer(count: oh_sign_tables_count(B, K))
         blocks = FloatBuffer(count: workers * B * blockClasses)
         accumulators = FloatBuffer(count: workers * B * K)
         rowSums = .allocate(capacity: workers * B)
@@ -64,12 +70,51 @@ public enum HeadPath: String, CaseIterable, Codable, Sendable {
     case logits
 }
 
+/// How the fused head multiplies by the codebook; the two differ only in the order of float32 sums.
+public enum HeadProducts: String, CaseIterable, Codable, Sendable {
+    /// Table lookups over the codebook's signs (AVX-512; else as `blas`).
+    case lookup
+    /// OpenBLAS GEMMs of the codebook's unit rows.
+    case blas
+
+    /// Lookups where the CPU has AVX-512 (one permute instruction looks up 16 columns), else BLAS.
+    public static var available: HeadProducts { oh_sign_level() > 0 ? .lookup : .blas }
+}
+
+/// A codebook's sign patterns laid out for the lookup products (signproducts.c), made once per model.
+public final class SignPatterns {
+    public let classes: Int, bits: Int
+    /// The kernel: 1 AVX-512, 0 the portable reference (tests compare the two).
+    public let level: Int32
+    let cosines: UnsafeMutablePointer<Int32>     // oh_sign_cosine_index_count(C, K)
+    let gradient: UnsafeMutablePointer<Int32>    // oh_sign_gradient_index_count(C, K)
+    /// Int32s of the cosines' patterns per 64 classes, and of the gradient's per 4 classes.
+    let cosineTile: Int, gradientQuad: Int
+    /// 1 / sqrt(K) as the codebook's unit rows have it: the cosines' factor.
+    let alpha: Float
+
+    public init(_ codebook: Codebook, level: Int32 = oh_sign_level()) {
+        classes = codebook.classes; bits = codebook.bits; self.level = level
+        cosines = .allocate(capacity: oh_sign_cosine_index_count(classes, bits))
+        gradient = .allocate(capacity: oh_sign_gradient_index_count(classes, bits))
+        cosineTile = oh_sign_cosine_index_count(64, bits)
+        gradientQuad = oh_sign_gradient_index_count(4, bits)
+        alpha = 1 / Float(bits).squareRoot()
+        codebook.values.withUnsafeBufferPointer {
+            oh_sign_cosine_index(cosines, $0.baseAddress!, classes, bits)
+            oh_sign_gradient_index(gradient, $0.baseAddress!, classes, bits)
+        }
+    }
+    deinit { cosines.deallocate(); gradient.deallocate() }
+}
+
 enum FusedHead {
     /// Classes per block: B x Cb floats of cosines stay within 256 KB (L2 on every CPU seen here).
+    /// A multiple of 64 (the lookups' tiles of classes start at multiples of 64).
     nonisolated(unsafe) static var blockClassesOverride: Int? = nil
-    static func blockClasses(B: Int) -> Int {
-        if let b = blockClassesOverride { return b }
-        return max(64, min(2048, (1 << 16) / max(B, 1) / 16 * 16))
+    static func blockClasses(B: Int, lookups: Bool) -> Int {
+        if let b = blockClassesOverride { return lookups ? (b + 63) / 64 * 64 : b }
+        return max(64, min(2048, (1 << 16) / max(B, 1) / 64 * 64))
     }
 
     /// Whether the fused path computes this loss (else `marginLoss` over materialised cosines).
@@ -78,16 +123,18 @@ enum FusedHead {
     }
 
     /// Loss (this rank's share of `ce * L`), correct rows, and `ce * dL/dvn` written to `dvn` (B, K).
+    /// With `patterns`, the products with the codebook are lookups over its signs; else GEMMs of `cb`.
     static func lossAndGradient(
         _ dvn: UnsafeMutablePointer<Float>,          // (B, K) out
         unitCodes vn: UnsafePointer<Float>,          // (B, K)
         codebookUnit cb: UnsafePointer<Float>,       // (C, K)
+        patterns: SignPatterns?,
         targets: UnsafePointer<Int32>, B: Int, K: Int, C: Int, N: Int,
-        config: LossConfig, workspace: inout FusedHeadWorkspace?
+        config: LossConfig, threads: Int = BLAS.threads, workspace: inout FusedHeadWorkspace?
     ) -> (loss: Double, correct: Int) {
-        let Cb = blockClasses(B: B)
+        if let patterns { precondition(patterns.classes == C && patterns.bits == K, "sign patterns (\(patterns.classes), \(patterns.bits)) for a head of (\(C), \(K))") }
+        let Cb = blockClasses(B: B, lookups: patterns != nil)
         let blockCount = (C + Cb - 1) / Cb
-        let threads = BLAS.threads
         let workers = max(1, min(threads, blockCount))
         if workspace == nil || workspace!.B != B || workspace!.K != K || workspace!.blockClasses != Cb || workspace!.workers < workers {
             workspace = FusedHeadWorkspace(B: B, K: K, blockClasses: Cb, workers: workers)
@@ -96,7 +143,9 @@ enum FusedHead {
         let s = config.scale, m = config.margin
         // Each worker's GEMMs run in its own thread: OpenBLAS at one thread meanwhile. A benchmark
         // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
-        if workers > 1 { BLAS.setThreads(1) }
+        if patterns != nil { oh_sign_tables(w.tables.pointer, vn, B, K) }
+        let level = patterns?.level ?? oh_sign_level()   // the exponentials' kernel (the same results on either)
+        if workers > 1 && patterns == nil { BLAS.setThreads(1) }
         let clock = BLAS.clock
         DispatchQueue.concurrentPerform(iterations: workers) { i in
             let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
@@ -109,11 +158,18 @@ enum FusedHead {
             var spent: UInt64 = 0
             for b in first..<last {
                 let c0 = b * Cb, cols = min(Cb, C - c0)
+                if let patterns {
+                    oh_sign_cosines(block, cols, w.tables.pointer, B, K, patterns.cosines + c0 / 64 * patterns.cosineTile,
+                                    cols, patterns.alpha, patterns.level)
+                    oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass, level)
+                    oh_sign_accumulate(acc, K, block, cols, B, cols, patterns.gradient + c0 / 4 * patterns.gradientQuad, patterns.level)
+                    continue
+                }
                 let t0 = clock?() ?? 0
                 BLAS.gemm(transA: false, transB: true, m: B, n: cols, k: K, vn, lda: K, cb + c0 * K, ldb: K,
                           beta: 0, block, ldc: cols, timed: false)
                 let t1 = clock?() ?? 0
-                oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass)
+                oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass, level)
                 let t2 = clock?() ?? 0
                 BLAS.gemm(transA: false, transB: false, m: B, n: K, k: cols, block, lda: cols, cb + c0 * K, ldb: K,
                           beta: 1, acc, ldc: K, timed: false)
@@ -121,7 +177,7 @@ enum FusedHead {
             }
             w.gemmNanoseconds[i] = spent
         }
-        if workers > 1 { BLAS.setThreads(threads) }
+        if workers > 1 && patterns == nil { BLAS.setThreads(threads) }
         if clock != nil {
             var slowest: UInt64 = 0
             for i in 0..<workers { slowest = max(slowest, w.gemmNanoseconds[i]) }
@@ -131,6 +187,7 @@ enum FusedHead {
         // largest cosine is the one of the lowest worker holding it).
         var loss = 0.0, correct = 0
         let gradScale = Double(config.ce * s) / Double(N)
+        let accScale = Double(patterns?.alpha ?? 1)      // the lookups' sums are of signs, not unit rows
         for r in 0..<B {
             var sum = 0.0, top = -Float.infinity, at: Int64 = 0
             for i in 0..<workers {
@@ -141,7 +198,7 @@ enum FusedHead {
             if at == Int64(t) { correct += 1 }
             let zt = Double(s) * (Double(w.targetCosines[r]) - Double(m))
             loss += Double(s) + log(sum) - zt
-            let k = gradScale / sum
+            let k = gradScale / sum * accScale
             let out = dvn + r * K, target = cb + t * K
             for j in 0..<K {
                 var a = 0.0

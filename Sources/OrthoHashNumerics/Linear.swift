@@ -24,13 +24,13 @@ func linearForward(
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
     _ bias: UnsafePointer<Float>?,           // (O)
-    B: Int, I: Int, O: Int
+    B: Int, I: Int, O: Int, split: Int = 1
 ) {
     if let bias {
         for r in 0..<B { (y + r * O).update(from: bias, count: O) }
     }
     BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I,
-              beta: bias == nil ? 0 : 1, y, ldc: O)
+              beta: bias == nil ? 0 : 1, y, ldc: O, split: split)
 }
 
 /// `y = relu(x W^T + b)`: the GEMM adds into `y`, which holds zeros (`yIsClear`, the training
@@ -59,11 +59,11 @@ func linearBackward(
     _ dy: UnsafeMutablePointer<Float>,       // (B, O) cleared when there is a bias
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
-    B: Int, I: Int, O: Int, mode: GradientMode = .accumulate
+    B: Int, I: Int, O: Int, mode: GradientMode = .accumulate, split: Int = 1
 ) {
-    BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I, beta: mode.beta, dWeight, ldc: I)
+    BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I, beta: mode.beta, dWeight, ldc: I, split: split)
     if let dx {
-        BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I, beta: 1, dx, ldc: I)
+        BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I, beta: 1, dx, ldc: I, split: split)
     }
     if let dBias { oh_column_sums_clear(dBias, dy, B, O, mode == .accumulate ? 1 : 0) }
 }

@@ -137,7 +137,16 @@ public final class HashModel {
     /// Whether single-label cosine-margin losses over many classes take the fused head
     /// (FusedHead.swift); benchmarks and tests turn it off to compare.
     public var fusedHead = true
+    /// How the fused head multiplies by the codebook (lookups where the CPU has AVX-512).
+    public var headProducts = HeadProducts.available
     var headWorkspace: FusedHeadWorkspace?
+    /// The codebook's sign patterns for the lookups, laid out at the first step that needs them.
+    var signPatterns: SignPatterns?
+    /// Threads of the step's own (1: OpenBLAS's threads, as set). With a linear backbone and the
+    /// lookup head, nearly all of a step is the head's lookups on threads of ours; the hash layer's
+    /// GEMMs are then split over the same threads with OpenBLAS at one thread, so that no idle
+    /// OpenBLAS thread spins beside them (2 threads ran 1.26-1.38x slower than 2 ranks before).
+    var ownThreads = 1
     var lastForwardFused = false
     let logitScratch: FloatBuffer?           // (B, C) arc margin only
 
@@ -225,6 +234,13 @@ public final class HashModel {
         let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim
         let N = B * statistics.ranks
         let p = parameters.pointer
+        let threads = BLAS.threads
+        var lookupHead = false
+        if fusedHead, headProducts == .lookup, case .single = targets, FusedHead.applies(loss, classes: C) { lookupHead = true }
+        // A linear backbone with the lookup head: the step's threads are ours (see ownThreads).
+        ownThreads = lookupHead && backbone.isEmpty ? threads : 1
+        if ownThreads > 1 { BLAS.setThreads(1) }
+        defer { if ownThreads > 1 { BLAS.setThreads(threads) } }
         var input = x
         for (i, slot) in backbone.enumerated() {
             let out = activations[i].pointer
@@ -232,7 +248,7 @@ public final class HashModel {
                                                     B: B, I: slot.inputs, O: slot.outputs, yIsClear: true)
             input = UnsafePointer(out)
         }
-        linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
+        linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads)
         batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
                               runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
         batchesTracked += 1
@@ -240,8 +256,13 @@ public final class HashModel {
         if fusedHead, case .single(let t) = targets, FusedHead.applies(loss, classes: C) {
             // The loss's gradient w.r.t. the unit codes goes to dScratch, which `backward` reads.
             unitRows(unitCodes.pointer, norms.pointer, codes.pointer, B: B, K: K)
-            (lossValue, correct) = FusedHead.lossAndGradient(dScratch.pointer, unitCodes: unitCodes.pointer, codebookUnit: codebookUnit.pointer,
-                                                             targets: t, B: B, K: K, C: C, N: N, config: loss, workspace: &headWorkspace)
+            var patterns: SignPatterns? = nil
+            if lookupHead {
+                if signPatterns == nil { signPatterns = SignPatterns(codebook) }
+                patterns = signPatterns
+            }
+            (lossValue, correct) = FusedHead.lossAndGradient(dScratch.pointer, unitCodes: unitCodes.pointer, codebookUnit: codebookUnit.pointer, patterns: patterns,
+                                                             targets: t, B: B, K: K, C: C, N: N, config: loss, threads: threads, workspace: &headWorkspace)
             lastForwardFused = true
         } else {
             cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
@@ -292,8 +313,11 @@ public final class HashModel {
         let features = backbone.isEmpty ? x : UnsafePointer(activations[backbone.count - 1].pointer)
         let featureBound = backbone.isEmpty ? inputBound : activationBounds[backbone.count - 1]
         var dOut = dActA.pointer, dSpare = dActB.pointer
+        let threads = BLAS.threads
+        if ownThreads > 1 { BLAS.setThreads(1) }
         linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
-                       p + hashWeight, B: B, I: F, O: K, mode: mode)
+                       p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
+        if ownThreads > 1 { BLAS.setThreads(threads) }
         check.slice(hashWeight, count: K * F) {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
         }

@@ -29,7 +29,7 @@ public enum Benchmark {
     /// directory. With `measureWait`, a barrier before each gradient sum separates the time
     /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
-                                head: HeadPath = .fused, dataParallel: DataParallel = OneProcess(),
+                                head: HeadPath = .fused, products: HeadProducts = .available, dataParallel: DataParallel = OneProcess(),
                                 measureWait: Bool = false, overlap: GradientOverlap = .off,
                                 gradientSum: GradientPrecision = .float32) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
@@ -43,6 +43,7 @@ public enum Benchmark {
         let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, threads: threads, log: Log(quiet: true))
         trainer.progressBar = false
         trainer.head = head
+        trainer.headProducts = products
         trainer.measureWait = measureWait
         trainer.overlapGradients = overlap
         trainer.gradientSum = gradientSum

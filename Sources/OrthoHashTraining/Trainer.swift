@@ -23,6 +23,8 @@ public final class Trainer {
     public var logSteps = false
     /// The head's path (`--head`); not part of the run's settings: resuming with the other one is allowed.
     public var head: HeadPath = .fused
+    /// How the fused head multiplies by the codebook (`--head-products`).
+    public var headProducts = HeadProducts.available
     /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
     public var verify = false
     /// Draw a progress bar within an epoch (rank 0, on a terminal).
@@ -132,6 +134,7 @@ public final class Trainer {
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
                           store: store, statistics: TimedStatistics(collective, timeline: timeline))
         model.fusedHead = head == .fused
+        model.headProducts = headProducts
         optimizer = Optimizer(config: config.optimizer)
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
                              ranks: dataParallel.ranks, seed: config.seed)

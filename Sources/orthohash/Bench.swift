@@ -17,6 +17,8 @@ extension OrthoHashCommand {
         @Option(help: "Thread counts to compare (default: 1,2).", transform: Parse.positiveIntegers("--threads")) var threads: [Int] = [1, 2]
         @Flag(help: "Also time each GEMM of the step.") var gemms = false
         @Option(help: "The loss over many classes: fused or logits (as train --head).") var head: HeadPath = .fused
+        @Option(help: "lookup or blas: how the fused head multiplies by the codebook (as train --head-products).")
+        var headProducts: HeadProducts = HeadProducts.available
         @Option(help: "Append one row per thread count (or, with --allreduce, per size) to this CSV file (header when new).")
         var csv: String?
         @Option(name: .customLong("label"), help: "KEY=VALUE: an extra column of the CSV rows (repeatable; deploy/scaling.sh names the workload, link and repetition).",
@@ -61,7 +63,7 @@ extension OrthoHashCommand {
                 let hosts = hostCount(dataParallel.collective)
                 for t in threads {
                     BLAS.setThreads(t)
-                    let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head,
+                    let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head, products: headProducts,
                                                    dataParallel: dataParallel, measureWait: waits, overlap: gradientOverlap,
                                                    gradientSum: gradientSum)
                     say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,

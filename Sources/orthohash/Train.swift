@@ -29,6 +29,8 @@ extension OrthoHashCommand {
         @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
         @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
         var head: HeadPath = .fused
+        @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows). They differ only in the order of float32 sums.")
+        var headProducts: HeadProducts = HeadProducts.available
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
         @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
@@ -86,6 +88,7 @@ extension OrthoHashCommand {
                 trainer.verify = verify
                 trainer.logSteps = logSteps
                 trainer.head = head
+                trainer.headProducts = headProducts
                 trainer.overlapGradients = gradientOverlap
                 trainer.gradientSum = gradientSum
                 if let timeline {

@@ -2,6 +2,7 @@
 
 import XCTest
 @testable import OrthoHashNumerics
+import CKernels
 
 final class HandComputedTests: XCTestCase {
     let one = LocalStatistics()
@@ -243,28 +244,34 @@ final class FusedHeadTests: XCTestCase {
             }
         }
         let vnBuffer = FloatBuffer(vn), cbBuffer = FloatBuffer(cb), out = FloatBuffer(count: B * K)
-        for block in [64, 1000, nil] as [Int?] {
+        let codebook = Codebook(classes: C, bits: K, values: cb.map { $0 > 0 ? 1 : -1 })
+        // The products as GEMMs (nil), and as lookups on the portable kernel and on this CPU's.
+        let products: [SignPatterns?] = [nil, SignPatterns(codebook, level: 0)] + (oh_sign_level() > 0 ? [SignPatterns(codebook)] : [])
+        for patterns in products {
+          for block in [64, 1000, nil] as [Int?] {
             for threads in [1, 2] {
                 BLAS.setThreads(threads)
                 FusedHead.blockClassesOverride = block
                 var workspace: FusedHeadWorkspace? = nil
                 let result = targets.withUnsafeBufferPointer {
-                    FusedHead.lossAndGradient(out.pointer, unitCodes: vnBuffer.pointer, codebookUnit: cbBuffer.pointer, targets: $0.baseAddress!,
-                                              B: B, K: K, C: C, N: N, config: config, workspace: &workspace)
+                    FusedHead.lossAndGradient(out.pointer, unitCodes: vnBuffer.pointer, codebookUnit: cbBuffer.pointer, patterns: patterns,
+                                              targets: $0.baseAddress!, B: B, K: K, C: C, N: N, config: config, threads: threads, workspace: &workspace)
                 }
-                let what = "block \(block.map(String.init) ?? "default"), \(threads) threads"
+                let what = "block \(block.map(String.init) ?? "default"), \(threads) threads, products \(patterns.map { "lookup level \($0.level)" } ?? "blas")"
                 XCTAssertEqual(result.loss, loss, accuracy: 1e-5 * loss, what)
                 XCTAssertEqual(result.correct, correct, what)
                 var worst = 0.0
                 for i in 0..<(B * K) { worst = max(worst, abs(Double(out[i]) - dvn[i])) }
                 XCTAssertLessThan(worst, 5e-5 * gs, what)
             }
+          }
         }
     }
 
-    /// A training step of a linear head over 1000 classes: the fused and the materialised paths
-    /// give the same loss, accuracy and parameter gradients (float32 sums in other orders: 1e-4
-    /// of each gradient's largest magnitude), and the fused one never makes the (B, C) cosines.
+    /// A training step of a linear head over 1000 classes: the fused path (with lookup and with
+    /// BLAS products) and the materialised one give the same loss, accuracy and parameter
+    /// gradients (float32 sums in other orders: 1e-4 of each gradient's largest magnitude), and the
+    /// fused one never makes the (B, C) cosines.
     func testModelStepAgreesWithLogitsPath() {
         let B = 32, D = 40, K = 32, C = 1000
         var rng = Xoshiro256(seed: 8)
@@ -273,19 +280,23 @@ final class FusedHeadTests: XCTestCase {
         let codebook = try! Codebook.generate(method: .B, classes: C, bits: K, seed: 3)
         let config = ModelConfig(inputDim: D, backbone: .linear, hidden: [], nbit: K, classes: C)
         var results: [(Double, Int, [Float])] = []
-        for fused in [true, false] {
+        for (fused, products) in [(true, HeadProducts.lookup), (true, .blas), (false, .blas)] {
             let model = HashModel(config: config, loss: LossConfig(), codebook: codebook, batchSize: B)
             model.fusedHead = fused
+            model.headProducts = products
             let step = x.withUnsafeBufferPointer { xs in
                 targets.withUnsafeBufferPointer { model.trainStep(xs.baseAddress!, targets: .single($0.baseAddress!), mode: .overwrite) }
             }
             XCTAssertEqual(model.logitsBuffer == nil, fused)
             results.append((step.loss, step.correct, Array(UnsafeBufferPointer(start: model.gradients.pointer, count: model.parameterCount))))
         }
-        XCTAssertEqual(results[0].0, results[1].0, accuracy: 1e-5 * results[1].0)
-        XCTAssertEqual(results[0].1, results[1].1)
-        let largest = results[1].2.map(abs).max()!
+        let reference = results[2]
+        let largest = reference.2.map(abs).max()!
         XCTAssertGreaterThan(largest, 0)
-        for (a, b) in zip(results[0].2, results[1].2) { XCTAssertEqual(a, b, accuracy: 1e-4 * largest) }
+        for fused in results.prefix(2) {
+            XCTAssertEqual(fused.0, reference.0, accuracy: 1e-5 * reference.0)
+            XCTAssertEqual(fused.1, reference.1)
+            for (a, b) in zip(fused.2, reference.2) { XCTAssertEqual(a, b, accuracy: 1e-4 * largest) }
+        }
     }
 }

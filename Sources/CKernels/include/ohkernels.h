@@ -41,10 +41,11 @@ double oh_cos_margin_softmax_ce(float *u, const int32_t *targets, size_t rows, s
 /// (double) added. Where a row's target is in the block, target_cosines[r] gets its cosine.
 /// best[r] and best_class[r] keep the largest cosine seen so far and its class (the first on
 /// ties, blocks given in ascending order). Needs scale (2 + margin) <= 87 so that no exponential
-/// underflows (the caller falls back to oh_cos_margin_softmax_ce otherwise).
+/// underflows (the caller falls back to oh_cos_margin_softmax_ce otherwise). `level` 1 takes the
+/// AVX-512 kernel (where oh_sign_level() is 1), 0 the portable one: the same results bit for bit.
 void oh_head_block(float *u, size_t rows, size_t cols, size_t first_class, const int32_t *targets,
                    float scale, float margin, double *row_sums, float *target_cosines,
-                   float *best, int64_t *best_class);
+                   float *best, int64_t *best_class, int level);
 /// dst = float(src) for IEEE half-precision src (F16C where the CPU has it); 1 if all are finite.
 int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 /// dst[i] = table[src[i]] (table: 256 entries): 8-bit pixels to features.
@@ -84,5 +85,30 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
                                         const uint8_t *marks, size_t capacity, uint64_t *scratch, int64_t *positions, int64_t *rows,
                                         int64_t *found, const int64_t *cutoffs, size_t ncut, double *ap_sums, int64_t *hits);
 size_t oh_hamming_relevant_scratch(size_t nq, size_t words, size_t capacity);
+
+/// Products with a codebook of signs by table lookups (signproducts.c): the fused head's two
+/// GEMMs. R = rows, K = bits, C = classes, G = ceil(K / 4).
+/// The kernel this CPU runs: 1 AVX-512 (vpermps), 0 the portable reference (same results).
+int oh_sign_level(void);
+/// Floats of oh_sign_tables' output for `rows` codes of `bits` (rows padded to a multiple of 6).
+size_t oh_sign_tables_count(size_t rows, size_t bits);
+/// Int32s of the cosines' patterns (classes padded to a multiple of 64).
+size_t oh_sign_cosine_index_count(size_t classes, size_t bits);
+/// Int32s of the gradient's patterns.
+size_t oh_sign_gradient_index_count(size_t classes, size_t bits);
+/// The patterns of a codebook `signs` (C, K) of +-1, laid out once, for the cosines.
+void oh_sign_cosine_index(int32_t *index, const int8_t *signs, size_t classes, size_t bits);
+/// The patterns of a codebook `signs` (C, K) of +-1, laid out once, for the gradient.
+void oh_sign_gradient_index(int32_t *index, const int8_t *signs, size_t classes, size_t bits);
+/// The tables of the codes vn (rows, K) for oh_sign_cosines: 16 signed sums per 4 bits.
+void oh_sign_tables(float *tables, const float *vn, size_t rows, size_t bits);
+/// u[r, c] = alpha sum_j vn[r, j] s[c0 + c, j] for c < cols, u (rows, ldu) with ldu >= cols;
+/// `index` is the cosine index advanced to class c0 (a multiple of 64): index + c0 / 16 * G * 16.
+void oh_sign_cosines(float *u, size_t ldu, const float *tables, size_t rows, size_t bits,
+                     const int32_t *index, size_t cols, float alpha, int level);
+/// acc[r, j] += sum_{c < cols} e[r, c] s[c0 + c, j], acc (rows, K), e (rows, lde); `index` is the
+/// gradient index advanced to class c0 (a multiple of 4): index + c0 / 4 * oh_sign_gradient_index_count(4, K).
+void oh_sign_accumulate(float *acc, size_t bits, const float *e, size_t lde, size_t rows, size_t cols,
+                        const int32_t *index, int level);
 
 #endif
