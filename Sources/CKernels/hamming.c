@@ -25,6 +25,11 @@
 #include <immintrin.h>
 #define OH_X86 1
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#define OH_CUTOFF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define OH_CUTOFF_CLONES
+#endif
 
 // Word w of code x, from `code_bytes` bytes (the last word zero-padded).
 static inline uint64_t code_word(const uint8_t *code, size_t code_bytes, size_t w) {
@@ -421,8 +426,9 @@ int oh_hamming_topk(const uint8_t *queries, size_t nq, const uint8_t *db, size_t
 // Where the relevant rows fall in a query's full ranking (every database row by distance, ties by
 // ascending row), without ranking the database: one pass in row order counts the rows at each
 // distance and notes, for each relevant row, its distance d and how many rows at distance d came
-// before it (t); its position is then (rows at distances below d) + t. A counting sort of the
-// notes by distance (stable, so rows stay ascending within a distance) puts them in ranking order.
+// before it (t, relevant or not); its position is then (rows at distances below d) + t. A
+// counting sort of the notes by distance (stable, so rows stay ascending within a distance) puts
+// them in ranking order.
 // The database is walked in chunks that a block of queries meets while they are in cache (the
 // codes and labels of a million rows would otherwise be read from memory once per query).
 
@@ -453,12 +459,12 @@ typedef struct {
 } rank_state;
 
 // Rows [lo, hi) for query q, with the mode and the word count constants where inlined (W = 0:
-// read `words`). The histograms count the rows that are not relevant; a relevant row's note
-// holds the count at its distance when it is met (t_other: the other rows before it there), and
-// the relevant rows before it at that distance are known later from the notes' order.
+// read `words`). The histograms count every row; a relevant row's note holds the count at its
+// distance when it is met (t: the rows before it there).
 // Relevant rows few: rows four at a time with a branch on their relevance, each counted in its
-// own of four histograms (so that a run of rows at one distance does not wait on increments). Relevant rows common: no branch, one histogram (a
-// note is written for every row, and kept for the relevant ones).
+// own of four histograms (so that a run of rows at one distance does not wait on increments).
+// Relevant rows common: no branch, one histogram (a note is written for every row, and kept for
+// the relevant ones); with AVX-512, rank_dense_avx512 instead.
 __attribute__((always_inline))
 static inline void rank_chunk(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const size_t W,
                               const oh_relevance_args *r, const int mode, rank_state *s, size_t q) {
@@ -474,7 +480,7 @@ static inline void rank_chunk(const uint64_t *query, const uint64_t *db, size_t 
             const size_t relevant = (size_t)relevant_row(r, q, x, mode);
             notes[n] = before << 20 | d;
             if (s->keep_rows) rows[n] = (int64_t)x;
-            counts[d] = before + 1 - relevant;
+            counts[d] = before + 1;
             // A query with more relevant rows than the capacity stops noting them (the caller is told).
             n += relevant & (size_t)(n < cap);
         }
@@ -493,28 +499,22 @@ static inline void rank_chunk(const uint64_t *query, const uint64_t *db, size_t 
             const uint32_t d4[4] = {d0, d1, d2, d3};
             for (size_t i = 0; i < 4; i++) {
                 const uint32_t d = d4[i];
-                if (relevant_row(r, q, x + i, mode)) {
-                    if (n < cap) {
-                        notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
-                        rows[n] = (int64_t)(x + i);
-                        n++;
-                    }
-                } else {
-                    counts[i * bins + d]++;
+                if (relevant_row(r, q, x + i, mode) && n < cap) {
+                    notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
+                    rows[n] = (int64_t)(x + i);
+                    n++;
                 }
+                counts[i * bins + d]++;
             }
         }
         for (; x < hi; x++) {
             const uint32_t d = DISTANCE(x);
-            if (relevant_row(r, q, x, mode)) {
-                if (n < cap) {
-                    notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
-                    rows[n] = (int64_t)x;
-                    n++;
-                }
-            } else {
-                counts[d]++;
+            if (relevant_row(r, q, x, mode) && n < cap) {
+                notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d]) << 20 | d;
+                rows[n] = (int64_t)x;
+                n++;
             }
+            counts[d]++;
         }
     }
 #undef DISTANCE
@@ -548,6 +548,127 @@ static void rank_chunk_popcnt(const uint64_t *query, const uint64_t *db, size_t 
 }
 #endif
 
+#if OH_X86
+// The pass for common relevant rows with AVX-512, rows 64 at a time, codes of at most 3 words
+// (distances below 256, one byte each): the group's distances (8 rows per popcount) and its
+// relevance as a 64-bit mask (16 labels per compare); each relevant row's note counts the rows
+// before it at its distance (the four histograms, which hold the rows before the group, and the
+// group's own rows before it, by one byte compare); then the group's rows join the histograms.
+// The same notes as rank_chunk's, with a branch per relevant row instead of a note per row.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vpopcntdq,popcnt"), always_inline))
+static inline void rank_dense_avx512_body(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, const size_t W,
+                                          const oh_relevance_args *r, const int mode, rank_state *s, size_t q) {
+    const size_t cap = s->capacity, bins = s->bins;
+    uint64_t *restrict counts = s->counts + q * 4 * bins, *restrict notes = s->notes + q * (cap + 1);
+    int64_t *restrict rows = s->rows + q * (cap + 1);
+    size_t n = s->found[q];
+    const int keep = s->keep_rows;
+    uint8_t d8[64] __attribute__((aligned(64)));
+    const __m512i q0 = _mm512_set1_epi64((long long)query[0]);
+    // W = 2: rows' two words side by side; odd lanes hold the second word.
+    const __m512i q01 = W == 2 ? _mm512_mask_set1_epi64(q0, 0xaa, (long long)query[1]) : q0;
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    const __m512i label = _mm512_set1_epi32(mode == 0 ? r->query_labels[q] : 0);
+    for (size_t x0 = lo; x0 < hi; x0 += 64) {
+        const size_t live = hi - x0 < 64 ? hi - x0 : 64;
+        if (live < 64) memset(d8, 0, sizeof d8);
+        size_t i = 0;
+        if (W == 1) {
+            for (; i + 8 <= live; i += 8)
+                _mm_storel_epi64((__m128i *)(d8 + i), _mm512_cvtepi64_epi8(_mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + x0 + i), q0))));
+        } else if (W == 2) {
+            for (; i + 8 <= live; i += 8) {
+                const __m512i a = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + 2 * (x0 + i)), q01));
+                const __m512i b = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(db + 2 * (x0 + i) + 8), q01));
+                const __m512i d = _mm512_add_epi64(_mm512_permutex2var_epi64(a, even, b), _mm512_permutex2var_epi64(a, odd, b));
+                _mm_storel_epi64((__m128i *)(d8 + i), _mm512_cvtepi64_epi8(d));
+            }
+        }
+        for (; i < live; i++) {
+            uint32_t d = 0;
+            for (size_t w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(query[w] ^ db[(x0 + i) * W + w]);
+            d8[i] = (uint8_t)d;
+        }
+        uint64_t relevant = 0;
+        if (mode == 0) {
+            for (size_t k = 0; k < 4 && 16 * k < live; k++) {
+                const size_t left = live - 16 * k;
+                const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+                relevant |= (uint64_t)_mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, r->labels + x0 + 16 * k), label) << (16 * k);
+            }
+        } else {
+            for (size_t k = 0; k < live; k++) relevant |= (uint64_t)relevant_row(r, q, x0 + k, mode) << k;
+        }
+        const __m512i D = _mm512_load_si512(d8);
+        while (relevant && n < cap) {
+            const unsigned b = (unsigned)__builtin_ctzll(relevant);
+            relevant &= relevant - 1;
+            const uint32_t d = d8[b];
+            const uint64_t earlier = _mm512_cmpeq_epi8_mask(D, _mm512_set1_epi8((char)d)) & ((1ull << b) - 1);
+            notes[n] = (counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d] + (uint64_t)__builtin_popcountll(earlier)) << 20 | d;
+            if (keep) rows[n] = (int64_t)(x0 + b);
+            n++;
+        }
+        i = 0;
+        for (; i + 4 <= live; i += 4) {
+            counts[d8[i]]++; counts[bins + d8[i + 1]]++; counts[2 * bins + d8[i + 2]]++; counts[3 * bins + d8[i + 3]]++;
+        }
+        for (; i < live; i++) counts[d8[i]]++;
+    }
+    s->found[q] = n;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vpopcntdq,popcnt")))
+static void rank_dense_avx512(const uint64_t *query, const uint64_t *db, size_t lo, size_t hi, size_t words, const oh_relevance_args *r,
+                              int mode, rank_state *s, size_t q) {
+#define DENSE_MODES(W)                                                                                           \
+    switch (mode) {                                                                                              \
+    case 0: rank_dense_avx512_body(query, db, lo, hi, W, r, 0, s, q); return;                                    \
+    case 1: rank_dense_avx512_body(query, db, lo, hi, W, r, 1, s, q); return;                                    \
+    default: rank_dense_avx512_body(query, db, lo, hi, W, r, 2, s, q); return;                                   \
+    }
+    switch (words) {
+    case 1: DENSE_MODES(1)
+    case 2: DENSE_MODES(2)
+    default: DENSE_MODES(3)
+    }
+#undef DENSE_MODES
+}
+
+// Whether the dense pass with AVX-512 runs: the CPU has it, and distances fit in a byte.
+static int dense_avx512(int level, size_t words) {
+    __builtin_cpu_init();
+    return level >= 3 && words <= 3 && __builtin_cpu_supports("avx512bw");
+}
+#endif
+
+// The figures from the noted positions p and ranks: sum over the relevant rows above each cutoff
+// of rank / (p + 1), and their count; eight partial sums in a fixed order (vectorised).
+OH_CUTOFF_CLONES
+static void cutoff_figures(const uint64_t *restrict p, double *restrict precision, size_t n, const int64_t *restrict cutoffs, size_t ncut,
+                           double *restrict ap, int64_t *restrict hit) {
+    for (size_t j = 0; j < n; j++) precision[j] = precision[j] / (double)(p[j] + 1);
+    for (size_t i = 0; i < ncut; i++) {
+        const uint64_t cut = (uint64_t)cutoffs[i];
+        double partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t count[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t j = 0;
+        for (; j + 8 <= n; j += 8)
+            for (size_t l = 0; l < 8; l++) {
+                const int above = p[j + l] < cut;
+                partial[l] += above ? precision[j + l] : 0.0;
+                count[l] += above;
+            }
+        double sum = 0;
+        int64_t hits = 0;
+        for (; j < n; j++)
+            if (p[j] < cut) { sum += precision[j]; hits++; }
+        for (size_t l = 0; l < 8; l++) { sum += partial[l]; hits += count[l]; }
+        ap[i] = sum;
+        hit[i] = hits;
+    }
+}
+
 size_t oh_hamming_relevant_scratch(size_t nq, size_t words, size_t capacity) {
     return nq * (4 * (words * 64 + 1) + 2 * (capacity + 1) + 1) + (words * 64 + 1);
 }
@@ -571,6 +692,7 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
     rank_fn pass = rank_chunk_portable;
 #if OH_X86
     if (level >= 1) pass = rank_chunk_popcnt;
+    if (s.dense && dense_avx512(level, words)) pass = rank_dense_avx512;
 #endif
     (void)level;
     long long status = 0;
@@ -598,12 +720,12 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
             }
             // first[d]: relevant rows at distances below d; counts[d]: all rows below d. A note's
             // row, the k-th relevant row at its distance d (from 0, in row order: the notes'
-            // order), is at position counts[d] + t_other + k, and first[d] + k among the relevant.
+            // order), is at position counts[d] + t, and first[d] + k among the relevant.
             memset(first, 0, bins * sizeof(uint64_t));
             for (size_t j = 0; j < n; j++) first[notes[j] & 0xfffff]++;
             uint64_t below = 0, relevant_below = 0;
             for (size_t d = 0; d < bins; d++) {
-                const uint64_t f = first[d], c = counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d] + f;
+                const uint64_t f = first[d], c = counts[d] + counts[bins + d] + counts[2 * bins + d] + counts[3 * bins + d];
                 counts[d] = below; first[d] = relevant_below;
                 below += c; relevant_below += f;
             }
@@ -612,25 +734,23 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
             found[q0 + q] = (int64_t)n;
             if (cutoffs) {
                 // The relevant row at position p, the rank-th of them: precision rank / (p + 1) for
-                // every cutoff beyond p.
-                double *ap = ap_sums + (q0 + q) * ncut;
-                int64_t *hit = hits + (q0 + q) * ncut;
-                for (size_t i = 0; i < ncut; i++) { ap[i] = 0; hit[i] = 0; }
+                // every cutoff beyond p. The notes become the positions, the unused rows' buffer
+                // the ranks and then the precisions.
+                double *rank = (double *)(s.rows + q * (capacity + 1));
                 for (size_t j = 0; j < n; j++) {
                     const size_t d = notes[j] & 0xfffff;
                     const uint64_t k = counts[bins + d]++;
-                    const uint64_t p = counts[d] + (notes[j] >> 20) + k, rank = first[d] + k + 1;
-                    const double precision = (double)rank / (double)(p + 1);
-                    for (size_t i = 0; i < ncut; i++)
-                        if (p < (uint64_t)cutoffs[i]) { ap[i] += precision; hit[i]++; }
+                    rank[j] = (double)(first[d] + k + 1);
+                    notes[j] = counts[d] + (notes[j] >> 20);
                 }
+                cutoff_figures(notes, rank, n, cutoffs, ncut, ap_sums + (q0 + q) * ncut, hits + (q0 + q) * ncut);
                 continue;
             }
             int64_t *pos = positions + (q0 + q) * capacity, *rw = rows + (q0 + q) * capacity;
             for (size_t j = 0; j < n; j++) {
                 const size_t d = notes[j] & 0xfffff;
                 const uint64_t k = counts[bins + d]++, slot = first[d] + k;
-                pos[slot] = (int64_t)(counts[d] + (notes[j] >> 20) + k);
+                pos[slot] = (int64_t)(counts[d] + (notes[j] >> 20));
                 rw[slot] = noted[j];
             }
         }

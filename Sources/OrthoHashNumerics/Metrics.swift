@@ -206,11 +206,12 @@ struct RelevantRanks {
     }
 
     /// Places the relevant rows of `count` consecutive queries (from `firstQuery` of
-    /// `relevance`; or the rows `marks` picks, for one query) in their full rankings.
+    /// `relevance`; or the rows `marks` picks, for one query) in their full rankings. `level`
+    /// forces a slower kernel (tests).
     mutating func place(queries: UnsafePointer<UInt64>, count: Int, database: UnsafePointer<UInt64>, rows M: Int, words: Int,
-                        relevance: Relevance? = nil, firstQuery q: Int = 0, marks: UnsafePointer<UInt8>? = nil) {
+                        relevance: Relevance? = nil, firstQuery q: Int = 0, marks: UnsafePointer<UInt8>? = nil, level: Int? = nil) {
         precondition(count <= found.count, "\(count) queries for a group of \(found.count)")
-        let capacity = self.capacity, level = Int32(HammingSearch.level)
+        let capacity = self.capacity, level = Int32(min(level ?? HammingSearch.level, HammingSearch.level))
         let cutoffs = self.cutoffs
         let status = apSums.withUnsafeMutableBufferPointer { ap in hits.withUnsafeMutableBufferPointer { hits in cutoffs.withUnsafeBufferPointer { c in
           scratch.withUnsafeMutableBufferPointer { scratch in positions.withUnsafeMutableBufferPointer { p in

@@ -151,6 +151,81 @@ final class MetricsPathTests: XCTestCase {
         }
     }
 
+    /// The pass that places the relevant rows in each full ranking (oh_hamming_relevant_positions)
+    /// on every kernel this CPU runs: the same positions, rows and figures as the portable one,
+    /// and the positions those of a sort of the database. Relevant rows common (the AVX-512 pass,
+    /// rows 64 at a time) and rare; codes of 1 to 4 words; databases spanning several chunks and
+    /// ending inside a group of 64; single labels, multi-label bits, and marks.
+    func testEveryPlacementKernelAgrees() {
+        for (bits, M, classes, multi) in [(13, 9001, 5, false), (64, 5000, 3, false), (100, 4099, 4, false), (150, 2001, 6, false),
+                                          (256, 700, 2, false), (64, 5000, 500, false), (64, 3000, 4, true), (128, 1500, 3, true)] {
+            var rng = Xoshiro256(seed: UInt64(bits * 7 + M))
+            let Q = 6
+            func randomCodes(_ n: Int) -> [[Float]] { (0..<n).map { _ in (0..<bits).map { _ in rng.next() & 1 == 1 ? 1 : -1 } } }
+            let qRows = randomCodes(Q), dRows = randomCodes(M)
+            let q = codes(qRows), db = codes(dRows), W = q.words
+            let labels: (Labels, Labels)
+            if multi {
+                labels = (.multi(classes: classes, (0..<(Q * classes)).map { _ in UInt8(rng.nextInt(below: 3) == 0 ? 1 : 0) }),
+                          .multi(classes: classes, (0..<(M * classes)).map { _ in UInt8(rng.nextInt(below: 3) == 0 ? 1 : 0) }))
+            } else {
+                labels = (.single((0..<Q).map { _ in Int32(rng.nextInt(below: classes)) }), .single((0..<M).map { _ in Int32(rng.nextInt(below: classes)) }))
+            }
+            let relevance = Relevance(query: RelevanceLabels(labels.0), database: RelevanceLabels(labels.1))
+            let capacity = relevance.classSizes.map { $0.values.max() ?? 0 } ?? M
+            var outputs: [[Int64]] = [], figures: [[Double]] = []
+            for level in Set([0, 1, 2, HammingSearch.level]).sorted() where level <= HammingSearch.level {
+                var ranks = RelevantRanks(capacity: capacity, words: W)
+                var scored = RelevantRanks(capacity: capacity, words: W, cutoffs: [Int64(M), 100, 7])
+                q.storage.withUnsafeBufferPointer { qc in
+                    db.storage.withUnsafeBufferPointer { dc in
+                        ranks.place(queries: qc.baseAddress!, count: Q, database: dc.baseAddress!, rows: M, words: W, relevance: relevance, level: level)
+                        scored.place(queries: qc.baseAddress!, count: Q, database: dc.baseAddress!, rows: M, words: W, relevance: relevance, level: level)
+                    }
+                }
+                var out: [Int64] = []
+                for i in 0..<Q {
+                    let n = Int(ranks.found[i])
+                    out += [Int64(n)] + ranks.positions[(i * capacity)..<(i * capacity + n)] + ranks.rows[(i * capacity)..<(i * capacity + n)]
+                    if level == 0 {
+                        let d = dRows.map { row in zip(row, qRows[i]).filter { $0 != $1 }.count }
+                        let order = (0..<M).sorted { (d[$0], $0) < (d[$1], $1) }
+                        let expected = order.indices.filter { relevance.relevant(i, order[$0]) }
+                        XCTAssertEqual(ranks.positions[(i * capacity)..<(i * capacity + n)].map(Int.init), expected, "\(bits) bits, \(M) rows, query \(i)")
+                        XCTAssertEqual(ranks.rows[(i * capacity)..<(i * capacity + n)].map(Int.init), expected.map { order[$0] })
+                    }
+                }
+                outputs.append(out + scored.hits.prefix(Q * 3))
+                figures.append(Array(scored.apSums.prefix(Q * 3)))
+            }
+            for (i, out) in outputs.enumerated().dropFirst() {
+                XCTAssertEqual(out, outputs[0], "\(bits) bits, \(M) rows, \(classes) classes: kernel \(i) places rows elsewhere")
+                XCTAssertEqual(figures[i].map(\.bitPattern), figures[0].map(\.bitPattern), "\(bits) bits, \(M) rows: kernel \(i)'s figures")
+            }
+        }
+        // Marks: one query, the rows it marks relevant (every third row: common).
+        let bits = 64, M = 4500
+        var rng = Xoshiro256(seed: 77)
+        let rowsOf = { (n: Int) in (0..<n).map { _ in (0..<bits).map { _ in Float(rng.next() & 1 == 1 ? 1 : -1) } } }
+        let qRows = rowsOf(1), dRows = rowsOf(M)
+        let q = codes(qRows), db = codes(dRows)
+        let marks = (0..<M).map { UInt8($0 % 3 == 0 ? 1 : 0) }
+        var placed: [[Int64]] = []
+        for level in Set([0, HammingSearch.level]).sorted() {
+            var ranks = RelevantRanks(capacity: M, words: 1, group: 1)
+            q.storage.withUnsafeBufferPointer { qc in
+                db.storage.withUnsafeBufferPointer { dc in
+                    marks.withUnsafeBufferPointer { ranks.place(queries: qc.baseAddress!, count: 1, database: dc.baseAddress!, rows: M, words: 1, marks: $0.baseAddress!, level: level) }
+                }
+            }
+            placed.append(Array(ranks.positions.prefix(Int(ranks.found[0]))))
+        }
+        let d = dRows.map { row in zip(row, qRows[0]).filter { $0 != $1 }.count }
+        let order = (0..<M).sorted { (d[$0], $0) < (d[$1], $1) }
+        XCTAssertEqual(placed[0].map(Int.init), order.indices.filter { order[$0] % 3 == 0 })
+        XCTAssertEqual(placed.last, placed[0])
+    }
+
     /// The revisited protocol on random codes of 6 bits against a reference that ranks the whole
     /// database by sorting and then removes the ignored rows.
     func testRevisitedAgainstSorting() {
