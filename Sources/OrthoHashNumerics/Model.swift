@@ -53,10 +53,11 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     /// The floats of every buffer a training run of this model holds for a local batch of
     /// `batch` rows: parameters, gradients and `moments` moments, the workspace (HashModel), the
-    /// unit codebook and the batch itself; nil when the count overflows.
+    /// unit codebook with the fused head's two arrays of its sign patterns (as many 4-byte
+    /// entries each, `SignPatterns`) and the batch itself; nil when the count overflows.
     public func floatsNeeded(batch B: Int, moments: Int, arcMargin: Bool) -> Int? {
         guard let P = parameterCount, let store = checkedProduct([P, 2 + moments]),
-              let logits = checkedProduct([B, classes, arcMargin ? 2 : 1]), let codebook = checkedProduct([classes, nbit]),
+              let logits = checkedProduct([B, classes, arcMargin ? 2 : 1]), let codebook = checkedProduct([classes, nbit, 3]),
               let input = checkedProduct([B, inputDim]), let codes = checkedProduct([B, nbit, 6]) else { return nil }
         var activations = 0
         for width in hidden {
