@@ -306,6 +306,8 @@ final class CLITests: XCTestCase {
                     "missing.npy: no such file")
         assertFails(try orthohash(["train"] + replacing("--nbit", "0") + ["--run-dir", dir + "/r"]), "--nbit must be at least 1")
         assertFails(try orthohash(["train"] + args + ["--head", "both", "--run-dir", dir + "/r"]), "--head", "fused", "logits")
+        assertFails(try orthohash(["train"] + args + ["--head-products", "fast", "--run-dir", dir + "/r"]), "--head-products", "lookup", "blas")
+        assertFails(try orthohash(["bench"] + args + ["--head-products", "gemm"]), "--head-products", "lookup", "blas")
         assertFails(try orthohash(["train"] + replacing("--map-at", "all,top100") + ["--run-dir", dir + "/r"]),
                     "--map-at takes", "got 'top100'")
         assertFails(try orthohash(["train"] + replacing("--batch-size", "512") + ["--run-dir", dir + "/r"]),

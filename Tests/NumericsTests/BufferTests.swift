@@ -19,9 +19,11 @@ final class BufferTests: XCTestCase {
     }
 
     /// Every transpose combination, beta 0 over old content and beta 1, and a C wider than n
-    /// (ldc > n: only the n columns of each row are touched).
+    /// (ldc > n: only the n columns of each row are touched); in one call and split in 2 and 3
+    /// parts on our own threads, along the columns (m < n) and along the rows (m > n).
     func testGemmAgainstTripleLoop() {
-        let m = 5, n = 7, k = 9, ldc = n + 3
+      for (m, n, split) in [(5, 7, 1), (5, 7, 2), (5, 7, 3), (8, 3, 2), (8, 3, 3)] {
+        let k = 9, ldc = n + 3
         for transA in [false, true] {
             for transB in [false, true] {
                 let a = randomBuffer(m * k, seed: 1), b = randomBuffer(k * n, seed: 2)
@@ -32,7 +34,7 @@ final class BufferTests: XCTestCase {
                     for i in 0..<c.count { c[i] = beta == 0 ? .nan : Float(i % 5) }
                     let old = c.array
                     BLAS.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5,
-                              a.pointer, lda: transA ? m : k, b.pointer, ldb: transB ? k : n, beta: beta, c.pointer, ldc: ldc)
+                              a.pointer, lda: transA ? m : k, b.pointer, ldb: transB ? k : n, beta: beta, c.pointer, ldc: ldc, split: split)
                     for i in 0..<m {
                         for j in 0..<ldc {
                             let got = c[i * ldc + j]
@@ -45,11 +47,12 @@ final class BufferTests: XCTestCase {
                             want = 0.5 * want + (beta == 0 ? 0 : Double(old[i * ldc + j]))
                             // float32 sums of 9 products of N(0, 1) values: 1e-5 is well above
                             // their rounding error (~1e-6) and far below any indexing mistake.
-                            XCTAssertEqual(Double(got), want, accuracy: 1e-5, "transA \(transA) transB \(transB) beta \(beta) (\(i), \(j))")
+                            XCTAssertEqual(Double(got), want, accuracy: 1e-5, "\(m)x\(n) in \(split), transA \(transA) transB \(transB) beta \(beta) (\(i), \(j))")
                         }
                     }
                 }
             }
         }
+      }
     }
 }
