@@ -55,21 +55,23 @@ size_t oh_sign_gradient_index_count(size_t classes, size_t bits) {
     return div_up(classes, GROUP) * gradient_column_groups(bits) * LANES;
 }
 
+// The sign pattern of the 4 entries (c + i dc, j + i dj), i < 4: bit i set where the entry is +1
+// (entries outside the codebook count as -1).
+static int32_t pattern(const int8_t *signs, size_t classes, size_t bits, size_t c, size_t dc, size_t j, size_t dj) {
+    int32_t p = 0;
+    for (size_t i = 0; i < GROUP; i++, c += dc, j += dj)
+        if (c < classes && j < bits && signs[c * bits + j] > 0) p |= 1 << i;
+    return p;
+}
+
 // index (ceil(C / 64) * 4, G, 16): lane l of (class group q, bit group g) is the pattern of
 // class 16 q + l over bits 4 g .. 4 g + 3.
 void oh_sign_cosine_index(int32_t *index, const int8_t *signs, size_t classes, size_t bits) {
     const size_t G = div_up(bits, GROUP), groups = div_up(classes, LANES * COS_GROUPS) * COS_GROUPS;
     for (size_t q = 0; q < groups; q++)
         for (size_t g = 0; g < G; g++)
-            for (size_t l = 0; l < LANES; l++) {
-                size_t c = q * LANES + l;
-                int32_t p = 0;
-                for (size_t i = 0; i < GROUP; i++) {
-                    size_t j = g * GROUP + i;
-                    if (c < classes && j < bits && signs[c * bits + j] > 0) p |= 1 << i;
-                }
-                index[(q * G + g) * LANES + l] = p;
-            }
+            for (size_t l = 0; l < LANES; l++)
+                index[(q * G + g) * LANES + l] = pattern(signs, classes, bits, q * LANES + l, 0, g * GROUP, 1);
 }
 
 // index (ceil(C / 4), J, 16): lane l of (class quad h, column group jg) is the pattern of
@@ -78,15 +80,8 @@ void oh_sign_gradient_index(int32_t *index, const int8_t *signs, size_t classes,
     const size_t J = gradient_column_groups(bits), quads = div_up(classes, GROUP);
     for (size_t h = 0; h < quads; h++)
         for (size_t jg = 0; jg < J; jg++)
-            for (size_t l = 0; l < LANES; l++) {
-                size_t j = jg * LANES + l;
-                int32_t p = 0;
-                for (size_t i = 0; i < GROUP; i++) {
-                    size_t c = h * GROUP + i;
-                    if (c < classes && j < bits && signs[c * bits + j] > 0) p |= 1 << i;
-                }
-                index[(h * J + jg) * LANES + l] = p;
-            }
+            for (size_t l = 0; l < LANES; l++)
+                index[(h * J + jg) * LANES + l] = pattern(signs, classes, bits, h * GROUP, 1, jg * LANES + l, 0);
 }
 
 static inline float sign_of(int p, int i) { return (p >> i & 1) ? 1.0f : -1.0f; }
