@@ -141,10 +141,10 @@ enum FusedHead {
         }
         let w = workspace!
         let s = config.scale, m = config.margin
-        // Each worker's GEMMs run in its own thread: OpenBLAS at one thread meanwhile. A benchmark
-        // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
         if patterns != nil { oh_sign_tables(w.tables.pointer, vn, B, K) }
         let level = patterns?.level ?? oh_sign_level()   // the exponentials' kernel (the same results on either)
+        // Each worker's GEMMs run in its own thread: OpenBLAS at one thread meanwhile. A benchmark
+        // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
         if workers > 1 && patterns == nil { BLAS.setThreads(1) }
         let clock = BLAS.clock
         DispatchQueue.concurrentPerform(iterations: workers) { i in

@@ -148,6 +148,15 @@ public final class HashModel {
     /// GEMMs are then split over the same threads with OpenBLAS at one thread, so that no idle
     /// OpenBLAS thread spins beside them (2 threads ran 1.26-1.38x slower than 2 ranks before).
     var ownThreads = 1
+
+    /// Runs `body` with OpenBLAS at one thread when the step's threads are ours.
+    private func withOwnThreads(_ body: () -> Void) {
+        guard ownThreads > 1 else { return body() }
+        let threads = BLAS.threads
+        BLAS.setThreads(1)
+        body()
+        BLAS.setThreads(threads)
+    }
     var lastForwardFused = false
     let logitScratch: FloatBuffer?           // (B, C) arc margin only
 
@@ -240,8 +249,6 @@ public final class HashModel {
         if fusedHead, headProducts == .lookup, case .single = targets, FusedHead.applies(loss, classes: C) { lookupHead = true }
         // A linear backbone with the lookup head: the step's threads are ours (see ownThreads).
         ownThreads = lookupHead && backbone.isEmpty ? threads : 1
-        if ownThreads > 1 { BLAS.setThreads(1) }
-        defer { if ownThreads > 1 { BLAS.setThreads(threads) } }
         var input = x
         for (i, slot) in backbone.enumerated() {
             let out = activations[i].pointer
@@ -249,7 +256,7 @@ public final class HashModel {
                                                     B: B, I: slot.inputs, O: slot.outputs, yIsClear: true)
             input = UnsafePointer(out)
         }
-        linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads)
+        withOwnThreads { linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads) }
         batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
                               runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
         batchesTracked += 1
@@ -314,11 +321,10 @@ public final class HashModel {
         let features = backbone.isEmpty ? x : UnsafePointer(activations[backbone.count - 1].pointer)
         let featureBound = backbone.isEmpty ? inputBound : activationBounds[backbone.count - 1]
         var dOut = dActA.pointer, dSpare = dActB.pointer
-        let threads = BLAS.threads
-        if ownThreads > 1 { BLAS.setThreads(1) }
-        linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
-                       p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
-        if ownThreads > 1 { BLAS.setThreads(threads) }
+        withOwnThreads {
+            linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
+                           p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
+        }
         check.slice(hashWeight, count: K * F) {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
         }
