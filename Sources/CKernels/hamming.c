@@ -17,6 +17,7 @@
 // (4 codes, bits counted by table lookups), the POPCNT instruction, and portable C.
 
 #include "ohkernels.h"
+#include "clones.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define OH_X86 1
-#endif
-#if defined(__x86_64__) && defined(__linux__)
-#define OH_CUTOFF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OH_CUTOFF_CLONES
 #endif
 
 // Word w of code x, from `code_bytes` bytes (the last word zero-padded).
@@ -644,7 +640,7 @@ static int dense_avx512(int level, size_t words) {
 
 // The figures from the noted positions p and ranks: sum over the relevant rows above each cutoff
 // of rank / (p + 1), and their count; eight partial sums in a fixed order (vectorised).
-OH_CUTOFF_CLONES
+OH_CLONES
 static void cutoff_figures(const uint64_t *restrict p, double *restrict precision, size_t n, const int64_t *restrict cutoffs, size_t ncut,
                            double *restrict ap, int64_t *restrict hit) {
     for (size_t j = 0; j < n; j++) precision[j] = precision[j] / (double)(p[j] + 1);

@@ -1,11 +1,6 @@
 #include "ohkernels.h"
+#include "clones.h"
 #include <math.h>
-
-#if defined(__x86_64__) && defined(__linux__)
-#define OH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define OH_CLONES
-#endif
 
 // One body for both entry points; `zero_grad` is a constant at each call site, so the compiler
 // emits two loops, neither with a branch inside.
