@@ -73,3 +73,59 @@ func linearBackward(
 func reluBackwardClearing(_ dy: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) -> MagnitudeBound {
     MagnitudeBound(bits: oh_relu_backward_clear(dy, y, count))
 }
+
+/// A backbone's fully connected layer with ReLU, `relu(x W^T + b)` (the mlp's hidden layers, the
+/// classifiers of the image backbones). Its output buffer holds zeros between steps (ReLU
+/// backward clears it), so the forward GEMM adds into it without a clearing pass.
+final class LinearLayer: Layer {
+    let input: SampleShape, output: SampleShape
+    let tensors: [(name: String, shape: [Int])]
+    private(set) var offset = 0
+    private var activations = FloatBuffer(count: 0)       // (B, O) after ReLU
+    private var evaluation = FloatBuffer(count: 0)        // (B, O) for `infer`
+    private(set) var outputBound: MagnitudeBound? = nil
+
+    /// `name`: the PyTorch module's name, e.g. "backbone.fc.0" or "classifier.1".
+    init(name: String, inputs: Int, outputs: Int) {
+        input = SampleShape(features: inputs); output = SampleShape(features: outputs)
+        tensors = [("\(name).weight", [outputs, inputs]), ("\(name).bias", [outputs])]
+    }
+
+    var I: Int { input.count }
+    var O: Int { output.count }
+
+    func workspaceFloats(batch B: Int) -> Int? { checkedProduct([B, O, 2]) }
+
+    func bind(offset: Int, batch B: Int) {
+        self.offset = offset
+        activations = FloatBuffer(count: B * O)
+        evaluation = FloatBuffer(count: B * O)
+    }
+
+    func initialise(_ p: UnsafeMutablePointer<Float>, _ rng: inout Xoshiro256) {
+        initialiseUniform(p + offset, weights: O * I, biases: O, fanIn: I, &rng)
+    }
+
+    func forward(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, randomness: StepRandomness?) -> UnsafePointer<Float> {
+        outputBound = linearReluForward(activations.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O, yIsClear: true)
+        return UnsafePointer(activations.pointer)
+    }
+
+    func infer(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        linearReluForward(evaluation.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O)
+        return UnsafePointer(evaluation.pointer)
+    }
+
+    func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
+                  dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
+                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+        // The activations are read for the last time here (the layer above used them as its input).
+        let dyBound = reluBackwardClearing(dy, activations.pointer, count: B * O)
+        linearBackward(dx, g + offset, g + offset + O * I, dy, x, p + offset, B: B, I: I, O: O, mode: mode)
+        // Weight (O, I) then bias (O): one contiguous slice.
+        let rows = check.rows
+        check.slice(offset, count: O * (I + 1)) {
+            inputBound.map { GradientFiniteness.proven(dy: dyBound, x: $0, bias: true, rows: rows) } ?? false
+        }
+    }
+}

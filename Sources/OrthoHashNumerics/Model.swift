@@ -8,13 +8,6 @@
 
 import CKernels
 
-public enum BackboneKind: String, Codable, CaseIterable, Sendable {
-    /// Identity: the input is a pre-extracted feature vector.
-    case linear
-    /// Fully connected layers with ReLU (`--hidden`).
-    case mlp
-}
-
 public struct ModelConfig: Codable, Equatable, Sendable {
     public var inputDim: Int
     public var backbone: BackboneKind
@@ -24,56 +17,47 @@ public struct ModelConfig: Codable, Equatable, Sendable {
 
     public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int) {
         self.inputDim = inputDim; self.backbone = backbone
-        self.hidden = backbone == .linear ? [] : hidden
+        self.hidden = backbone == .mlp ? hidden : []
         self.nbit = nbit; self.classes = classes
     }
 
     /// Width of the backbone's output, the input of the hash layer.
-    public var featureDim: Int { hidden.last ?? inputDim }
+    public var featureDim: Int { backboneLayers().last?.output.count ?? inputDim }
 
     /// The model's parameters (ParameterLayout's count), or nil when the count overflows: a
     /// flag or a file asked for a model no machine holds.
     public var parameterCount: Int? {
-        var sizes: [Int?] = []
-        var inputs = inputDim
-        for width in hidden {
-            sizes += [checkedProduct([width, inputs]), width]     // weight (H_i, H_{i-1}), bias (H_i)
-            inputs = width
-        }
-        sizes += [checkedProduct([nbit, inputs]), 2 * nbit]       // hash weight (K, F), gamma and beta
-        var total = 0
-        for size in sizes {
-            guard let size else { return nil }
-            let (t, o) = total.addingReportingOverflow(size)
-            if o { return nil }
-            total = t
-        }
-        return total
+        var sizes: [Int?] = backboneLayers().flatMap { $0.tensors.map { checkedProduct($0.shape) } }
+        sizes += [checkedProduct([nbit, featureDim]), 2 * nbit]       // hash weight (K, F), gamma and beta
+        return checkedSum(sizes)
     }
 
     /// The floats of every buffer a training run of this model holds for a local batch of
-    /// `batch` rows: parameters, gradients and `moments` moments, the workspace (HashModel), the
-    /// unit codebook with the fused head's two arrays of its sign patterns (as many 4-byte
-    /// entries each, `SignPatterns`) and the batch itself; nil when the count overflows.
+    /// `batch` rows: parameters, gradients and `moments` moments, the backbone's layers'
+    /// workspaces and the input gradients passed between them, the hash layer's (HashModel), the
+    /// unit codebook with the fused head's two arrays of its sign patterns (as many 4-byte entries
+    /// each, `SignPatterns`) and the batch itself; nil when the count overflows.
     public func floatsNeeded(batch B: Int, moments: Int, arcMargin: Bool) -> Int? {
         guard let P = parameterCount, let store = checkedProduct([P, 2 + moments]),
               let logits = checkedProduct([B, classes, arcMargin ? 2 : 1]), let codebook = checkedProduct([classes, nbit, 3]),
               let input = checkedProduct([B, inputDim]), let codes = checkedProduct([B, nbit, 6]) else { return nil }
-        var activations = 0
-        for width in hidden {
-            guard let a = checkedProduct([B, width, 2]) else { return nil }
-            activations += a
-        }
-        guard let inputGradients = checkedProduct([B, hidden.max() ?? 0, 2]) else { return nil }
-        let parts = [store, logits, codebook, input, codes, activations, inputGradients, B]
-        var total = 0
-        for part in parts {
-            let (t, o) = total.addingReportingOverflow(part)
-            if o { return nil }
-            total = t
-        }
-        return total
+        let layers = backboneLayers()
+        let workspaces = layers.map { $0.workspaceFloats(batch: B) }
+        let inputGradients = checkedProduct([B, HashModel.widestInputGradient(layers), 2])
+        return checkedSum([store, logits, codebook, input, codes, inputGradients, B] + workspaces)
     }
+}
+
+/// `a + b + ...` or nil when a term is nil or the sum overflows.
+func checkedSum(_ terms: [Int?]) -> Int? {
+    var total = 0
+    for term in terms {
+        guard let term else { return nil }
+        let (t, o) = total.addingReportingOverflow(term)
+        if o { return nil }
+        total = t
+    }
+    return total
 }
 
 /// What a backward pass knows of the gradients it left (`HashModel.backward`).
@@ -87,13 +71,28 @@ public struct GradientReport: Equatable, Sendable {
     public var slicesRead = 0
 }
 
-/// Offsets of one Linear layer's weight (O, I) and bias (O) in the flat buffers.
-struct LinearSlot { let weight: Int; let bias: Int; let inputs: Int; let outputs: Int }
+/// How the model takes the loss over the codebook, chosen once at `init` from `--head`,
+/// `--head-products`, the loss and the classes.
+public enum Head: Equatable, Sendable {
+    /// The (B, C) cosines written, the loss over them, a GEMM back.
+    case logits
+    /// The fused head (FusedHead.swift): block by block of classes, the cosines never written;
+    /// its products with the codebook as OpenBLAS GEMMs or as lookups over the codebook's signs.
+    case fused(HeadProducts)
+
+    /// The head for these settings: the fused one only where it computes this loss (single-label
+    /// targets are checked per batch: multi-hot ones take the logits).
+    public init(path: HeadPath, products: HeadProducts, loss: LossConfig, classes: Int) {
+        self = path == .fused && FusedHead.applies(loss, classes: classes) ? .fused(products) : .logits
+    }
+}
 
 public final class HashModel {
     public let config: ModelConfig
     public let loss: LossConfig
     public let codebook: Codebook
+    /// The loss's path, chosen at `init`.
+    public let head: Head
     /// Rows per local batch the workspace is sized for.
     public let batchSize: Int
     /// Parameters, gradients and optimizer moments.
@@ -105,20 +104,21 @@ public final class HashModel {
     public var batchesTracked: Int64 = 0
     let codebookUnit: FloatBuffer            // (C, K) codebook rows / sqrt(K)
 
-    let backbone: [LinearSlot]
+    /// The backbone, bound to the store's buffers and sized for `batchSize` rows.
+    let layers: [Layer]
+    /// Each layer's output of the last forward pass (its own buffer).
+    private var layerOutputs: [UnsafePointer<Float>]
+    /// F: the backbone's output per row, the hash layer's input.
+    let featureDim: Int
     let hashWeight: Int                      // (K, F)
     let bnGamma: Int                         // (K)
     let bnBeta: Int                          // (K)
     let bn: BatchNormState
 
-    // Workspace, sized once for `batchSize` rows.
-    // `activations`, `dActA` and `dActB` hold zeros between training steps: the last pass of a
-    // step that reads each one clears it, so the next step's GEMMs add into them (beta = 1) and
-    // no pass is spent clearing them. `encode` has its own buffers for that reason.
-    let activations: [FloatBuffer]           // (B, H_i) per hidden layer, after ReLU
-    var activationBounds: [MagnitudeBound]   // the largest |value| in each, this step
-    let dActA: FloatBuffer, dActB: FloatBuffer  // (B, max H) ping-pong input gradients
-    let encodeActivations: [FloatBuffer]     // (B, H_i) for `encode`
+    // Workspace, sized once for `batchSize` rows. `dActA` and `dActB` take turns as the gradient
+    // of a layer's output and of its input; they hold zeros between steps (each layer's backward
+    // pass clears its dy and adds into zeros), so no pass is spent clearing them.
+    let dActA: FloatBuffer, dActB: FloatBuffer  // (B, widest input gradient)
     let preNorm: FloatBuffer                 // (B, K) W f
     let xhat: FloatBuffer                    // (B, K)
     public let codes: FloatBuffer            // (B, K) v, the real-valued code
@@ -135,14 +135,9 @@ public final class HashModel {
         logitsBuffer = b
         return b
     }
-    /// Whether single-label cosine-margin losses over many classes take the fused head
-    /// (FusedHead.swift); benchmarks and tests turn it off to compare.
-    public var fusedHead = true
-    /// How the fused head multiplies by the codebook (lookups where the CPU has AVX-512).
-    public var headProducts = HeadProducts.available
     var headWorkspace: FusedHeadWorkspace?
-    /// The codebook's sign patterns for the lookups, laid out at the first step that needs them.
-    var signPatterns: SignPatterns?
+    /// The codebook's sign patterns for the lookups (laid out at `init` when the head uses them).
+    let signPatterns: SignPatterns?
     /// Threads of the step's own (1: OpenBLAS's threads, as set). With a linear backbone and the
     /// lookup head, nearly all of a step is the head's lookups on threads of ours; the hash layer's
     /// GEMMs are then split over the same threads with OpenBLAS at one thread, so that no idle
@@ -160,23 +155,34 @@ public final class HashModel {
     var lastForwardFused = false
     let logitScratch: FloatBuffer?           // (B, C) arc margin only
 
+    /// Floats of the widest gradient passed from one layer down to the next: the hash layer's
+    /// input F and every layer's input but the first's (the first needs none).
+    static func widestInputGradient(_ layers: [Layer]) -> Int {
+        (layers.dropFirst().map { $0.input.count } + [layers.last?.output.count ?? 0]).max() ?? 0
+    }
+
     /// A model with its parameters at PyTorch's initialisation for seed 0 (`resetParameters`).
     /// `store` (made by the data-parallel back end when training) defaults to one of this
-    /// process's own with no optimizer moments.
+    /// process's own with no optimizer moments. `head` and `products` choose the loss's path
+    /// (`Head`).
     public init(config: ModelConfig, loss: LossConfig, codebook: Codebook, batchSize: Int,
-                store: ParameterStore? = nil, statistics: StatisticsReducer = LocalStatistics()) {
+                store: ParameterStore? = nil, statistics: StatisticsReducer = LocalStatistics(),
+                head: HeadPath = .fused, products: HeadProducts = .available) {
         precondition(codebook.classes == config.classes && codebook.bits == config.nbit,
                      "codebook (\(codebook.classes), \(codebook.bits)) does not match model (\(config.classes), \(config.nbit))")
         let layout = ParameterLayout(config)
         precondition(store.map { $0.layout == layout } ?? true, "parameter store of another layout")
         self.config = config; self.loss = loss; self.codebook = codebook
         self.statistics = statistics; self.batchSize = batchSize
+        self.head = Head(path: head, products: products, loss: loss, classes: config.classes)
         self.store = store ?? ParameterStore(layout: layout, optimizer: nil)
         let K = config.nbit, B = batchSize, C = config.classes
-        backbone = config.hidden.indices.map { i in
-            let w = layout["backbone.fc.\(i).weight"]
-            return LinearSlot(weight: w.offset, bias: layout["backbone.fc.\(i).bias"].offset, inputs: w.shape[1], outputs: w.shape[0])
+        layers = config.backboneLayers()
+        for layer in layers {
+            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: B)
         }
+        layerOutputs = layers.map { _ in UnsafePointer(bitPattern: 1)! }
+        featureDim = layers.last?.output.count ?? config.inputDim
         hashWeight = layout["hash_fc.0.weight"].offset
         bnGamma = layout["hash_fc.1.weight"].offset
         bnBeta = layout["hash_fc.1.bias"].offset
@@ -184,11 +190,9 @@ public final class HashModel {
         runningVar = FloatBuffer(count: K)
         bn = BatchNormState(K: K)
         codebookUnit = codebook.unitRows()
+        signPatterns = self.head == .fused(.lookup) ? SignPatterns(codebook) : nil
 
-        activations = config.hidden.map { FloatBuffer(count: B * $0) }
-        activationBounds = config.hidden.map { _ in MagnitudeBound(bits: 0) }
-        encodeActivations = config.hidden.map { FloatBuffer(count: B * $0) }
-        let widest = config.hidden.max() ?? 0
+        let widest = Self.widestInputGradient(layers)
         dActA = FloatBuffer(count: B * widest)
         dActB = FloatBuffer(count: B * widest)
         preNorm = FloatBuffer(count: B * K)
@@ -206,17 +210,14 @@ public final class HashModel {
     public var gradients: FloatBuffer { store.gradients }
     public var parameterCount: Int { store.count }
 
-    /// PyTorch's initialisation: Linear layers of the backbone U(-1/sqrt(I), 1/sqrt(I)) for weight
-    /// and bias (kaiming_uniform with a = sqrt(5)); the hash layer's weight N(0, 0.01^2);
+    /// PyTorch's initialisation: the backbone's Linear and Conv2d layers U(-1/sqrt(fan_in),
+    /// 1/sqrt(fan_in)) for weight and bias (kaiming_uniform with a = sqrt(5)), in layer order; the
+    /// hash layer's weight N(0, 0.01^2);
     /// BatchNorm gamma = 1, beta = 0, running mean 0 and variance 1.
     public func resetParameters(seed: UInt64) {
         var rng = Xoshiro256(seed: seed, stream: RandomStream.initialWeights.rawValue)
         let p = parameters.pointer
-        for slot in backbone {
-            let bound = 1 / Double(slot.inputs).squareRoot()
-            for i in 0..<(slot.outputs * slot.inputs) { p[slot.weight + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
-            for i in 0..<slot.outputs { p[slot.bias + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
-        }
+        for layer in layers { layer.initialise(p, &rng) }
         for i in 0..<(config.nbit * config.featureDim) { p[hashWeight + i] = Float(rng.gaussian() * 0.01) }
         for k in 0..<config.nbit { p[bnGamma + k] = 1; p[bnBeta + k] = 0 }
         runningMean.zero()
@@ -230,8 +231,9 @@ public final class HashModel {
     /// correct rows, and what the backward pass knows of the gradients' finiteness.
     @discardableResult
     public func trainStep(_ x: UnsafePointer<Float>,   // (B, D)
-                          targets: BatchTargets, mode: GradientMode = .accumulate) -> (loss: Double, correct: Int, gradients: GradientReport) {
-        let (loss, correct) = forward(x, targets: targets)
+                          targets: BatchTargets, mode: GradientMode = .accumulate,
+                          randomness: StepRandomness? = nil) -> (loss: Double, correct: Int, gradients: GradientReport) {
+        let (loss, correct) = forward(x, targets: targets, randomness: randomness)
         return (loss, correct, backward(x, mode: mode))
     }
 
@@ -240,35 +242,28 @@ public final class HashModel {
     /// leaves in `logits` for `backward`. Returns this rank's share of the loss (with the
     /// quantization term) and its count of correct rows.
     public func forward(_ x: UnsafePointer<Float>,   // (B, D)
-                        targets: BatchTargets) -> (loss: Double, correct: Int) {
-        let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim
+                        targets: BatchTargets, randomness: StepRandomness? = nil) -> (loss: Double, correct: Int) {
+        let B = batchSize, K = config.nbit, C = config.classes, F = featureDim
         let N = B * statistics.ranks
         let p = parameters.pointer
         let threads = BLAS.threads
-        var lookupHead = false
-        if fusedHead, headProducts == .lookup, case .single = targets, FusedHead.applies(loss, classes: C) { lookupHead = true }
+        var fused = false, patterns: SignPatterns? = nil
+        if case .fused = head, case .single = targets { fused = true; patterns = signPatterns }
         // A linear backbone with the lookup head: the step's threads are ours (see ownThreads).
-        ownThreads = lookupHead && backbone.isEmpty ? threads : 1
+        ownThreads = patterns != nil && layers.isEmpty ? threads : 1
         var input = x
-        for (i, slot) in backbone.enumerated() {
-            let out = activations[i].pointer
-            activationBounds[i] = linearReluForward(out, input, p + slot.weight, p + slot.bias,
-                                                    B: B, I: slot.inputs, O: slot.outputs, yIsClear: true)
-            input = UnsafePointer(out)
+        for (i, layer) in layers.enumerated() {
+            input = layer.forward(input, B: B, parameters: p, randomness: randomness)
+            layerOutputs[i] = input
         }
         withOwnThreads { linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads) }
         batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
                               runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
         batchesTracked += 1
         var lossValue: Double, correct: Int
-        if fusedHead, case .single(let t) = targets, FusedHead.applies(loss, classes: C) {
+        if fused, case .single(let t) = targets {
             // The loss's gradient w.r.t. the unit codes goes to dScratch, which `backward` reads.
             unitRows(unitCodes.pointer, norms.pointer, codes.pointer, B: B, K: K)
-            var patterns: SignPatterns? = nil
-            if lookupHead {
-                if signPatterns == nil { signPatterns = SignPatterns(codebook) }
-                patterns = signPatterns
-            }
             (lossValue, correct) = FusedHead.lossAndGradient(dScratch.pointer, unitCodes: unitCodes.pointer, codebookUnit: codebookUnit.pointer, patterns: patterns,
                                                              targets: t, B: B, K: K, C: C, N: N, config: loss, threads: threads, workspace: &headWorkspace)
             lastForwardFused = true
@@ -296,7 +291,7 @@ public final class HashModel {
     @discardableResult
     public func backward(_ x: UnsafePointer<Float>,   // (B, D)
                          mode: GradientMode = .accumulate, bucketReady: ((Range<Int>) -> Void)? = nil) -> GradientReport {
-        let B = batchSize, K = config.nbit, C = config.classes, F = config.featureDim, D = config.inputDim
+        let B = batchSize, K = config.nbit, C = config.classes, F = featureDim, D = config.inputDim
         let N = B * statistics.ranks
         let p = parameters.pointer, g = gradients.pointer
         var check = GradientFiniteness(gradients: g, provable: mode == .overwrite || store.gradientsAreZero, rows: N, ranks: statistics.ranks)
@@ -314,34 +309,29 @@ public final class HashModel {
                                p + bnGamma, bn, B: B, statistics: statistics, mode: mode)
         check.read(bnGamma, count: 2 * K)     // gamma and beta: adjacent, few, always read
         // max|x| of the input rows costs a pass over B x D values: taken only where it spares
-        // reading a larger slice (the first layer's weight and bias, or the hash layer's weight
-        // for the linear backbone; GLDv2's 2048-d inputs with 64 bits read the 64 x 2048 slice).
-        let firstSlice = backbone.isEmpty ? K * D : backbone[0].outputs * (D + 1)
+        // reading a larger slice (the first layer's parameters, or the hash layer's weight for the
+        // linear backbone; GLDv2's 2048-d inputs with 64 bits read the 64 x 2048 slice).
+        let firstSlice = layers.first?.parameterCount ?? K * D
         let inputBound = check.provable && B * D < firstSlice ? MagnitudeBound(of: x, count: B * D) : nil
-        let features = backbone.isEmpty ? x : UnsafePointer(activations[backbone.count - 1].pointer)
-        let featureBound = backbone.isEmpty ? inputBound : activationBounds[backbone.count - 1]
+        let features = layers.isEmpty ? x : layerOutputs[layers.count - 1]
+        let featureBound = layers.isEmpty ? inputBound : layers[layers.count - 1].outputBound
         var dOut = dActA.pointer, dSpare = dActB.pointer
         withOwnThreads {
-            linearBackward(backbone.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
+            linearBackward(layers.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
                            p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
         }
         check.slice(hashWeight, count: K * F) {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
         }
         bucketReady?(hashWeight..<store.count)     // the hash layer's weight, then BatchNorm's gamma and beta
-        for i in stride(from: backbone.count - 1, through: 0, by: -1) {
-            let slot = backbone[i]
-            // activations[i] is read for the last time here (the layer above used it as its input).
-            let dyBound = reluBackwardClearing(dOut, activations[i].pointer, count: B * slot.outputs)
-            let layerInput = i == 0 ? x : UnsafePointer(activations[i - 1].pointer)
-            linearBackward(i == 0 ? nil : dSpare, g + slot.weight, g + slot.bias, dOut, layerInput,
-                           p + slot.weight, B: B, I: slot.inputs, O: slot.outputs, mode: mode)
-            // Weight (O, I) then bias (O): one contiguous slice.
-            let xBound = i == 0 ? inputBound : activationBounds[i - 1]
-            check.slice(slot.weight, count: slot.outputs * (slot.inputs + 1)) {
-                xBound.map { GradientFiniteness.proven(dy: dyBound, x: $0, bias: true, rows: N) } ?? false
+        for i in stride(from: layers.count - 1, through: 0, by: -1) {
+            let layer = layers[i]
+            layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
+                           dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, mode: mode, check: &check)
+            if let first = layer.tensors.first {
+                let start = store.layout[first.name].offset
+                bucketReady?(start..<(start + layer.parameterCount))
             }
-            bucketReady?(slot.weight..<(slot.weight + slot.outputs * (slot.inputs + 1)))
             swap(&dOut, &dSpare)
         }
         return check.report
@@ -387,17 +377,13 @@ public final class HashModel {
     /// Runs the backbone and the hash layer's linear map over `x` in chunks of `batchSize` rows,
     /// leaving each chunk's `W f` in `preNorm` for `body(start, rows)`.
     private func forEachPreNormChunk(_ x: UnsafePointer<Float>, rows: Int, _ body: (Int, Int) -> Void) {
-        let K = config.nbit, D = config.inputDim, F = config.featureDim
+        let K = config.nbit, D = config.inputDim, F = featureDim
         let p = parameters.pointer
         var start = 0
         while start < rows {
             let B = min(batchSize, rows - start)
             var input = x + start * D
-            for (i, slot) in backbone.enumerated() {
-                let a = encodeActivations[i].pointer
-                linearReluForward(a, input, p + slot.weight, p + slot.bias, B: B, I: slot.inputs, O: slot.outputs)
-                input = UnsafePointer(a)
-            }
+            for layer in layers { input = layer.infer(input, B: B, parameters: p) }
             linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
             body(start, B)
             start += B

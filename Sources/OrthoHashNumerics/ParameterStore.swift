@@ -4,7 +4,8 @@
 /// Where each named tensor of the model lives in the flat buffers, with PyTorch's names (as the
 /// exported safetensors file and the reference code use them):
 /// ```
-/// backbone.fc.{i}.weight (H_i, H_{i-1})   backbone.fc.{i}.bias (H_i)     mlp backbone only
+/// the backbone's tensors (Backbone.swift), e.g. for the mlp
+///   backbone.fc.{i}.weight (H_i, H_{i-1})   backbone.fc.{i}.bias (H_i)
 /// hash_fc.0.weight (K, F)                  the hash layer's Linear, no bias
 /// hash_fc.1.weight (K), hash_fc.1.bias (K)  its BatchNorm's gamma and beta
 /// ```
@@ -37,18 +38,12 @@ public struct ParameterLayout: Equatable, Sendable {
         backboneCount = backbone
     }
 
-    /// The layout of a model.
+    /// The layout of a model: its backbone's layers' tensors in order, then the hash layer's.
     public init(_ model: ModelConfig) {
-        var shapes: [(name: String, shape: [Int])] = []
-        var inputs = model.inputDim
-        for (i, width) in model.hidden.enumerated() {
-            shapes.append(("backbone.fc.\(i).weight", [width, inputs]))
-            shapes.append(("backbone.fc.\(i).bias", [width]))
-            inputs = width
-        }
-        let backboneTensors = shapes.count
-        shapes += [("hash_fc.0.weight", [model.nbit, inputs]), ("hash_fc.1.weight", [model.nbit]), ("hash_fc.1.bias", [model.nbit])]
-        self.init(tensors: shapes, backboneTensors: backboneTensors)
+        let backbone = model.backboneLayers().flatMap(\.tensors)
+        let hash: [(name: String, shape: [Int])] = [("hash_fc.0.weight", [model.nbit, model.featureDim]),
+                                                    ("hash_fc.1.weight", [model.nbit]), ("hash_fc.1.bias", [model.nbit])]
+        self.init(tensors: backbone + hash, backboneTensors: backbone.count)
     }
 
     public subscript(name: String) -> Tensor {

@@ -40,14 +40,17 @@ public enum Benchmark {
         c.epochs = (warmup + steps) / max(1, data.train.rows / c.batchSize) + 2
         c.evalEvery = 0
         c.checkpointEvery = 0
-        let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, threads: threads, log: Log(quiet: true))
-        trainer.progressBar = false
-        trainer.head = head
-        trainer.headProducts = products
-        trainer.measureWait = measureWait
-        trainer.overlapGradients = overlap
-        trainer.gradientSum = gradientSum
-        trainer.stopAfterSteps = warmup
+        var options = TrainerOptions()
+        options.threads = threads
+        options.log = Log(quiet: true)
+        options.progressBar = false
+        options.head = head
+        options.headProducts = products
+        options.measureWait = measureWait
+        options.overlapGradients = overlap
+        options.gradientSum = gradientSum
+        options.stopAfterSteps = warmup
+        let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, options: options)
         try trainer.run()
         // Time the next `steps` steps of the same trainer.
         let before = trainer.trainSeconds
@@ -55,8 +58,7 @@ public enum Benchmark {
         BLAS.clock = { DispatchTime.now().uptimeNanoseconds }
         defer { BLAS.clock = nil }
         trainer.timeline.resetTotals()
-        trainer.stopAfterSteps = warmup + steps
-        try trainer.continueRun()
+        try trainer.continueRun(until: warmup + steps)
         let seconds = trainer.trainSeconds - before
         let timed = trainer.stepSeconds.suffix(steps).map { 1000 * $0 }.sorted()
         func percentile(_ p: Double) -> Double { timed[min(timed.count - 1, Int((p * Double(timed.count - 1)).rounded()))] }

@@ -8,16 +8,17 @@ import Foundation
 import OrthoHashFormats
 import OrthoHashNumerics
 
-public final class Trainer {
-    public let config: TrainConfig
-    public let data: DataSplits
-    public let runDir: RunDirectory
-    public let dataParallel: DataParallel
-    public let threads: Int
-    public var log: Log
+/// How a trainer runs, beside what the run computes (`TrainConfig`): given once to `Trainer.init`.
+/// `head`, `headProducts`, `overlapGradients` and `gradientSum` change only the order of float32
+/// sums (or, for bf16 sums, their rounding) and are not stored with the run.
+public struct TrainerOptions {
+    /// BLAS threads of this process (the thread budget the command line resolved).
+    public var threads = 1
+    public var log = Log()
     /// Fault injection (tests); none by default.
-    public var faults: FaultInjection = NoFaults() { didSet { stopAfterSteps = faults.stopAfterSteps } }
-    /// Stop (as if interrupted) after this many global steps (tests, benchmarks).
+    public var faults: FaultInjection = NoFaults()
+    /// Stop (as if interrupted) after this many global steps (tests, benchmarks); nil: the
+    /// faults' setting, if any.
     public var stopAfterSteps: Int? = nil
     /// Rank 0 appends `step,loss` of every global step to the run's steps.csv (full precision).
     public var logSteps = false
@@ -33,14 +34,12 @@ public final class Trainer {
     /// a terminal: a long epoch under mpirun shows signs of life.
     public var progressEvery: Double = 0
     /// Whether this process was asked to stop (the signal's name), read at every step: the
-    /// command line installs signal handlers (CStop) and sets it. A request on any rank stops
-    /// every rank after the same step, with a checkpoint of it (`Interruption`).
+    /// command line installs signal handlers (CStop). A request on any rank stops every rank
+    /// after the same step, with a checkpoint of it (`Interruption`).
     public var stopRequested: () -> String? = { nil }
-    /// Where this rank's time goes (per-phase totals always; spans when `timeline.recording`).
-    public let timeline: Timeline
     /// Where rank 0 writes every rank's spans as a Chrome trace at the end of the run or when it
-    /// is interrupted (`--timeline`); setting it starts recording.
-    public var timelinePath: String? { didSet { timeline.recording = timelinePath != nil } }
+    /// is interrupted (`--timeline`); recording starts when it is set.
+    public var timelinePath: String? = nil
     /// A barrier before each gradient sum, so that the time waiting for the slowest rank is
     /// measured apart from the sum (bench, timelines); it costs one barrier's latency per step.
     public var measureWait = false
@@ -49,6 +48,23 @@ public final class Trainer {
     public var overlapGradients = GradientOverlap.off
     /// The precision of the gradient sums over the network (`--gradient-sum`).
     public var gradientSum = GradientPrecision.float32
+
+    public init() {}
+}
+
+public final class Trainer {
+    public let config: TrainConfig
+    public let data: DataSplits
+    public let runDir: RunDirectory
+    public let dataParallel: DataParallel
+    public let options: TrainerOptions
+    public var log: Log { options.log }
+    var threads: Int { options.threads }
+    var faults: FaultInjection { options.faults }
+    /// Where the run stops as if interrupted (`TrainerOptions.stopAfterSteps`, `continueRun(until:)`).
+    var stopAfterSteps: Int?
+    /// Where this rank's time goes (per-phase totals always; spans when `timeline.recording`).
+    public let timeline: Timeline
     /// Seconds of every step of this process, in order (benchmarks' percentiles).
     public private(set) var stepSeconds: [Double] = []
 
@@ -69,10 +85,11 @@ public final class Trainer {
     var lock: RunLock?
 
     public init(config: TrainConfig, data: DataSplits, runDir: String, dataParallel: DataParallel = OneProcess(),
-                threads: Int = 1, log: Log = Log()) throws {
+                options: TrainerOptions = TrainerOptions()) throws {
         self.config = config; self.data = data; self.runDir = RunDirectory(runDir); self.dataParallel = dataParallel
-        self.threads = threads; self.log = log
-        timeline = Timeline(recording: false)
+        self.options = options
+        stopAfterSteps = options.stopAfterSteps ?? options.faults.stopAfterSteps
+        timeline = Timeline(recording: options.timelinePath != nil)
         try config.validate()
         guard config.batchSize <= data.train.rows else {
             throw OrthoHashError("--batch-size \(config.batchSize) is larger than the training set (\(data.train.rows) rows)", file: data.train.features.name)
@@ -107,15 +124,16 @@ public final class Trainer {
         guard state.epoch < config.epochs else { return nil }     // a finished run, resumed
         try collective.onCoordinator("writing the run's settings") {
             try runDir.begin(config: config, codebook: model.codebook, epochsDone: state.epoch)
-            if logSteps { stepLog = try runDir.openStepLog() }
+            if options.logSteps { stepLog = try runDir.openStepLog() }
         }
         return try train()
     }
 
-    /// Goes on after `run` stopped at `stopAfterSteps` (benchmarks).
+    /// Goes on after `run` stopped at `stopAfterSteps`, to global step `until` (nil: the end).
     @discardableResult
-    public func continueRun() throws -> Summary? {
+    public func continueRun(until: Int?) throws -> Summary? {
         defer { lock = nil }
+        stopAfterSteps = until
         if collective.isCoordinator { lock = try runDir.lock() }
         return try train()
     }
@@ -132,9 +150,8 @@ public final class Trainer {
         let codebook = try resumed?.checkpoint.codebook ?? makeCodebook()
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
-                          store: store, statistics: TimedStatistics(collective, timeline: timeline))
-        model.fusedHead = head == .fused
-        model.headProducts = headProducts
+                          store: store, statistics: TimedStatistics(collective, timeline: timeline),
+                          head: options.head, products: options.headProducts)
         optimizer = Optimizer(config: config.optimizer)
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
                              ranks: dataParallel.ranks, seed: config.seed)
@@ -184,7 +201,7 @@ public final class Trainer {
 
     /// The schedule: epochs of steps, and at the end of each the metrics, evaluation and checkpoints.
     func train() throws -> Summary? {
-        dataParallel.setGradientPrecision(gradientSum)
+        dataParallel.setGradientPrecision(options.gradientSum)
         log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))
@@ -207,11 +224,11 @@ public final class Trainer {
             var lastBar = Date.distantPast, lastLine = Date()
             while state.stepInEpoch < steps {
                 let summed = try step(lr: lr)
-                if progressBar && collective.isCoordinator && !log.quiet && Date().timeIntervalSince(lastBar) > 0.2 {
+                if options.progressBar && collective.isCoordinator && !log.quiet && Date().timeIntervalSince(lastBar) > 0.2 {
                     lastBar = Date()
                     Progress.drawBar(epoch: state.epoch, epochs: config.epochs, step: state.stepInEpoch, of: steps)
                 }
-                if progressEvery > 0 && Date().timeIntervalSince(lastLine) >= progressEvery && state.stepInEpoch < steps {
+                if options.progressEvery > 0 && Date().timeIntervalSince(lastLine) >= options.progressEvery && state.stepInEpoch < steps {
                     lastLine = Date()
                     let rate = Double(state.samplesSeen) / max(state.trainSeconds, 1e-9)
                     let stepsLeft = (config.epochs - state.epoch) * steps - state.stepInEpoch
@@ -242,22 +259,25 @@ public final class Trainer {
         t.step = step
         let position = BatchPosition(epoch: state.epoch, step: state.stepInEpoch)
         let batch = try t.measure(.data) { try loader.batch(at: position) }                 // this rank's rows
-        let (loss, correct) = t.measure(.forward) { model.forward(batch.input, targets: batch.targets) }  // BatchNorm over the global batch
+        let randomness = StepRandomness(seed: config.seed, step: step, firstRow: dataParallel.rank * loader.localBatch)
+        let (loss, correct) = t.measure(.forward) {                                          // BatchNorm over the global batch
+            model.forward(batch.input, targets: batch.targets, randomness: randomness)
+        }
         // Into the store's zeroed gradients; with overlap, each layer's are summed over the ranks
         // in the background as soon as they are final. The injected fault (tests) changes the
         // first element, which the last bucket holds, before that bucket is handed over.
         spikedThisStep = false
-        let overlap = overlapGradients.applies(to: dataParallel)
+        let overlap = options.overlapGradients.applies(to: dataParallel)
         let gradients = t.measure(.backward) { model.backward(batch.input, bucketReady: overlap ? handBucketOver : nil) }
         if !overlap { spikedThisStep = faults.afterBackward(model.gradients, step: step) }
-        if measureWait { t.measure(.wait) { collective.barrier() } }
+        if options.measureWait { t.measure(.wait) { collective.barrier() } }
         let summed = dataParallel.sumGradients(model.store, loss: loss, correct: correct, finite: gradients.finite,
-                                               sumVouched: gradients.sumFinite && !spikedThisStep, stopRequested: stopRequested() != nil,
+                                               sumVouched: gradients.sumFinite && !spikedThisStep, stopRequested: options.stopRequested() != nil,
                                                timeline: t)
         try stopUnlessFinite(summed.verdict, step: step)
         t.measure(.update) { dataParallel.update(model.store, optimizer, lr: lr, shard: summed.shard, threads: threads) }
         t.measure(.parameterGather) { dataParallel.gatherParameters(model.store, shard: summed.shard) }
-        if verify { try verifyIdentical(after: step) }
+        if options.verify { try verifyIdentical(after: step) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         stepSeconds.append(seconds)
         record(summed, seconds: seconds)
@@ -280,7 +300,7 @@ public final class Trainer {
     func interrupt(requests: Int) throws -> Never {
         if checkpointedStep != state.globalStep { try writeCheckpoint() }
         try writeTimeline()
-        let reason = stopRequested() ?? "a stop request on \(requests) other rank\(requests > 1 ? "s" : "")"
+        let reason = options.stopRequested() ?? "a stop request on \(requests) other rank\(requests > 1 ? "s" : "")"
         throw Interruption(reason: reason, step: state.globalStep, epoch: state.epoch + 1, epochs: config.epochs,
                            stepInEpoch: state.stepInEpoch, stepsPerEpoch: loader.stepsPerEpoch,
                            checkpoint: runDir.checkpoints.stepPath(state.globalStep))
@@ -326,7 +346,7 @@ public final class Trainer {
     /// checkpoint when it is the best), a checkpoint when one is due, and at the last epoch the
     /// summary, which it returns.
     func endEpoch(lr: Float) throws -> Summary? {
-        if progressBar && collective.isCoordinator && !log.quiet { Progress.clearBar() }
+        if options.progressBar && collective.isCoordinator && !log.quiet { Progress.clearBar() }
         let steps = loader.stepsPerEpoch, N = config.batchSize
         let epochsDone = state.epoch + 1
         let isLast = epochsDone == config.epochs
@@ -419,7 +439,7 @@ public final class Trainer {
 
     /// Every rank's spans to `timelinePath` (rank 0 writes; every rank calls it).
     func writeTimeline() throws {
-        guard let path = timelinePath else { return }
+        guard let path = options.timelinePath else { return }
         try timeline.write(to: path, collective: collective, host: ProcessInfo.processInfo.hostName)
         if collective.isCoordinator { log.info("timeline: \(path) (open it in https://ui.perfetto.dev or chrome://tracing)") }
     }

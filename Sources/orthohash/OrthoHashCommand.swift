@@ -96,10 +96,12 @@ func onRanks(collectiveTimeout: Double, ioTimeout: Double = 900, _ body: (DataPa
 
 /// Stop requests from now on: SIGTERM, SIGINT and SIGUSR1 ask the run to stop after the current
 /// step with a checkpoint (on a terminal, rank 0 says so when the signal arrives: Ctrl-C).
-func installStopHandlers(rank: Int) -> () -> String? {
+func installStopHandlers(rank: Int) {
     oh_stop_install(rank == 0 && isatty(2) != 0 ? 1 : 0)
-    return {
-        let signal = oh_stop_signal()
-        return signal == 0 ? nil : String(cString: oh_stop_signal_name(signal))
-    }
+}
+
+/// The signal that asked this process to stop since `installStopHandlers`, if one did.
+func stopRequest() -> String? {
+    let signal = oh_stop_signal()
+    return signal == 0 ? nil : String(cString: oh_stop_signal_name(signal))
 }

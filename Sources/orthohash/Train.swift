@@ -71,30 +71,36 @@ extension OrthoHashCommand {
                 let (threads, threadNote) = runtime.resolved(ranks: dataParallel.ranks)
                 // What every rank checks and loads on its own: an error is said once, and one that
                 // only some ranks meet (a file missing on one node) still stops every rank.
+                var options = TrainerOptions()
+                options.threads = threads
+                options.log = Log(rank: collective.rank, ranks: collective.ranks, quiet: quiet)
+                options.faults = EnvironmentFaults()
+                // Under a launcher or into a log, a line now and then within an epoch (no bar there).
+                if isatty(1) == 0 || MPICollective.launched { options.progressEvery = progressEvery }
+                options.stopRequested = stopRequest
+                options.verify = verify
+                options.logSteps = logSteps
+                options.head = head
+                options.headProducts = headProducts
+                options.overlapGradients = gradientOverlap
+                options.gradientSum = gradientSum
+                if let timeline {
+                    options.timelinePath = timeline
+                    options.measureWait = true
+                }
+                // What every rank checks and loads on its own: an error is said once, and one that
+                // only some ranks meet (a file missing on one node) still stops every rank.
                 let trainer = try collective.agree { () -> Trainer in
                     if let unused = (data.unused(by: config) + model.unused(by: config)).first {
                         throw OrthoHashError(unused + (resume ? " (the run's stored settings say otherwise)" : ""))
                     }
                     try config.validate()
                     BLAS.setThreads(threads)
-                    return try Trainer(config: config, data: try config.loadData(), runDir: runDir, dataParallel: dataParallel,
-                                       threads: threads, log: Log(rank: collective.rank, ranks: collective.ranks, quiet: quiet))
+                    return try Trainer(config: config, data: try config.loadData(), runDir: runDir, dataParallel: dataParallel, options: options)
                 }
                 if let threadNote { trainer.log.info(threadNote) }
-                trainer.faults = EnvironmentFaults()
-                // Under a launcher or into a log, a line now and then within an epoch (no bar there).
-                if isatty(1) == 0 || MPICollective.launched { trainer.progressEvery = progressEvery }
-                trainer.stopRequested = installStopHandlers(rank: collective.rank)
-                trainer.verify = verify
-                trainer.logSteps = logSteps
-                trainer.head = head
-                trainer.headProducts = headProducts
-                trainer.overlapGradients = gradientOverlap
-                trainer.gradientSum = gradientSum
-                if let timeline {
-                    trainer.timelinePath = timeline
-                    trainer.measureWait = true
-                }
+                // The handlers go in once the run is set up: a signal before then ends the process as usual.
+                installStopHandlers(rank: collective.rank)
                 if let summary = try trainer.run(resume: resume, overwrite: overwrite), !quiet, collective.isCoordinator {
                     print(Progress.doneLine(summary, mapAt: config.mapAt, summaryPath: RunDirectory(runDir).summaryPath))
                 }

@@ -281,9 +281,9 @@ final class FusedHeadTests: XCTestCase {
         let config = ModelConfig(inputDim: D, backbone: .linear, hidden: [], nbit: K, classes: C)
         var results: [(Double, Int, [Float])] = []
         for (fused, products) in [(true, HeadProducts.lookup), (true, .blas), (false, .blas)] {
-            let model = HashModel(config: config, loss: LossConfig(), codebook: codebook, batchSize: B)
-            model.fusedHead = fused
-            model.headProducts = products
+            let model = HashModel(config: config, loss: LossConfig(), codebook: codebook, batchSize: B,
+                                  head: fused ? .fused : .logits, products: products)
+            XCTAssertEqual(model.head, fused ? .fused(products) : .logits)
             let step = x.withUnsafeBufferPointer { xs in
                 targets.withUnsafeBufferPointer { model.trainStep(xs.baseAddress!, targets: .single($0.baseAddress!), mode: .overwrite) }
             }

@@ -80,3 +80,13 @@ public struct SyntheticNPY {
 
 /// zlib's CRC-32 of `n` bytes (to fix up a checksum after changing a file on purpose).
 public func crc32Bytes(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt { UInt(crc32(0, p, uInt(n))) }
+
+extension TrainerOptions {
+    /// Options of a test's trainer: no output, no progress bar.
+    public static var quiet: TrainerOptions {
+        var o = TrainerOptions()
+        o.log = Log(quiet: true)
+        o.progressBar = false
+        return o
+    }
+}

@@ -184,7 +184,7 @@ final class SplitValidationTests: XCTestCase {
         x[70 * 16 + 3] = .nan
         writeNPY(dir + "/train_x.npy", descr: "<f4", shape: "(128, 16)", data: bytes(x))
         s.config.epochs = 1
-        let trainer = try Trainer(config: s.config, data: try s.config.loadData(), runDir: dir + "/run", log: Log(quiet: true))
+        let trainer = try Trainer(config: s.config, data: try s.config.loadData(), runDir: dir + "/run", options: .quiet)
         assertUserError("row 70 holds NaN or Inf", file: "train_x.npy") { try trainer.run() }
     }
 }

@@ -55,9 +55,9 @@ final class CheckpointTests: XCTestCase {
 final class TrainingTests: XCTestCase {
     @discardableResult
     func train(_ config: TrainConfig, dir: String, resume: Bool = false, stopAfter: Int? = nil) throws -> Trainer {
-        let t = try Trainer(config: config, data: try config.loadData(), runDir: dir, log: Log(quiet: true))
-        t.progressBar = false
-        t.stopAfterSteps = stopAfter
+        var options = TrainerOptions.quiet
+        options.stopAfterSteps = stopAfter
+        let t = try Trainer(config: config, data: try config.loadData(), runDir: dir, options: options)
         try t.run(resume: resume)
         return t
     }
@@ -149,10 +149,10 @@ final class TrainingTests: XCTestCase {
         let full = try train(config, dir: dir + "/full")
         for stop in [11, 16] {                     // 8 steps per epoch: mid-epoch 2, end of epoch 2
             let run = dir + "/cut\(stop)"
-            let t = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
-            t.progressBar = false
             var calls = 0
-            t.stopRequested = { calls += 1; return calls >= stop ? "SIGTERM" : nil }
+            var options = TrainerOptions.quiet
+            options.stopRequested = { calls += 1; return calls >= stop ? "SIGTERM" : nil }
+            let t = try Trainer(config: config, data: try config.loadData(), runDir: run, options: options)
             do {
                 try t.run()
                 XCTFail("the run was not stopped")
@@ -198,8 +198,7 @@ final class TrainingTests: XCTestCase {
         }
         // Overwritten: the earlier run's files go, and the new run is a run from scratch.
         let fresh = try train(config, dir: dir + "/fresh")
-        let t = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
-        t.progressBar = false
+        let t = try Trainer(config: config, data: try config.loadData(), runDir: run, options: .quiet)
         try t.run(overwrite: true)
         XCTAssertEqual(t.model.parameters.array, fresh.model.parameters.array)
         let names = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").sorted()
@@ -207,7 +206,7 @@ final class TrainingTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/.summary.json.tmp-4242"))
         // Resuming the finished run: nothing to do, nothing written.
         let before = try Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))
-        let again = try Trainer(config: config, data: try config.loadData(), runDir: run, log: Log(quiet: true))
+        let again = try Trainer(config: config, data: try config.loadData(), runDir: run, options: .quiet)
         XCTAssertNil(try again.run(resume: true))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: run + "/summary.json")), before)
         XCTAssertTrue(again.stepLosses.isEmpty)
@@ -349,8 +348,7 @@ final class AgreementTests: XCTestCase {
     func testAbsurdModelInACheckpointIsRefused() throws {
         let dir = temporaryDirectory()
         let config = SyntheticNPY(dir: dir).config
-        let t = try Trainer(config: config, data: try config.loadData(), runDir: dir + "/run", log: Log(quiet: true))
-        t.progressBar = false
+        let t = try Trainer(config: config, data: try config.loadData(), runDir: dir + "/run", options: .quiet)
         try t.run()
         let path = CheckpointDirectory(runDir: dir + "/run").stepCheckpoints()[0]
         var ck = try Checkpoint.read(path)

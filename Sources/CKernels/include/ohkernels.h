@@ -52,6 +52,37 @@ int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *table);
 
 
+// Convolution and pooling over NCHW (conv.c). n images, C channels, H x W in, k x k kernel,
+// Ho x Wo out, P = Ho x Wo, O output channels.
+/// col (C k k, n P) from x (n, C, H, W): row (c, ki, kj), column (image, oh, ow) holds
+/// x[image, c, oh stride - pad + ki, ow stride - pad + kj], 0 outside the image.
+void oh_im2col(float *col, const float *x, size_t images, size_t C, size_t H, size_t W,
+               size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
+/// The transpose of oh_im2col, added: dx (n, C, H, W) += col2im(col).
+void oh_col2im_add(float *dx, const float *col, size_t images, size_t C, size_t H, size_t W,
+                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
+/// y (n, O, P) = columns (O, n P) + bias per channel, then ReLU when `relu` (NaN stays NaN).
+/// Returns the largest magnitude of y as in oh_max_magnitude_bits.
+uint32_t oh_conv_output(float *y, const float *columns, const float *bias, size_t images, size_t O, size_t P, int relu);
+/// columns (O, n P) = dy (n, O, P), times (y > 0) when `relu`; then dy = 0 (its last read in the
+/// step). Returns the largest magnitude written.
+uint32_t oh_conv_gather_gradient(float *columns, float *dy, const float *y, size_t images, size_t O, size_t P, int relu);
+/// sums[r] += the sum of row r of x (rows, cols), in double with eight partial sums.
+void oh_row_sums_add(float *sums, const float *x, size_t rows, size_t cols);
+/// Max pooling of each of `planes` (H, W) planes (PyTorch's rule: the first largest value in
+/// row-major order, NaN wins); argmax gets each output's index within its input plane. Returns
+/// the largest magnitude of y.
+uint32_t oh_maxpool_forward(float *y, int32_t *argmax, const float *x, size_t planes, size_t H, size_t W,
+                            size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
+/// dx[plane, argmax] += dy, then dy = 0.
+void oh_maxpool_backward_clear(float *dx, float *dy, const int32_t *argmax, size_t planes, size_t HW, size_t P);
+/// Adaptive average pooling with PyTorch's bins: output (i, j) averages rows [floor(i H / Ho),
+/// ceil((i + 1) H / Ho)) and the same for columns.
+void oh_adaptive_avgpool_forward(float *y, const float *x, size_t planes, size_t H, size_t W, size_t Ho, size_t Wo);
+/// dx += each output's gradient shared evenly over its bin, then dy = 0.
+void oh_adaptive_avgpool_backward_clear(float *dx, float *dy, size_t planes, size_t H, size_t W, size_t Ho, size_t Wo);
+
+
 /// Codes of up to 2^20 bytes (distances below 2^24) and databases of up to 2^40 rows.
 #define OH_HAMMING_MAX_CODE_BYTES 1048576ull
 #define OH_HAMMING_MAX_ROWS 1099511627776ull

@@ -1,0 +1,231 @@
+// Convolution and pooling over PyTorch's NCHW layout: the passes around the GEMMs of a
+// convolution (im2col, col2im, the output's bias + ReLU + transposition, the gradient's gather)
+// and max pooling. Layer.swift and Conv2d.swift say how they fit together.
+//
+// Dimensions: n images, C input channels, H x W input, k x k kernel, Ho x Wo output,
+// P = Ho x Wo, O output channels.
+
+#include "ohkernels.h"
+#include "clones.h"
+#include <string.h>
+
+static inline uint32_t magnitude_bits(float x) {
+    union { float f; uint32_t u; } v = { x };
+    return v.u & 0x7fffffffu;
+}
+
+// The output columns ow of one kernel offset whose input column lies inside the image:
+// 0 <= ow * stride - pad + kj < W.
+static inline void valid_columns(ptrdiff_t W, ptrdiff_t Wo, ptrdiff_t stride, ptrdiff_t offset,
+                                 ptrdiff_t *lo, ptrdiff_t *hi) {
+    // offset = kj - pad; ow >= ceil(-offset / stride), ow < ceil((W - offset) / stride)
+    ptrdiff_t a = -offset, b = W - offset;
+    ptrdiff_t l = a <= 0 ? 0 : (a + stride - 1) / stride;
+    ptrdiff_t h = b <= 0 ? 0 : (b + stride - 1) / stride;
+    *lo = l < Wo ? l : Wo;
+    *hi = h < Wo ? h : Wo;
+    if (*hi < *lo) *hi = *lo;
+}
+
+OH_CLONES
+void oh_im2col(float *restrict col, const float *restrict x, size_t images, size_t C, size_t H, size_t W,
+               size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
+    const size_t P = Ho * Wo, row_length = images * P;
+    for (size_t c = 0; c < C; c++)
+        for (size_t ki = 0; ki < k; ki++)
+            for (size_t kj = 0; kj < k; kj++) {
+                float *dst = col + ((c * k + ki) * k + kj) * row_length;
+                ptrdiff_t lo, hi, offset = (ptrdiff_t)kj - (ptrdiff_t)pad;
+                valid_columns((ptrdiff_t)W, (ptrdiff_t)Wo, (ptrdiff_t)stride, offset, &lo, &hi);
+                for (size_t n = 0; n < images; n++) {
+                    const float *plane = x + (n * C + c) * H * W;
+                    for (size_t oh = 0; oh < Ho; oh++) {
+                        float *d = dst + n * P + oh * Wo;
+                        ptrdiff_t ih = (ptrdiff_t)(oh * stride + ki) - (ptrdiff_t)pad;
+                        if (ih < 0 || ih >= (ptrdiff_t)H) {
+                            memset(d, 0, Wo * sizeof(float));
+                            continue;
+                        }
+                        const float *src = plane + ih * (ptrdiff_t)W + offset;
+                        for (ptrdiff_t ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                        if (stride == 1)
+                            memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+                        else
+                            for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = src[ow * (ptrdiff_t)stride];
+                        for (ptrdiff_t ow = hi; ow < (ptrdiff_t)Wo; ow++) d[ow] = 0.0f;
+                    }
+                }
+            }
+}
+
+OH_CLONES
+void oh_col2im_add(float *restrict dx, const float *restrict col, size_t images, size_t C, size_t H, size_t W,
+                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
+    const size_t P = Ho * Wo, row_length = images * P;
+    for (size_t n = 0; n < images; n++)
+        for (size_t c = 0; c < C; c++) {
+            float *plane = dx + (n * C + c) * H * W;
+            for (size_t ki = 0; ki < k; ki++)
+                for (size_t kj = 0; kj < k; kj++) {
+                    const float *s = col + ((c * k + ki) * k + kj) * row_length + n * P;
+                    ptrdiff_t lo, hi, offset = (ptrdiff_t)kj - (ptrdiff_t)pad;
+                    valid_columns((ptrdiff_t)W, (ptrdiff_t)Wo, (ptrdiff_t)stride, offset, &lo, &hi);
+                    for (size_t oh = 0; oh < Ho; oh++) {
+                        ptrdiff_t ih = (ptrdiff_t)(oh * stride + ki) - (ptrdiff_t)pad;
+                        if (ih < 0 || ih >= (ptrdiff_t)H) continue;
+                        float *d = plane + ih * (ptrdiff_t)W + offset;
+                        const float *src = s + oh * Wo;
+                        if (stride == 1)
+                            for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] += src[ow];
+                        else
+                            for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow * (ptrdiff_t)stride] += src[ow];
+                    }
+                }
+        }
+}
+
+OH_CLONES
+uint32_t oh_conv_output(float *restrict y, const float *restrict columns, const float *restrict bias,
+                        size_t images, size_t O, size_t P, int relu) {
+    uint32_t top = 0;
+    const size_t row_length = images * P;
+    for (size_t n = 0; n < images; n++)
+        for (size_t o = 0; o < O; o++) {
+            const float *src = columns + o * row_length + n * P;
+            float *dst = y + (n * O + o) * P;
+            const float b = bias[o];
+            for (size_t p = 0; p < P; p++) {
+                float v = src[p] + b;
+                if (relu) v = v > 0.0f ? v : (v != v ? v : 0.0f);
+                dst[p] = v;
+                uint32_t m = magnitude_bits(v);
+                top = m > top ? m : top;
+            }
+        }
+    return top;
+}
+
+OH_CLONES
+uint32_t oh_conv_gather_gradient(float *restrict columns, float *restrict dy, const float *restrict y,
+                                 size_t images, size_t O, size_t P, int relu) {
+    uint32_t top = 0;
+    const size_t row_length = images * P;
+    for (size_t n = 0; n < images; n++)
+        for (size_t o = 0; o < O; o++) {
+            float *src = dy + (n * O + o) * P;
+            const float *out = y + (n * O + o) * P;
+            float *dst = columns + o * row_length + n * P;
+            for (size_t p = 0; p < P; p++) {
+                float d = relu ? (out[p] > 0.0f ? src[p] : 0.0f) : src[p];
+                dst[p] = d;
+                src[p] = 0.0f;
+                uint32_t m = magnitude_bits(d);
+                top = m > top ? m : top;
+            }
+        }
+    return top;
+}
+
+void oh_row_sums_add(float *restrict sums, const float *restrict x, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * cols;
+        // Eight partial sums in double: the order is fixed (the same on every CPU), the error small.
+        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t c = 0;
+        for (; c + 8 <= cols; c += 8)
+            for (int j = 0; j < 8; j++) part[j] += row[c + j];
+        for (; c < cols; c++) part[c % 8] += row[c];
+        double s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        sums[r] += (float)s;
+    }
+}
+
+OH_CLONES
+uint32_t oh_maxpool_forward(float *restrict y, int32_t *restrict argmax, const float *restrict x, size_t planes,
+                            size_t H, size_t W, size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
+    uint32_t top = 0;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *in = x + pl * H * W;
+        float *out = y + pl * Ho * Wo;
+        int32_t *arg = argmax + pl * Ho * Wo;
+        for (size_t oh = 0; oh < Ho; oh++) {
+            ptrdiff_t h0 = (ptrdiff_t)(oh * stride) - (ptrdiff_t)pad;
+            ptrdiff_t h1 = h0 + (ptrdiff_t)k;
+            if (h0 < 0) h0 = 0;
+            if (h1 > (ptrdiff_t)H) h1 = (ptrdiff_t)H;
+            for (size_t ow = 0; ow < Wo; ow++) {
+                ptrdiff_t w0 = (ptrdiff_t)(ow * stride) - (ptrdiff_t)pad;
+                ptrdiff_t w1 = w0 + (ptrdiff_t)k;
+                if (w0 < 0) w0 = 0;
+                if (w1 > (ptrdiff_t)W) w1 = (ptrdiff_t)W;
+                // PyTorch's rule: the first largest value in row-major order wins; NaN wins.
+                ptrdiff_t best = h0 * (ptrdiff_t)W + w0;
+                float value = -__builtin_inff();
+                for (ptrdiff_t ih = h0; ih < h1; ih++)
+                    for (ptrdiff_t iw = w0; iw < w1; iw++) {
+                        float v = in[ih * (ptrdiff_t)W + iw];
+                        if (v > value || v != v) {
+                            value = v;
+                            best = ih * (ptrdiff_t)W + iw;
+                            if (v != v) goto done;
+                        }
+                    }
+            done:
+                out[oh * Wo + ow] = value;
+                arg[oh * Wo + ow] = (int32_t)best;
+                uint32_t m = magnitude_bits(value);
+                top = m > top ? m : top;
+            }
+        }
+    }
+    return top;
+}
+
+void oh_maxpool_backward_clear(float *restrict dx, float *restrict dy, const int32_t *restrict argmax,
+                               size_t planes, size_t HW, size_t P) {
+    for (size_t pl = 0; pl < planes; pl++) {
+        float *d = dx + pl * HW;
+        float *g = dy + pl * P;
+        const int32_t *arg = argmax + pl * P;
+        for (size_t p = 0; p < P; p++) {
+            d[arg[p]] += g[p];
+            g[p] = 0.0f;
+        }
+    }
+}
+
+void oh_adaptive_avgpool_forward(float *restrict y, const float *restrict x, size_t planes, size_t H, size_t W,
+                                 size_t Ho, size_t Wo) {
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *in = x + pl * H * W;
+        float *out = y + pl * Ho * Wo;
+        for (size_t oh = 0; oh < Ho; oh++) {
+            size_t h0 = oh * H / Ho, h1 = ((oh + 1) * H + Ho - 1) / Ho;
+            for (size_t ow = 0; ow < Wo; ow++) {
+                size_t w0 = ow * W / Wo, w1 = ((ow + 1) * W + Wo - 1) / Wo;
+                float s = 0.0f;
+                for (size_t ih = h0; ih < h1; ih++)
+                    for (size_t iw = w0; iw < w1; iw++) s += in[ih * W + iw];
+                out[oh * Wo + ow] = s / (float)((h1 - h0) * (w1 - w0));
+            }
+        }
+    }
+}
+
+void oh_adaptive_avgpool_backward_clear(float *restrict dx, float *restrict dy, size_t planes, size_t H, size_t W,
+                                        size_t Ho, size_t Wo) {
+    for (size_t pl = 0; pl < planes; pl++) {
+        float *d = dx + pl * H * W;
+        float *g = dy + pl * Ho * Wo;
+        for (size_t oh = 0; oh < Ho; oh++) {
+            size_t h0 = oh * H / Ho, h1 = ((oh + 1) * H + Ho - 1) / Ho;
+            for (size_t ow = 0; ow < Wo; ow++) {
+                size_t w0 = ow * W / Wo, w1 = ((ow + 1) * W + Wo - 1) / Wo;
+                float share = g[oh * Wo + ow] / (float)((h1 - h0) * (w1 - w0));
+                for (size_t ih = h0; ih < h1; ih++)
+                    for (size_t iw = w0; iw < w1; iw++) d[ih * W + iw] += share;
+                g[oh * Wo + ow] = 0.0f;
+            }
+        }
+    }
+}
