@@ -28,7 +28,7 @@ public enum IDX {
     }
 
     /// Images as (rows, height * width) bytes.
-    public static func readImages(_ path: String, missingHint: String? = nil) throws -> (rows: Int, dim: Int, pixels: [UInt8]) {
+    public static func readImages(_ path: String, missingHint: String? = nil) throws -> (rows: Int, height: Int, width: Int, dim: Int, pixels: [UInt8]) {
         let b = try readAll(path, missingHint: missingHint)
         guard b.count >= 16 else { throw OrthoHashError("truncated IDX header (\(b.count) bytes)", file: path) }
         let magic = bigEndian(b, 0)
@@ -42,7 +42,7 @@ public enum IDX {
         guard b.count >= needed else {
             throw OrthoHashError("truncated: \(rows)x\(h)x\(w) images need \(needed) bytes, found \(b.count)", file: path)
         }
-        return (rows, h * w, Array(b[16..<needed]))
+        return (rows, h, w, h * w, Array(b[16..<needed]))
     }
 
     public static func readLabels(_ path: String, missingHint: String? = nil) throws -> [UInt8] {

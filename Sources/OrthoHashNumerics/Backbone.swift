@@ -8,19 +8,17 @@ public enum BackboneKind: String, Codable, CaseIterable, Sendable {
     case linear
     /// Fully connected layers with ReLU (`--hidden`).
     case mlp
-    /// A small convolutional net for 28 x 28 grey images (Fashion-MNIST as images): conv 1->32
-    /// 5x5 pad 2, ReLU, max-pool 2; conv 32->64 5x5 pad 2, ReLU, max-pool 2; Linear 3136->1024, ReLU.
+    /// A small convolutional net for small images (Fashion-MNIST's 28 x 28 grey ones): conv C->32
+    /// 5x5 pad 2, ReLU, max-pool 2; conv 32->64 5x5 pad 2, ReLU, max-pool 2; Linear (3136 for
+    /// 28 x 28)->1024, ReLU.
     case cnn
 }
 
 extension BackboneKind {
-    /// The shape of an input row the backbone takes, nil for any (feature vectors).
-    public var inputShape: SampleShape? {
-        switch self {
-        case .linear, .mlp: return nil
-        case .cnn: return SampleShape(channels: 1, height: 28, width: 28)
-        }
-    }
+    /// Whether the backbone takes rows as images (ModelConfig.inputShape).
+    public var takesImages: Bool { self == .cnn }
+    /// The cnn's two convolutions' channels and its Linear layer's width.
+    public static let cnnWidths = [32, 64, 1024]
 }
 
 extension ModelConfig {
@@ -37,12 +35,12 @@ extension ModelConfig {
             }
         case .cnn:
             // As PyTorch's nn.Sequential: features (0 conv, 1 ReLU, 2 pool, 3 conv, 4 ReLU, 5 pool), fc (0 Linear, 1 ReLU).
-            let image = SampleShape(channels: 1, height: 28, width: 28)
-            let conv1 = Conv2dLayer(name: "features.0", input: image, outputs: 32, kernel: 5, padding: 2, relu: true)
+            guard let image = inputShape else { preconditionFailure("the cnn backbone needs the input's image shape") }
+            let conv1 = Conv2dLayer(name: "features.0", input: image, outputs: hidden[0], kernel: 5, padding: 2, relu: true)
             let pool1 = MaxPool2dLayer(input: conv1.output, kernel: 2)
-            let conv2 = Conv2dLayer(name: "features.3", input: pool1.output, outputs: 64, kernel: 5, padding: 2, relu: true)
+            let conv2 = Conv2dLayer(name: "features.3", input: pool1.output, outputs: hidden[1], kernel: 5, padding: 2, relu: true)
             let pool2 = MaxPool2dLayer(input: conv2.output, kernel: 2)
-            let fc = LinearLayer(name: "fc.0", inputs: pool2.output.count, outputs: 1024)
+            let fc = LinearLayer(name: "fc.0", inputs: pool2.output.count, outputs: hidden[2])
             return [conv1, pool1, conv2, pool2, fc]
         }
     }

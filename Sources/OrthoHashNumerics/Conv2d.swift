@@ -35,6 +35,8 @@ final class Conv2dLayer: Layer {
 
     /// Floats of im2col's columns per chunk (32 MB): large enough that the chunk's GEMMs are wide.
     static let columnBudget = 1 << 23
+    /// Tests set smaller budgets to fold fewer images into each GEMM.
+    nonisolated(unsafe) static var columnBudgetOverride: Int? = nil
 
     /// `name`: the PyTorch module's name, e.g. "features.0".
     init(name: String, input: SampleShape, outputs O: Int, kernel k: Int, stride: Int = 1, padding: Int = 0, relu: Bool) {
@@ -52,7 +54,9 @@ final class Conv2dLayer: Layer {
     /// C k k: a weight row, a column of im2col.
     var fanIn: Int { input.channels * kernel * kernel }
 
-    static func chunk(batch B: Int, fanIn: Int, positions P: Int) -> Int { max(1, min(B, columnBudget / max(1, fanIn * P))) }
+    static func chunk(batch B: Int, fanIn: Int, positions P: Int) -> Int {
+        max(1, min(B, (columnBudgetOverride ?? columnBudget) / max(1, fanIn * P)))
+    }
 
     func workspaceFloats(batch B: Int) -> Int? {
         let n = Self.chunk(batch: B, fanIn: fanIn, positions: P)

@@ -15,7 +15,7 @@
 // Dimensions: B = rows of the local batch, N = rows of the global batch.
 
 /// The shape of one row as it flows through a backbone: (channels, height, width).
-public struct SampleShape: Equatable, Sendable, CustomStringConvertible {
+public struct SampleShape: Codable, Equatable, Sendable, CustomStringConvertible {
     public var channels: Int, height: Int, width: Int
     public init(channels: Int, height: Int, width: Int) { self.channels = channels; self.height = height; self.width = width }
     /// A feature vector of `features` values.

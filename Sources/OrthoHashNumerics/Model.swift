@@ -14,11 +14,24 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var hidden: [Int]
     public var nbit: Int
     public var classes: Int
+    /// The rows as images (channels, height, width) for the convolutional backbones; nil for
+    /// feature vectors (absent from the files of such models).
+    public var inputShape: SampleShape?
 
-    public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int) {
+    /// `hidden`: the mlp's widths; for the cnn its two convolutions' channels and its Linear
+    /// layer's width (empty: the default 32, 64, 1024); ignored otherwise.
+    public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int, inputShape: SampleShape? = nil) {
+        precondition(inputShape.map { $0.count == inputDim } ?? true, "input shape \(inputShape!) for \(inputDim)-d rows")
         self.inputDim = inputDim; self.backbone = backbone
-        self.hidden = backbone == .mlp ? hidden : []
+        switch backbone {
+        case .linear: self.hidden = []
+        case .mlp: self.hidden = hidden
+        case .cnn:
+            precondition(hidden.isEmpty || hidden.count == 3, "cnn widths \(hidden): two convolutions' channels and a Linear layer's width")
+            self.hidden = hidden.isEmpty ? BackboneKind.cnnWidths : hidden
+        }
         self.nbit = nbit; self.classes = classes
+        self.inputShape = backbone.takesImages ? inputShape : nil
     }
 
     /// Width of the backbone's output, the input of the hash layer.

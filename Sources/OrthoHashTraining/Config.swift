@@ -117,6 +117,25 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// The model these settings train on `data`.
+    public func model(for data: DataSplits) -> ModelConfig {
+        ModelConfig(inputDim: data.inputDim, backbone: backbone, hidden: backbone == .mlp ? hidden : [], nbit: nbit,
+                    classes: data.classes, inputShape: backbone.takesImages ? data.imageShape : nil)
+    }
+
+    /// Checks that `data` suits the backbone: images for the convolutional ones.
+    public func checkBackbone(for data: DataSplits) throws {
+        guard backbone.takesImages else { return }
+        guard let image = data.imageShape else {
+            throw OrthoHashError("--backbone \(backbone.rawValue) takes images, and the \(dataset.rawValue) data are feature vectors", file: data.train.features.name,
+                                 hint: "train on Fashion-MNIST (--dataset fashion-mnist), or use --backbone linear or mlp")
+        }
+        guard image.height >= 4 && image.width >= 4 else {
+            throw OrthoHashError("--backbone \(backbone.rawValue) needs images of at least 4x4 pixels (two 2x2 poolings), got \(image.height)x\(image.width)",
+                                 file: data.train.features.name)
+        }
+    }
+
     /// Loads the three splits this configuration names.
     public func loadData() throws -> DataSplits {
         switch dataset {

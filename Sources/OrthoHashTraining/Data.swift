@@ -153,6 +153,9 @@ public struct DataSplits {
     public let database: Split
     public let classes: Int
     public var inputDim: Int { train.features.dim }
+    /// The rows as images (channels, height, width), where the data says so (Fashion-MNIST);
+    /// nil for feature vectors.
+    public var imageShape: SampleShape? = nil
     public var isMultiLabel: Bool { train.labels.isMulti }
 
     /// Checks row counts, dimensions and label ranges; `classes` (if given) bounds the labels,
@@ -207,7 +210,7 @@ public enum FashionMNIST {
         // Pixel value b becomes b / 255 standardised; one table serves every pixel.
         let scale = 1 / (255 * std), shift = mean / std
         let table = (0..<256).map { Float($0) * scale - shift }
-        func split(_ prefix: String) throws -> (PixelFeatures, [Int32], String) {
+        func split(_ prefix: String) throws -> (PixelFeatures, [Int32], String, (height: Int, width: Int)) {
             let imagePath = "\(directory)/\(prefix)-images-idx3-ubyte.gz"
             let labelPath = "\(directory)/\(prefix)-labels-idx1-ubyte.gz"
             let images = try IDX.readImages(imagePath, missingHint: hint)
@@ -219,17 +222,19 @@ public enum FashionMNIST {
                 throw OrthoHashError("label \(labels[i]) at row \(i) is out of range for 10 classes", file: labelPath)
             }
             return (PixelFeatures(name: imagePath, rows: images.rows, dim: images.dim, pixels: images.pixels, table: table),
-                    labels.map { Int32($0) }, labelPath)
+                    labels.map { Int32($0) }, labelPath, (images.height, images.width))
         }
-        let (trainX, trainY, trainLabelPath) = try split("train")
-        let (testX, testY, testLabelPath) = try split("t10k")
+        let (trainX, trainY, trainLabelPath, trainShape) = try split("train")
+        let (testX, testY, testLabelPath, _) = try split("t10k")
         func limited(_ x: PixelFeatures, _ y: [Int32], _ n: Int?) -> Split {
             let n = min(n ?? x.rows, x.rows)
             return Split(features: x.prefix(n), labels: .single(Array(y.prefix(n))))
         }
-        return try DataSplits(train: limited(trainX, trainY, trainLimit), query: limited(testX, testY, queryLimit),
-                              database: limited(trainX, trainY, databaseLimit), classes: 10,
-                              labelFiles: [trainLabelPath, testLabelPath, trainLabelPath])
+        var splits = try DataSplits(train: limited(trainX, trainY, trainLimit), query: limited(testX, testY, queryLimit),
+                                    database: limited(trainX, trainY, databaseLimit), classes: 10,
+                                    labelFiles: [trainLabelPath, testLabelPath, trainLabelPath])
+        splits.imageShape = SampleShape(channels: 1, height: trainShape.height, width: trainShape.width)
+        return splits
     }
 }
 

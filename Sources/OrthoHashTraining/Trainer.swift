@@ -91,6 +91,7 @@ public final class Trainer {
         stopAfterSteps = options.stopAfterSteps ?? options.faults.stopAfterSteps
         timeline = Timeline(recording: options.timelinePath != nil)
         try config.validate()
+        try config.checkBackbone(for: data)
         guard config.batchSize <= data.train.rows else {
             throw OrthoHashError("--batch-size \(config.batchSize) is larger than the training set (\(data.train.rows) rows)", file: data.train.features.name)
         }
@@ -103,7 +104,7 @@ public final class Trainer {
     }
 
     var modelConfig: ModelConfig {
-        ModelConfig(inputDim: data.inputDim, backbone: config.backbone, hidden: config.hidden, nbit: config.nbit, classes: data.classes)
+        config.model(for: data)
     }
 
     /// Seconds spent in the training loop so far (this run and the runs it resumed).

@@ -81,7 +81,7 @@ extension OrthoHashCommand {
                             ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
                             ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
                             ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),
-                            ("gradient_bytes", "\(4 * ParameterLayout(ModelConfig(inputDim: splits.inputDim, backbone: backbone, hidden: hidden, nbit: nbit, classes: splits.classes)).count)"),
+                            ("gradient_bytes", "\(4 * ParameterLayout(config.model(for: splits)).count)"),
                             ("gradient_path", dataParallel.gradientReduction)])
                     }
                 }

@@ -20,8 +20,7 @@ extension OrthoHashCommand {
             let threads = runtime.resolvedThreads(ranks: 1)
             BLAS.setThreads(threads)
             let data = try config.loadData()
-            try Resume.check(ck, file: path, config: config, model: ModelConfig(inputDim: data.inputDim, backbone: config.backbone,
-                                                                                 hidden: config.hidden, nbit: config.nbit, classes: data.classes),
+            try Resume.check(ck, file: path, config: config, model: config.model(for: data),
                              runDir: source.runDir)
             let model = try Resume.model(from: ck)
             let result = try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt, threads: threads)

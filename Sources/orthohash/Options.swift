@@ -46,7 +46,7 @@ struct DataOptions: ParsableArguments {
 
 /// The model, loss and optimisation settings. Defaults are the paper's.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "linear (input is a feature vector) or mlp.") var backbone: BackboneKind = .linear
+    @Option(help: "linear (the input is a feature vector), mlp (Linear+ReLU layers of --hidden widths) or cnn (a small convolutional net for small images: conv 32 5x5, max-pool 2, conv 64 5x5, max-pool 2, Linear 1024; Fashion-MNIST as 28x28 images).") var backbone: BackboneKind = .linear
     @Option(help: "Hidden widths of the mlp backbone (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden"))
     var hidden: [Int]?
     @Option(help: "Bits K of the hash code.") var nbit: Int = 64

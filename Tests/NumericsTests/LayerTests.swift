@@ -1,0 +1,253 @@
+// The backbone's layers (Layer.swift) against finite differences of L = sum(y * r), and the rules
+// every layer keeps: backward leaves dy at zero, adds into dx and into the parameter gradients
+// (or overwrites them), and the same rows give the same output in training and evaluation.
+// Tolerances as GradientTests (central differences in Float32, h = 1e-2, 2e-3 of the gradient's
+// scale); the pooling rules are checked against hand-computed values of PyTorch's definitions.
+
+import CKernels
+import XCTest
+@testable import OrthoHashNumerics
+
+final class LayerTests: XCTestCase {
+    /// A layer bound at offset 0 of its own parameter buffer, for B rows.
+    struct Bench {
+        let layer: Layer
+        let B: Int
+        let x: FloatBuffer, parameters: FloatBuffer, r: FloatBuffer
+        init(_ layer: Layer, B: Int, seed: UInt64) {
+            self.layer = layer; self.B = B
+            layer.bind(offset: 0, batch: B)
+            x = randomBuffer(B * layer.input.count, seed: seed)
+            parameters = FloatBuffer(count: max(1, layer.parameterCount))
+            var rng = Xoshiro256(seed: seed, stream: 7)
+            layer.initialise(parameters.pointer, &rng)
+            r = randomBuffer(B * layer.output.count, seed: seed + 1)
+        }
+
+        /// L = sum(y * r) by the evaluation pass (the same function as training's, tested
+        /// below): a training forward pass must be followed by its backward pass, which clears
+        /// what the next one adds into (LinearLayer).
+        func loss() -> Double {
+            let y = layer.infer(x.pointer, B: B, parameters: parameters.pointer)
+            return (0..<(B * layer.output.count)).reduce(0.0) { $0 + Double(y[$1]) * Double(r[$1]) }
+        }
+
+        /// (dx, parameter gradients) of one backward pass, checking the rules on the way.
+        func backward(mode: GradientMode = .accumulate, into gradients: FloatBuffer? = nil) -> (dx: [Float], dp: [Float]) {
+            _ = layer.forward(x.pointer, B: B, parameters: parameters.pointer, randomness: nil)
+            let dy = FloatBuffer(r.array)
+            let dx = FloatBuffer(count: B * layer.input.count)
+            let g = gradients ?? FloatBuffer(count: max(1, layer.parameterCount))
+            var check = GradientFiniteness(gradients: g.pointer, provable: true, rows: B, ranks: 1)
+            layer.backward(dy.pointer, x: x.pointer, inputBound: MagnitudeBound(of: x.pointer, count: x.count), dx: dx.pointer, B: B,
+                           parameters: parameters.pointer, gradients: g.pointer, mode: mode, check: &check)
+            XCTAssertTrue(dy.array.allSatisfy { $0 == 0 }, "\(type(of: layer)): backward must leave dy at zero")
+            XCTAssertTrue(check.report.finite)
+            return (dx.array, Array(g.array.prefix(layer.parameterCount)))
+        }
+
+        /// h = 1e-2 where the layer is smooth; with ReLU a smaller step, which crosses fewer kinks.
+        func assertGradients(_ name: String, h: Float = 1e-2, tolerance: Double = 2e-3, file: StaticString = #filePath, line: UInt = #line) {
+            let (dx, dp) = backward()
+            assertGradient("\(name) dx", x.pointer, count: x.count, analytic: dx, h: h, tolerance: tolerance, loss: loss, file: file, line: line)
+            if layer.parameterCount > 0 {
+                assertGradient("\(name) dparameters", parameters.pointer, count: layer.parameterCount, analytic: dp, h: h, tolerance: tolerance,
+                               loss: loss, file: file, line: line)
+            }
+        }
+    }
+
+    func conv(_ input: SampleShape, outputs: Int, kernel: Int, stride: Int = 1, padding: Int = 0, relu: Bool) -> Conv2dLayer {
+        Conv2dLayer(name: "conv", input: input, outputs: outputs, kernel: kernel, stride: stride, padding: padding, relu: relu)
+    }
+
+    func testConv2dGradients() {
+        let cases: [(SampleShape, Int, Int, Int, Int, Bool)] = [
+            (SampleShape(channels: 2, height: 5, width: 6), 3, 3, 1, 1, false),    // same size, padding
+            (SampleShape(channels: 3, height: 9, width: 7), 4, 3, 2, 1, false),    // stride 2
+            (SampleShape(channels: 3, height: 15, width: 15), 2, 11, 4, 2, false), // AlexNet's first layer's kernel, stride, padding
+            (SampleShape(channels: 1, height: 6, width: 6), 3, 5, 1, 2, true),     // the cnn's, with ReLU
+            (SampleShape(channels: 2, height: 4, width: 5), 2, 2, 1, 0, false),    // no padding, even kernel
+        ]
+        for (i, (input, O, k, s, p, relu)) in cases.enumerated() {
+            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: p, relu: relu), B: 3, seed: UInt64(10 + i))
+            bench.assertGradients("conv \(input) -> \(O), \(k)x\(k)/\(s) pad \(p)\(relu ? " relu" : "")", h: relu ? 1e-3 : 1e-2,
+                                  tolerance: relu ? 5e-3 : 2e-3)
+        }
+    }
+
+    /// The forward pass against the definition, with chunks of 1, 2 and all images per GEMM
+    /// (the batch folded into the GEMM must not change what each image gets).
+    func testConv2dAgainstDefinitionInChunks() {
+        let input = SampleShape(channels: 2, height: 6, width: 5)
+        let O = 3, k = 3, s = 2, pad = 1, B = 5
+        let reference: [Float] = {
+            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
+            let layer = bench.layer as! Conv2dLayer
+            let w = bench.parameters, x = bench.x
+            let Ho = layer.output.height, Wo = layer.output.width
+            var out = [Float](repeating: 0, count: B * O * Ho * Wo)
+            for n in 0..<B { for o in 0..<O { for oh in 0..<Ho { for ow in 0..<Wo {
+                var sum = Double(w[O * 2 * k * k + o])
+                for c in 0..<2 { for ki in 0..<k { for kj in 0..<k {
+                    let ih = oh * s - pad + ki, iw = ow * s - pad + kj
+                    guard ih >= 0, ih < input.height, iw >= 0, iw < input.width else { continue }
+                    sum += Double(w[((o * 2 + c) * k + ki) * k + kj]) * Double(x[((n * 2 + c) * input.height + ih) * input.width + iw])
+                } } }
+                out[((n * O + o) * Ho + oh) * Wo + ow] = Float(sum)
+            } } } }
+            return out
+        }()
+        for budget in [1, 2 * 18 * 9 + 1, 1 << 20] {        // 1 image, 2 images, all 5 per GEMM
+            Conv2dLayer.columnBudgetOverride = budget
+            defer { Conv2dLayer.columnBudgetOverride = nil }
+            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
+            let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
+            for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
+            bench.assertGradients("conv with a budget of \(budget) floats")
+        }
+    }
+
+    /// Backward adds into dx and into the parameter gradients; `.overwrite` replaces the latter.
+    func testConv2dAccumulatesAndOverwrites() {
+        let bench = Bench(conv(SampleShape(channels: 2, height: 5, width: 5), outputs: 3, kernel: 3, padding: 1, relu: true), B: 2, seed: 4)
+        let g = FloatBuffer(count: bench.layer.parameterCount)
+        let once = bench.backward(into: g).dp
+        let twice = bench.backward(into: g).dp
+        for i in 0..<once.count { XCTAssertEqual(twice[i], 2 * once[i], accuracy: 1e-5 * max(1, abs(once[i]))) }
+        for i in 0..<g.count { g[i] = .nan }
+        XCTAssertEqual(bench.backward(mode: .overwrite, into: g).dp, once)
+    }
+
+    func testMaxPoolGradients() {
+        for (i, (input, k, s, p)) in [(SampleShape(channels: 2, height: 6, width: 6), 2, 2, 0),     // the cnn's
+                                      (SampleShape(channels: 2, height: 7, width: 9), 3, 2, 0),     // AlexNet's overlapping 3/2
+                                      (SampleShape(channels: 1, height: 5, width: 5), 3, 2, 1)].enumerated() {
+            Bench(MaxPool2dLayer(input: input, kernel: k, stride: s, padding: p), B: 2, seed: UInt64(30 + i))
+                .assertGradients("max pool \(input) \(k)/\(s) pad \(p)")
+        }
+    }
+
+    /// PyTorch's rule: the first largest value in row-major order takes the gradient (ties after
+    /// a ReLU are common), NaN propagates, and overlapping windows add their gradients.
+    func testMaxPoolTiesAndOverlap() {
+        let layer = MaxPool2dLayer(input: SampleShape(channels: 1, height: 3, width: 5), kernel: 3, stride: 2)
+        layer.bind(offset: 0, batch: 1)
+        let x = FloatBuffer([0, 0, 2, 0, 0,
+                             0, 0, 0, 0, 0,
+                             0, 0, 0, 0, .nan])
+        let none = FloatBuffer(count: 1)
+        let y = layer.forward(x.pointer, B: 1, parameters: none.pointer, randomness: nil)
+        XCTAssertEqual(y[0], 2)
+        XCTAssertTrue(y[1].isNaN)
+        let dy = FloatBuffer([1, 10]), dx = FloatBuffer(count: 15)
+        var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: 1, ranks: 1)
+        layer.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: 1, parameters: none.pointer,
+                       gradients: none.pointer, mode: .accumulate, check: &check)
+        XCTAssertEqual(dx.array, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10])
+        // All zeros: each window's first element.
+        let zeros = FloatBuffer(count: 15)
+        _ = layer.forward(zeros.pointer, B: 1, parameters: none.pointer, randomness: nil)
+        let dy2 = FloatBuffer([1, 10]), dx2 = FloatBuffer(count: 15)
+        layer.backward(dy2.pointer, x: zeros.pointer, inputBound: nil, dx: dx2.pointer, B: 1, parameters: none.pointer,
+                       gradients: none.pointer, mode: .accumulate, check: &check)
+        XCTAssertEqual(dx2.array, [1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // The largest value in the column both windows share: both gradients add there.
+        zeros[7] = 5
+        _ = layer.forward(zeros.pointer, B: 1, parameters: none.pointer, randomness: nil)
+        let dy3 = FloatBuffer([1, 10]), dx3 = FloatBuffer(count: 15)
+        layer.backward(dy3.pointer, x: zeros.pointer, inputBound: nil, dx: dx3.pointer, B: 1, parameters: none.pointer,
+                       gradients: none.pointer, mode: .accumulate, check: &check)
+        XCTAssertEqual(dx3[7], 11)
+        XCTAssertEqual(dx3.array.reduce(0, +), 11)
+    }
+
+    func testAdaptiveAveragePool() {
+        // PyTorch's bins for 5 -> 3: [0, 2), [1, 4), [3, 5); for 7 -> 3: [0, 3), [2, 5), [4, 7).
+        let layer = AdaptiveAvgPool2dLayer(input: SampleShape(channels: 1, height: 5, width: 7), height: 3, width: 3)
+        layer.bind(offset: 0, batch: 1)
+        let x = FloatBuffer((0..<35).map { Float($0) })
+        let none = FloatBuffer(count: 1)
+        let y = layer.forward(x.pointer, B: 1, parameters: none.pointer, randomness: nil)
+        func mean(_ rows: Range<Int>, _ cols: Range<Int>) -> Float {
+            var s: Float = 0
+            for r in rows { for c in cols { s += Float(r * 7 + c) } }
+            return s / Float(rows.count * cols.count)
+        }
+        let rows = [0..<2, 1..<4, 3..<5], cols = [0..<3, 2..<5, 4..<7]
+        for i in 0..<3 { for j in 0..<3 { XCTAssertEqual(y[i * 3 + j], mean(rows[i], cols[j]), accuracy: 1e-5) } }
+        Bench(AdaptiveAvgPool2dLayer(input: SampleShape(channels: 2, height: 5, width: 7), height: 3, width: 3), B: 2, seed: 40)
+            .assertGradients("adaptive average pool")
+        // Identity when the sizes match (AlexNet's 6 x 6 at 224 x 224).
+        let same = AdaptiveAvgPool2dLayer(input: SampleShape(channels: 2, height: 3, width: 3), height: 3, width: 3)
+        same.bind(offset: 0, batch: 1)
+        let z = randomBuffer(18, seed: 41)
+        let out = same.forward(z.pointer, B: 1, parameters: none.pointer, randomness: nil)
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: out, count: 18)), z.array)
+    }
+
+    func testLinearLayerGradients() {
+        Bench(LinearLayer(name: "fc", inputs: 7, outputs: 5), B: 4, seed: 50).assertGradients("linear + relu", h: 1e-3, tolerance: 5e-3)
+    }
+
+    /// Evaluation's forward gives the training forward's output, in buffers of its own.
+    func testInferEqualsForward() {
+        let config = ModelConfig(inputDim: 64, backbone: .cnn, hidden: [3, 4, 8], nbit: 6, classes: 3,
+                                 inputShape: SampleShape(channels: 1, height: 8, width: 8))
+        let layers = config.backboneLayers()
+        let layout = ParameterLayout(config)
+        let p = FloatBuffer(count: layout.count)
+        var rng = Xoshiro256(seed: 1)
+        for layer in layers {
+            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: 4)
+            layer.initialise(p.pointer, &rng)
+        }
+        let x = randomBuffer(4 * 64, seed: 2)
+        var train = UnsafePointer(x.pointer), eval = UnsafePointer(x.pointer)
+        for layer in layers {
+            train = layer.forward(train, B: 4, parameters: p.pointer, randomness: nil)
+            eval = layer.infer(eval, B: 4, parameters: p.pointer)
+            XCTAssertNotEqual(train, eval)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: train, count: 4 * layer.output.count)),
+                           Array(UnsafeBufferPointer(start: eval, count: 4 * layer.output.count)))
+        }
+        XCTAssertEqual(layout.tensors.map(\.name), ["features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias",
+                                                   "fc.0.weight", "fc.0.bias", "hash_fc.0.weight", "hash_fc.1.weight", "hash_fc.1.bias"])
+        XCTAssertEqual(layout["fc.0.weight"].shape, [8, 4 * 2 * 2])
+        XCTAssertEqual(config.featureDim, 8)
+    }
+
+    /// The whole model with the cnn backbone against finite differences of its own loss, and the
+    /// buckets it hands over: contiguous, from the hash layer down, covering every parameter.
+    func testWholeModelWithConvolutions() {
+        let config = ModelConfig(inputDim: 2 * 8 * 8, backbone: .cnn, hidden: [3, 4, 6], nbit: 6, classes: 4,
+                                 inputShape: SampleShape(channels: 2, height: 8, width: 8))
+        var loss = LossConfig()
+        loss.scale = 3
+        let B = 6
+        let model = HashModel(config: config, loss: loss, codebook: try! Codebook.generate(method: .B, classes: 4, bits: 6, seed: 3), batchSize: B)
+        model.resetParameters(seed: 5)
+        for i in model.hashWeight..<(model.hashWeight + 6 * config.featureDim) { model.parameters[i] *= 30 }
+        let x = randomBuffer(B * config.inputDim, seed: 16)
+        let labels: [Int32] = [0, 1, 2, 3, 0, 1]
+        func run() -> Double { labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!)).loss } }
+        model.store.clearGradients()
+        var buckets: [Range<Int>] = []
+        _ = labels.withUnsafeBufferPointer { model.forward(x.pointer, targets: .single($0.baseAddress!)) }
+        let report = model.backward(x.pointer, bucketReady: { buckets.append($0) })
+        XCTAssertTrue(report.finite)
+        let layout = model.store.layout
+        XCTAssertEqual(buckets, [layout["hash_fc.0.weight"].offset..<layout.count,
+                                 layout["fc.0.weight"].offset..<layout["hash_fc.0.weight"].offset,
+                                 layout["features.3.weight"].offset..<layout["fc.0.weight"].offset,
+                                 0..<layout["features.3.weight"].offset])
+        let analytic = model.gradients.array
+        model.store.clearGradients()
+        let first = run()
+        model.store.clearGradients()
+        XCTAssertEqual(run(), first, "the same batch gives the same loss")
+        XCTAssertEqual(model.gradients.array, analytic, "and the same gradients")
+        assertGradient("model (cnn)", model.parameters.pointer, count: model.parameterCount, analytic: analytic, h: 2e-4, tolerance: 5e-3,
+                       loss: { model.store.clearGradients(); return run() })
+    }
+}
