@@ -6,7 +6,7 @@ only when the cases change:
 
   python3 bench/torch_one_step.py --out Tests/Fixtures/torch_one_step.json
 
-For each case it builds the model of the authors' code (backbone, Linear without bias +
+For each case it builds the model of the authors' code (backbone: an MLP or orthohash's cnn, Linear without bias +
 BatchNorm1d, cosine to a fixed +-1 codebook), draws the inputs, targets and parameters from a
 seed, and runs one step: forward in training mode, the authors' OrthoHashLoss (cosine or arc
 margin; cross-entropy, label smoothing, BCE or the imbalance loss; an optional quantization
@@ -37,6 +37,12 @@ CASES = [
     dict(name="mlp cos margin, imbalance, l1 quantization, SGD", D=10, hidden=[7], K=6, C=5, B=8, multi="imbalance",
          loss=dict(scale=8.0, margin=0.2, margin_type="cos", quan=0.2, quan_type="l1", ce=1.0),
          optimizer=dict(kind="sgd", lr=0.05, backbone_lr_scale=0.1, weight_decay=5e-4, momentum=0.9, nesterov=False), seed=5),
+    dict(name="cnn on 2x8x8 images, cos margin, cross-entropy, Adam", D=128, image=[2, 8, 8], hidden=[4, 6, 16], K=6, C=5, B=8, multi=None,
+         loss=dict(scale=8.0, margin=0.2, margin_type="cos", quan=0.0, quan_type="cs", ce=1.0),
+         optimizer=dict(kind="adam", lr=1e-3, backbone_lr_scale=0.1, weight_decay=5e-4, betas=[0.9, 0.999], eps=1e-8), seed=6),
+    dict(name="cnn on 3x9x7 images (pools that drop a row), arc margin, label smoothing, SGD", D=189, image=[3, 9, 7], hidden=[5, 4, 12], K=8,
+         C=6, B=10, multi="smooth", loss=dict(scale=4.0, margin=0.3, margin_type="arc", quan=0.2, quan_type="cs", ce=1.0),
+         optimizer=dict(kind="sgd", lr=0.05, backbone_lr_scale=0.5, weight_decay=5e-4, momentum=0.9, nesterov=False), seed=7),
 ]
 
 
@@ -79,7 +85,7 @@ def run(case):
     torch.manual_seed(case["seed"])
     D, K, C, B = case["D"], case["K"], case["C"], case["B"]
     codebook = torch.bernoulli(torch.ones(C, K) * 0.5) * 2 - 1
-    model = Model(D, case["hidden"], K, codebook)
+    model = Model(D, case["hidden"], K, codebook, image=case.get("image"))
     # Larger hash weights than N(0, 0.01^2), so that every term of the step is well above rounding.
     with torch.no_grad():
         model.hash_fc[0].weight.mul_(30)
@@ -91,8 +97,8 @@ def run(case):
         y = torch.randint(0, C, (B,))
     before = {n: flat(p) for n, p in model.named()}
     L, o = case["loss"], case["optimizer"]
-    backbone = [p for n, p in model.named() if n.startswith("backbone")]
-    head = [p for n, p in model.named() if not n.startswith("backbone")]
+    backbone = model.backbone_parameters()
+    head = [p for n, p in model.named() if n.startswith("hash_fc")]
     groups = ([{"params": backbone, "lr": o["lr"] * o["backbone_lr_scale"]}] if backbone else []) + [{"params": head, "lr": o["lr"]}]
     if o["kind"] == "adam":
         opt = torch.optim.Adam(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])

@@ -24,7 +24,7 @@ final class TorchStepTests: XCTestCase {
     func testOneStepMatchesPyTorch() throws {
         let root = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixture)) as! [String: Any]
         let cases = root["cases"] as! [[String: Any]]
-        XCTAssertEqual(cases.count, 5)
+        XCTAssertEqual(cases.count, 7)
         for c in cases { try check(c) }
     }
 
@@ -51,7 +51,9 @@ final class TorchStepTests: XCTestCase {
         } else {
             opt.momentum = Float(O["momentum"] as! Double); opt.nesterov = O["nesterov"] as! Bool
         }
-        let config = ModelConfig(inputDim: D, backbone: hidden.isEmpty ? .linear : .mlp, hidden: hidden, nbit: K, classes: C)
+        let image = (c["image"] as? [Int]).map { SampleShape(channels: $0[0], height: $0[1], width: $0[2]) }
+        let backbone: BackboneKind = image != nil ? .cnn : hidden.isEmpty ? .linear : .mlp
+        let config = ModelConfig(inputDim: D, backbone: backbone, hidden: hidden, nbit: K, classes: C, inputShape: image)
         let codebook = Codebook(classes: C, bits: K, values: (c["codebook"] as! [Int]).map { Int8($0) })
         let store = ParameterStore(layout: ParameterLayout(config), optimizer: opt.kind)
         let model = HashModel(config: config, loss: loss, codebook: codebook, batchSize: B, store: store)
