@@ -12,9 +12,10 @@ class Model(nn.Module):
     5x5 pad 2, ReLU, max-pool 2, conv ->hidden[1] 5x5 pad 2, ReLU, max-pool 2), flattened, then
     fc (Linear ->hidden[2], ReLU)."""
 
-    def __init__(self, D, hidden, K, codebook, image=None):
+    def __init__(self, D, hidden, K, codebook, image=None, channels_last=False):
         super().__init__()
         self.image = image
+        self.channels_last = channels_last
         if image is None:
             layers, d = [], D
             for h in hidden:
@@ -34,7 +35,10 @@ class Model(nn.Module):
     def features_of(self, x):
         if self.image is None:
             return self.backbone(x)
-        return self.fc(torch.flatten(self.features(x.view(x.shape[0], *self.image)), 1))
+        x = x.view(x.shape[0], *self.image)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fc(torch.flatten(self.features(x), 1))
 
     def forward(self, x):
         v = self.hash_fc(self.features_of(x))
