@@ -28,9 +28,9 @@ static inline void valid_columns(ptrdiff_t W, ptrdiff_t Wo, ptrdiff_t stride, pt
 }
 
 OH_CLONES
-void oh_im2col(float *restrict col, const float *restrict x, size_t images, size_t C, size_t H, size_t W,
+void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, size_t images, size_t C, size_t H, size_t W,
                size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
-    const size_t P = Ho * Wo, row_length = images * P;
+    const size_t P = Ho * Wo;
     for (size_t c = 0; c < C; c++)
         for (size_t ki = 0; ki < k; ki++)
             for (size_t kj = 0; kj < k; kj++) {
@@ -59,9 +59,9 @@ void oh_im2col(float *restrict col, const float *restrict x, size_t images, size
 }
 
 OH_CLONES
-void oh_col2im_add(float *restrict dx, const float *restrict col, size_t images, size_t C, size_t H, size_t W,
+void oh_col2im_add(float *restrict dx, const float *restrict col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
                    size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
-    const size_t P = Ho * Wo, row_length = images * P;
+    const size_t P = Ho * Wo;
     for (size_t n = 0; n < images; n++)
         for (size_t c = 0; c < C; c++) {
             float *plane = dx + (n * C + c) * H * W;
@@ -85,10 +85,9 @@ void oh_col2im_add(float *restrict dx, const float *restrict col, size_t images,
 }
 
 OH_CLONES
-uint32_t oh_conv_output(float *restrict y, const float *restrict columns, const float *restrict bias,
+uint32_t oh_conv_output(float *restrict y, const float *restrict columns, size_t row_length, const float *restrict bias,
                         size_t images, size_t O, size_t P, int relu) {
     uint32_t top = 0;
-    const size_t row_length = images * P;
     for (size_t n = 0; n < images; n++)
         for (size_t o = 0; o < O; o++) {
             const float *src = columns + o * row_length + n * P;
@@ -106,10 +105,9 @@ uint32_t oh_conv_output(float *restrict y, const float *restrict columns, const 
 }
 
 OH_CLONES
-uint32_t oh_conv_gather_gradient(float *restrict columns, float *restrict dy, const float *restrict y,
+uint32_t oh_conv_gather_gradient(float *restrict columns, size_t row_length, float *restrict dy, const float *restrict y,
                                  size_t images, size_t O, size_t P, int relu) {
     uint32_t top = 0;
-    const size_t row_length = images * P;
     for (size_t n = 0; n < images; n++)
         for (size_t o = 0; o < O; o++) {
             float *src = dy + (n * O + o) * P;

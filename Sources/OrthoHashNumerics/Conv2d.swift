@@ -32,6 +32,7 @@ final class Conv2dLayer: Layer {
     private var activations = FloatBuffer(count: 0)   // (B, O, P)
     private var evaluation = FloatBuffer(count: 0)    // (B, O, P) for `infer`
     private(set) var outputBound: MagnitudeBound? = nil
+    private var threads = LayerThreads()
 
     /// Floats of im2col's columns per chunk (32 MB): large enough that the chunk's GEMMs are wide.
     static let columnBudget = 1 << 23
@@ -64,7 +65,8 @@ final class Conv2dLayer: Layer {
         return c + y + a
     }
 
-    func bind(offset: Int, batch B: Int) {
+    func bind(offset: Int, batch B: Int, threads: LayerThreads) {
+        self.threads = threads
         self.offset = offset
         chunk = Self.chunk(batch: B, fanIn: fanIn, positions: P)
         columns = FloatBuffer(count: fanIn * chunk * P)
@@ -90,15 +92,21 @@ final class Conv2dLayer: Layer {
     /// The forward pass into `y` (B, O, P); returns the largest |y| as a magnitude's bits.
     @discardableResult
     private func run(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) -> UInt32 {
-        let CHW = input.count, OP = output.count
+        let CHW = input.count, OP = output.count, threads = self.threads.count, split = self.threads.gemmSplit
+        let (C, H, W, Ho, Wo, k, s, pad) = (input.channels, input.height, input.width, output.height, output.width, kernel, stride, padding)
+        let cols = columns.pointer, prods = products.pointer, bias = p + offset + O * fanIn, P = P, O = O, relu: Int32 = relu ? 1 : 0
         var top: UInt32 = 0
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
-            oh_im2col(columns.pointer, x + first * CHW, n, input.channels, input.height, input.width,
-                      kernel, stride, padding, output.height, output.width)
+            forEachPart(n, threads: threads) { r in
+                oh_im2col(cols + r.lowerBound * P, n * P, x + (first + r.lowerBound) * CHW, r.count, C, H, W, k, s, pad, Ho, Wo)
+                return 0
+            }
             BLAS.gemm(transA: false, transB: false, m: O, n: n * P, k: fanIn, p + offset, lda: fanIn,
-                      columns.pointer, ldb: n * P, beta: 0, products.pointer, ldc: n * P)
-            top = max(top, oh_conv_output(y + first * OP, products.pointer, p + offset + O * fanIn, n, O, P, relu ? 1 : 0))
+                      cols, ldb: n * P, beta: 0, prods, ldc: n * P, split: split)
+            top = max(top, forEachPart(n, threads: threads) { r in
+                oh_conv_output(y + (first + r.lowerBound) * OP, prods + r.lowerBound * P, n * P, bias, r.count, O, P, relu)
+            })
         }
         return top
     }
@@ -106,24 +114,36 @@ final class Conv2dLayer: Layer {
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
                   gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
-        let CHW = input.count, OP = output.count
+        let CHW = input.count, OP = output.count, threads = self.threads.count, split = self.threads.gemmSplit
+        let (C, H, W, Ho, Wo, k, s, pad) = (input.channels, input.height, input.width, output.height, output.width, kernel, stride, padding)
+        let cols = columns.pointer, prods = products.pointer, y = activations.pointer, P = P, O = O, relu: Int32 = relu ? 1 : 0
         let dWeight = g + offset, dBias = g + offset + O * fanIn
         if mode == .overwrite { dBias.update(repeating: 0, count: O) }
         var dyTop: UInt32 = 0
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
-            dyTop = max(dyTop, oh_conv_gather_gradient(products.pointer, dy + first * OP, activations.pointer + first * OP, n, O, P, relu ? 1 : 0))
-            oh_row_sums_add(dBias, products.pointer, O, n * P)
-            oh_im2col(columns.pointer, x + first * CHW, n, input.channels, input.height, input.width,
-                      kernel, stride, padding, output.height, output.width)
+            dyTop = max(dyTop, forEachPart(n, threads: threads) { r in
+                oh_conv_gather_gradient(prods + r.lowerBound * P, n * P, dy + (first + r.lowerBound) * OP, y + (first + r.lowerBound) * OP,
+                                        r.count, O, P, relu)
+            })
+            forEachPart(O, threads: threads) { r in
+                oh_row_sums_add(dBias + r.lowerBound, prods + r.lowerBound * n * P, r.count, n * P)
+                return 0
+            }
+            forEachPart(n, threads: threads) { r in
+                oh_im2col(cols + r.lowerBound * P, n * P, x + (first + r.lowerBound) * CHW, r.count, C, H, W, k, s, pad, Ho, Wo)
+                return 0
+            }
             let beta: Float = mode == .overwrite && first == 0 ? 0 : 1
-            BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, products.pointer, lda: n * P,
-                      columns.pointer, ldb: n * P, beta: beta, dWeight, ldc: fanIn)
+            BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, prods, lda: n * P,
+                      cols, ldb: n * P, beta: beta, dWeight, ldc: fanIn, split: split)
             if let dx {
                 BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
-                          products.pointer, ldb: n * P, beta: 0, columns.pointer, ldc: n * P)
-                oh_col2im_add(dx + first * CHW, columns.pointer, n, input.channels, input.height, input.width,
-                              kernel, stride, padding, output.height, output.width)
+                          prods, ldb: n * P, beta: 0, cols, ldc: n * P, split: split)
+                forEachPart(n, threads: threads) { r in
+                    oh_col2im_add(dx + (first + r.lowerBound) * CHW, cols + r.lowerBound * P, n * P, r.count, C, H, W, k, s, pad, Ho, Wo)
+                    return 0
+                }
             }
         }
         // Each weight gradient sums N P products of dy and x (every rank's rows, every position),

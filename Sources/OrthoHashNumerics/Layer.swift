@@ -14,6 +14,8 @@
 //
 // Dimensions: B = rows of the local batch, N = rows of the global batch.
 
+import Dispatch
+
 /// The shape of one row as it flows through a backbone: (channels, height, width).
 public struct SampleShape: Codable, Equatable, Sendable, CustomStringConvertible {
     public var channels: Int, height: Int, width: Int
@@ -37,6 +39,16 @@ public struct StepRandomness: Equatable, Sendable {
     public init(seed: UInt64, step: Int, firstRow: Int) { self.seed = seed; self.step = step; self.firstRow = firstRow }
 }
 
+/// How a layer uses the step's threads (HashModel chooses once): `count` threads for the passes
+/// around its GEMMs, and the GEMMs split over the same threads (OpenBLAS at one thread meanwhile)
+/// or left to OpenBLAS's own threads.
+struct LayerThreads: Equatable {
+    var count = 1
+    var splitGEMMs = false
+    /// The GEMM wrapper's `split`.
+    var gemmSplit: Int { splitGEMMs ? count : 1 }
+}
+
 /// One layer of a backbone.
 protocol Layer: AnyObject {
     var input: SampleShape { get }
@@ -45,8 +57,9 @@ protocol Layer: AnyObject {
     var tensors: [(name: String, shape: [Int])] { get }
     /// Floats of the workspace `bind` allocates for B rows (the memory check), nil on overflow.
     func workspaceFloats(batch B: Int) -> Int?
-    /// Where its tensors start in the flat buffers, and the rows its workspace holds. Called once.
-    func bind(offset: Int, batch B: Int)
+    /// Where its tensors start in the flat buffers, the rows its workspace holds and how it uses
+    /// the step's threads. Called once.
+    func bind(offset: Int, batch B: Int, threads: LayerThreads)
     /// PyTorch's default initialisation of its tensors, drawn from `rng` in layout order.
     func initialise(_ p: UnsafeMutablePointer<Float>, _ rng: inout Xoshiro256)
     /// Training forward of B rows: returns the output (B, output.count), kept for backward.
@@ -73,4 +86,18 @@ func initialiseUniform(_ p: UnsafeMutablePointer<Float>, weights: Int, biases: I
     let bound = 1 / Double(fanIn).squareRoot()
     for i in 0..<weights { p[i] = Float((rng.nextDouble() * 2 - 1) * bound) }
     for i in 0..<biases { p[weights + i] = Float((rng.nextDouble() * 2 - 1) * bound) }
+}
+
+/// Runs `body` over `count` items split into contiguous ranges, one per thread (at most
+/// `threads`, at least `minimum` items each), and returns the largest of its results (the passes
+/// return magnitudes' bits): the memory-bound passes around a layer's GEMMs, which would
+/// otherwise leave the other cores idle. Each item is computed as it would be on one thread.
+@discardableResult
+func forEachPart(_ count: Int, threads: Int, minimum: Int = 1, _ body: (Range<Int>) -> UInt32) -> UInt32 {
+    let parts = max(1, min(threads, count / max(1, minimum)))
+    if parts == 1 { return body(0..<count) }
+    return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: parts) { tops in
+        DispatchQueue.concurrentPerform(iterations: parts) { i in tops[i] = body((count * i / parts)..<(count * (i + 1) / parts)) }
+        return tops.max() ?? 0
+    }
 }

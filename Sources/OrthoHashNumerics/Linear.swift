@@ -42,9 +42,9 @@ func linearReluForward(
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
     _ bias: UnsafePointer<Float>,            // (O)
-    B: Int, I: Int, O: Int, yIsClear: Bool = false
+    B: Int, I: Int, O: Int, yIsClear: Bool = false, split: Int = 1
 ) -> MagnitudeBound {
-    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: yIsClear ? 1 : 0, y, ldc: O)
+    BLAS.gemm(transA: false, transB: true, m: B, n: O, k: I, x, lda: I, weight, ldb: I, beta: yIsClear ? 1 : 0, y, ldc: O, split: split)
     return MagnitudeBound(bits: oh_bias_relu(y, bias, B, O))
 }
 
@@ -84,6 +84,7 @@ final class LinearLayer: Layer {
     private var activations = FloatBuffer(count: 0)       // (B, O) after ReLU
     private var evaluation = FloatBuffer(count: 0)        // (B, O) for `infer`
     private(set) var outputBound: MagnitudeBound? = nil
+    private var threads = LayerThreads()
 
     /// `name`: the PyTorch module's name, e.g. "backbone.fc.0" or "classifier.1".
     init(name: String, inputs: Int, outputs: Int) {
@@ -96,7 +97,8 @@ final class LinearLayer: Layer {
 
     func workspaceFloats(batch B: Int) -> Int? { checkedProduct([B, O, 2]) }
 
-    func bind(offset: Int, batch B: Int) {
+    func bind(offset: Int, batch B: Int, threads: LayerThreads) {
+        self.threads = threads
         self.offset = offset
         activations = FloatBuffer(count: B * O)
         evaluation = FloatBuffer(count: B * O)
@@ -107,12 +109,13 @@ final class LinearLayer: Layer {
     }
 
     func forward(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, randomness: StepRandomness?) -> UnsafePointer<Float> {
-        outputBound = linearReluForward(activations.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O, yIsClear: true)
+        outputBound = linearReluForward(activations.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O, yIsClear: true,
+                                        split: threads.gemmSplit)
         return UnsafePointer(activations.pointer)
     }
 
     func infer(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>) -> UnsafePointer<Float> {
-        linearReluForward(evaluation.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O)
+        linearReluForward(evaluation.pointer, x, p + offset, p + offset + O * I, B: B, I: I, O: O, split: threads.gemmSplit)
         return UnsafePointer(evaluation.pointer)
     }
 
@@ -121,7 +124,7 @@ final class LinearLayer: Layer {
                   gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
         // The activations are read for the last time here (the layer above used them as its input).
         let dyBound = reluBackwardClearing(dy, activations.pointer, count: B * O)
-        linearBackward(dx, g + offset, g + offset + O * I, dy, x, p + offset, B: B, I: I, O: O, mode: mode)
+        linearBackward(dx, g + offset, g + offset + O * I, dy, x, p + offset, B: B, I: I, O: O, mode: mode, split: threads.gemmSplit)
         // Weight (O, I) then bias (O): one contiguous slice.
         let rows = check.rows
         check.slice(offset, count: O * (I + 1)) {

@@ -151,16 +151,21 @@ public final class HashModel {
     var headWorkspace: FusedHeadWorkspace?
     /// The codebook's sign patterns for the lookups (laid out at `init` when the head uses them).
     let signPatterns: SignPatterns?
+    /// The threads a step may use (the run's budget, OpenBLAS's count when the model was made).
+    public let threads: Int
+    /// Whether the backbone convolves: its step's threads are then ours throughout (below).
+    let convolutional: Bool
     /// Threads of the step's own (1: OpenBLAS's threads, as set). With a linear backbone and the
-    /// lookup head, nearly all of a step is the head's lookups on threads of ours; the hash layer's
-    /// GEMMs are then split over the same threads with OpenBLAS at one thread, so that no idle
-    /// OpenBLAS thread spins beside them (2 threads ran 1.26-1.38x slower than 2 ranks before).
+    /// lookup head, nearly all of a step is the head's lookups on threads of ours; with a
+    /// convolutional backbone, a third of it is the passes around the GEMMs (im2col, col2im,
+    /// pooling) on threads of ours. The GEMMs are then split over the same threads with OpenBLAS
+    /// at one thread, so that no idle OpenBLAS thread spins beside them (2 threads ran 1.26-1.38x
+    /// slower than 2 ranks before for the linear head; the cnn 0.86x slower than with its GEMMs split).
     var ownThreads = 1
 
     /// Runs `body` with OpenBLAS at one thread when the step's threads are ours.
-    private func withOwnThreads(_ body: () -> Void) {
-        guard ownThreads > 1 else { return body() }
-        let threads = BLAS.threads
+    private func withOwnThreads(_ own: Int, _ body: () -> Void) {
+        guard own > 1 else { return body() }
         BLAS.setThreads(1)
         body()
         BLAS.setThreads(threads)
@@ -180,7 +185,7 @@ public final class HashModel {
     /// (`Head`).
     public init(config: ModelConfig, loss: LossConfig, codebook: Codebook, batchSize: Int,
                 store: ParameterStore? = nil, statistics: StatisticsReducer = LocalStatistics(),
-                head: HeadPath = .fused, products: HeadProducts = .available) {
+                head: HeadPath = .fused, products: HeadProducts = .available, threads: Int = BLAS.threads) {
         precondition(codebook.classes == config.classes && codebook.bits == config.nbit,
                      "codebook (\(codebook.classes), \(codebook.bits)) does not match model (\(config.classes), \(config.nbit))")
         let layout = ParameterLayout(config)
@@ -190,9 +195,12 @@ public final class HashModel {
         self.head = Head(path: head, products: products, loss: loss, classes: config.classes)
         self.store = store ?? ParameterStore(layout: layout, optimizer: nil)
         let K = config.nbit, B = batchSize, C = config.classes
+        self.threads = max(1, threads)
         layers = config.backboneLayers()
+        convolutional = layers.contains { $0 is Conv2dLayer }
+        let layerThreads = LayerThreads(count: self.threads, splitGEMMs: convolutional && self.threads > 1)
         for layer in layers {
-            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: B)
+            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: B, threads: layerThreads)
         }
         layerOutputs = layers.map { _ in UnsafePointer(bitPattern: 1)! }
         featureDim = layers.last?.output.count ?? config.inputDim
@@ -259,17 +267,18 @@ public final class HashModel {
         let B = batchSize, K = config.nbit, C = config.classes, F = featureDim
         let N = B * statistics.ranks
         let p = parameters.pointer
-        let threads = BLAS.threads
         var fused = false, patterns: SignPatterns? = nil
         if case .fused = head, case .single = targets { fused = true; patterns = signPatterns }
-        // A linear backbone with the lookup head: the step's threads are ours (see ownThreads).
-        ownThreads = patterns != nil && layers.isEmpty ? threads : 1
+        // A convolutional backbone, or a linear one with the lookup head: the step's threads are ours.
+        ownThreads = convolutional || (patterns != nil && layers.isEmpty) ? threads : 1
         var input = x
-        for (i, layer) in layers.enumerated() {
-            input = layer.forward(input, B: B, parameters: p, randomness: randomness)
-            layerOutputs[i] = input
+        withOwnThreads(ownThreads) {
+            for (i, layer) in layers.enumerated() {
+                input = layer.forward(input, B: B, parameters: p, randomness: randomness)
+                layerOutputs[i] = input
+            }
+            linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads)
         }
-        withOwnThreads { linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads) }
         batchNormTrainForward(codes.pointer, xhat.pointer, preNorm.pointer, p + bnGamma, p + bnBeta,
                               runningMean.pointer, runningVar.pointer, bn, B: B, statistics: statistics)
         batchesTracked += 1
@@ -329,7 +338,7 @@ public final class HashModel {
         let features = layers.isEmpty ? x : layerOutputs[layers.count - 1]
         let featureBound = layers.isEmpty ? inputBound : layers[layers.count - 1].outputBound
         var dOut = dActA.pointer, dSpare = dActB.pointer
-        withOwnThreads {
+        withOwnThreads(ownThreads) {
             linearBackward(layers.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
                            p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
         }
@@ -337,15 +346,17 @@ public final class HashModel {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
         }
         bucketReady?(hashWeight..<store.count)     // the hash layer's weight, then BatchNorm's gamma and beta
-        for i in stride(from: layers.count - 1, through: 0, by: -1) {
-            let layer = layers[i]
-            layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
-                           dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, mode: mode, check: &check)
-            if let first = layer.tensors.first {
-                let start = store.layout[first.name].offset
-                bucketReady?(start..<(start + layer.parameterCount))
+        withOwnThreads(convolutional ? threads : 1) {
+            for i in stride(from: layers.count - 1, through: 0, by: -1) {
+                let layer = layers[i]
+                layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
+                               dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, mode: mode, check: &check)
+                if let first = layer.tensors.first {
+                    let start = store.layout[first.name].offset
+                    bucketReady?(start..<(start + layer.parameterCount))
+                }
+                swap(&dOut, &dSpare)
             }
-            swap(&dOut, &dSpare)
         }
         return check.report
     }
@@ -396,8 +407,10 @@ public final class HashModel {
         while start < rows {
             let B = min(batchSize, rows - start)
             var input = x + start * D
-            for layer in layers { input = layer.infer(input, B: B, parameters: p) }
-            linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K)
+            withOwnThreads(convolutional ? threads : 1) {
+                for layer in layers { input = layer.infer(input, B: B, parameters: p) }
+                linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: convolutional ? threads : 1)
+            }
             body(start, B)
             start += B
         }

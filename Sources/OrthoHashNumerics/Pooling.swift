@@ -17,6 +17,7 @@ final class MaxPool2dLayer: Layer {
     private var argmax = UnsafeMutablePointer<Int32>.allocate(capacity: 0)   // (B, C, P) index within the (H, W) plane
     private var evaluationArgmax = UnsafeMutablePointer<Int32>.allocate(capacity: 0)
     private(set) var outputBound: MagnitudeBound? = nil
+    private var threads = LayerThreads()
 
     init(input: SampleShape, kernel k: Int, stride: Int? = nil, padding: Int = 0) {
         let s = stride ?? k
@@ -31,7 +32,8 @@ final class MaxPool2dLayer: Layer {
 
     func workspaceFloats(batch B: Int) -> Int? { checkedProduct([B, output.count, 4]) }
 
-    func bind(offset: Int, batch B: Int) {
+    func bind(offset: Int, batch B: Int, threads: LayerThreads) {
+        self.threads = threads
         outputs = FloatBuffer(count: B * output.count)
         evaluation = FloatBuffer(count: B * output.count)
         argmax.deallocate(); evaluationArgmax.deallocate()
@@ -53,14 +55,21 @@ final class MaxPool2dLayer: Layer {
 
     @discardableResult
     private func pool(_ x: UnsafePointer<Float>, B: Int, into y: UnsafeMutablePointer<Float>, argmax: UnsafeMutablePointer<Int32>) -> UInt32 {
-        oh_maxpool_forward(y, argmax, x, B * input.channels, input.height, input.width, kernel, stride, padding, output.height, output.width)
+        let (H, W, Ho, Wo, k, s, pad) = (input.height, input.width, output.height, output.width, kernel, stride, padding)
+        return forEachPart(B * input.channels, threads: threads.count) { r in
+            oh_maxpool_forward(y + r.lowerBound * Ho * Wo, argmax + r.lowerBound * Ho * Wo, x + r.lowerBound * H * W, r.count, H, W, k, s, pad, Ho, Wo)
+        }
     }
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
                   gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
         guard let dx else { return dy.update(repeating: 0, count: B * output.count) }
-        oh_maxpool_backward_clear(dx, dy, argmax, B * input.channels, input.height * input.width, output.height * output.width)
+        let HW = input.height * input.width, P = output.height * output.width, argmax = argmax
+        forEachPart(B * input.channels, threads: threads.count) { r in
+            oh_maxpool_backward_clear(dx + r.lowerBound * HW, dy + r.lowerBound * P, argmax + r.lowerBound * P, r.count, HW, P)
+            return 0
+        }
     }
 }
 
@@ -73,6 +82,7 @@ final class AdaptiveAvgPool2dLayer: Layer {
     private var outputs = FloatBuffer(count: 0)          // (B, C, P)
     private var evaluation = FloatBuffer(count: 0)
     private(set) var outputBound: MagnitudeBound? = nil
+    private var threads = LayerThreads()
 
     init(input: SampleShape, height: Int, width: Int) {
         precondition(height >= 1 && width >= 1, "adaptive average pool to \(height)x\(width)")
@@ -82,7 +92,8 @@ final class AdaptiveAvgPool2dLayer: Layer {
 
     func workspaceFloats(batch B: Int) -> Int? { checkedProduct([B, output.count, 2]) }
 
-    func bind(offset: Int, batch B: Int) {
+    func bind(offset: Int, batch B: Int, threads: LayerThreads) {
+        self.threads = threads
         outputs = FloatBuffer(count: B * output.count)
         evaluation = FloatBuffer(count: B * output.count)
     }

@@ -152,7 +152,7 @@ public final class Trainer {
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
                           store: store, statistics: TimedStatistics(collective, timeline: timeline),
-                          head: options.head, products: options.headProducts)
+                          head: options.head, products: options.headProducts, threads: options.threads)
         optimizer = Optimizer(config: config.optimizer)
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
                              ranks: dataParallel.ranks, seed: config.seed)

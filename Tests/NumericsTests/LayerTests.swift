@@ -14,9 +14,9 @@ final class LayerTests: XCTestCase {
         let layer: Layer
         let B: Int
         let x: FloatBuffer, parameters: FloatBuffer, r: FloatBuffer
-        init(_ layer: Layer, B: Int, seed: UInt64) {
+        init(_ layer: Layer, B: Int, seed: UInt64, threads: LayerThreads = LayerThreads()) {
             self.layer = layer; self.B = B
-            layer.bind(offset: 0, batch: B)
+            layer.bind(offset: 0, batch: B, threads: threads)
             x = randomBuffer(B * layer.input.count, seed: seed)
             parameters = FloatBuffer(count: max(1, layer.parameterCount))
             var rng = Xoshiro256(seed: seed, stream: 7)
@@ -108,6 +108,29 @@ final class LayerTests: XCTestCase {
         }
     }
 
+    /// The passes split over threads (and the GEMMs over the same threads) give what one thread
+    /// gives: each element is computed the same way (the GEMMs' parts may add in another order).
+    func testThreadsGiveTheSameResults() {
+        for layer in [{ self.conv(SampleShape(channels: 3, height: 9, width: 8), outputs: 5, kernel: 3, stride: 2, padding: 1, relu: true) as Layer },
+                      { MaxPool2dLayer(input: SampleShape(channels: 3, height: 9, width: 8), kernel: 3, stride: 2) },
+                      { LinearLayer(name: "fc", inputs: 30, outputs: 20) }] {
+            var results: [([Float], [Float], [Float])] = []
+            for threads in [LayerThreads(), LayerThreads(count: 3, splitGEMMs: true)] {
+                Conv2dLayer.columnBudgetOverride = 3 * 27 * 20    // chunks of 3 images of 7 rows: parts of unequal size
+                defer { Conv2dLayer.columnBudgetOverride = nil }
+                let bench = Bench(layer(), B: 7, seed: 60, threads: threads)
+                let y = bench.layer.infer(bench.x.pointer, B: 7, parameters: bench.parameters.pointer)
+                let out = Array(UnsafeBufferPointer(start: y, count: 7 * bench.layer.output.count))
+                let (dx, dp) = bench.backward()
+                results.append((out, dx, dp))
+            }
+            for (a, b) in zip([results[0].0, results[0].1, results[0].2], [results[1].0, results[1].1, results[1].2]) {
+                XCTAssertEqual(a.count, b.count)
+                for i in 0..<a.count { XCTAssertEqual(a[i], b[i], accuracy: 1e-5 * max(1, abs(a[i]))) }
+            }
+        }
+    }
+
     /// Backward adds into dx and into the parameter gradients; `.overwrite` replaces the latter.
     func testConv2dAccumulatesAndOverwrites() {
         let bench = Bench(conv(SampleShape(channels: 2, height: 5, width: 5), outputs: 3, kernel: 3, padding: 1, relu: true), B: 2, seed: 4)
@@ -132,7 +155,7 @@ final class LayerTests: XCTestCase {
     /// a ReLU are common), NaN propagates, and overlapping windows add their gradients.
     func testMaxPoolTiesAndOverlap() {
         let layer = MaxPool2dLayer(input: SampleShape(channels: 1, height: 3, width: 5), kernel: 3, stride: 2)
-        layer.bind(offset: 0, batch: 1)
+        layer.bind(offset: 0, batch: 1, threads: LayerThreads())
         let x = FloatBuffer([0, 0, 2, 0, 0,
                              0, 0, 0, 0, 0,
                              0, 0, 0, 0, .nan])
@@ -165,7 +188,7 @@ final class LayerTests: XCTestCase {
     func testAdaptiveAveragePool() {
         // PyTorch's bins for 5 -> 3: [0, 2), [1, 4), [3, 5); for 7 -> 3: [0, 3), [2, 5), [4, 7).
         let layer = AdaptiveAvgPool2dLayer(input: SampleShape(channels: 1, height: 5, width: 7), height: 3, width: 3)
-        layer.bind(offset: 0, batch: 1)
+        layer.bind(offset: 0, batch: 1, threads: LayerThreads())
         let x = FloatBuffer((0..<35).map { Float($0) })
         let none = FloatBuffer(count: 1)
         let y = layer.forward(x.pointer, B: 1, parameters: none.pointer, randomness: nil)
@@ -180,7 +203,7 @@ final class LayerTests: XCTestCase {
             .assertGradients("adaptive average pool")
         // Identity when the sizes match (AlexNet's 6 x 6 at 224 x 224).
         let same = AdaptiveAvgPool2dLayer(input: SampleShape(channels: 2, height: 3, width: 3), height: 3, width: 3)
-        same.bind(offset: 0, batch: 1)
+        same.bind(offset: 0, batch: 1, threads: LayerThreads())
         let z = randomBuffer(18, seed: 41)
         let out = same.forward(z.pointer, B: 1, parameters: none.pointer, randomness: nil)
         XCTAssertEqual(Array(UnsafeBufferPointer(start: out, count: 18)), z.array)
@@ -199,7 +222,7 @@ final class LayerTests: XCTestCase {
         let p = FloatBuffer(count: layout.count)
         var rng = Xoshiro256(seed: 1)
         for layer in layers {
-            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: 4)
+            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: 4, threads: LayerThreads())
             layer.initialise(p.pointer, &rng)
         }
         let x = randomBuffer(4 * 64, seed: 2)

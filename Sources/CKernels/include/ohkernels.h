@@ -55,18 +55,19 @@ void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *tabl
 // Convolution and pooling over NCHW (conv.c). n images, C channels, H x W in, k x k kernel,
 // Ho x Wo out, P = Ho x Wo, O output channels.
 /// col (C k k, n P) from x (n, C, H, W): row (c, ki, kj), column (image, oh, ow) holds
-/// x[image, c, oh stride - pad + ki, ow stride - pad + kj], 0 outside the image.
-void oh_im2col(float *col, const float *x, size_t images, size_t C, size_t H, size_t W,
+/// x[image, c, oh stride - pad + ki, ow stride - pad + kj], 0 outside the image. Rows of col are
+/// `row_length` floats apart (n P for a whole chunk; more when threads fill parts of one).
+void oh_im2col(float *col, size_t row_length, const float *x, size_t images, size_t C, size_t H, size_t W,
                size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
 /// The transpose of oh_im2col, added: dx (n, C, H, W) += col2im(col).
-void oh_col2im_add(float *dx, const float *col, size_t images, size_t C, size_t H, size_t W,
+void oh_col2im_add(float *dx, const float *col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
                    size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
-/// y (n, O, P) = columns (O, n P) + bias per channel, then ReLU when `relu` (NaN stays NaN).
-/// Returns the largest magnitude of y as in oh_max_magnitude_bits.
-uint32_t oh_conv_output(float *y, const float *columns, const float *bias, size_t images, size_t O, size_t P, int relu);
-/// columns (O, n P) = dy (n, O, P), times (y > 0) when `relu`; then dy = 0 (its last read in the
-/// step). Returns the largest magnitude written.
-uint32_t oh_conv_gather_gradient(float *columns, float *dy, const float *y, size_t images, size_t O, size_t P, int relu);
+/// y (n, O, P) = columns (O, n P; rows `row_length` apart) + bias per channel, then ReLU when
+/// `relu` (NaN stays NaN). Returns the largest magnitude of y as in oh_max_magnitude_bits.
+uint32_t oh_conv_output(float *y, const float *columns, size_t row_length, const float *bias, size_t images, size_t O, size_t P, int relu);
+/// columns (O, n P; rows `row_length` apart) = dy (n, O, P), times (y > 0) when `relu`; then
+/// dy = 0 (its last read in the step). Returns the largest magnitude written.
+uint32_t oh_conv_gather_gradient(float *columns, size_t row_length, float *dy, const float *y, size_t images, size_t O, size_t P, int relu);
 /// sums[r] += the sum of row r of x (rows, cols), in double with eight partial sums.
 void oh_row_sums_add(float *sums, const float *x, size_t rows, size_t cols);
 /// Max pooling of each of `planes` (H, W) planes (PyTorch's rule: the first largest value in
