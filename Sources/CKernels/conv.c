@@ -48,8 +48,8 @@ void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, 
                         }
                         const float *src = plane + ih * (ptrdiff_t)W + offset;
                         for (ptrdiff_t ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-                        if (stride == 1)
-                            memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+                        if (stride == 1)      // rows of a few dozen floats: a loop beats a call to memcpy
+                            for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = src[ow];
                         else
                             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = src[ow * (ptrdiff_t)stride];
                         for (ptrdiff_t ow = hi; ow < (ptrdiff_t)Wo; ow++) d[ow] = 0.0f;
@@ -138,9 +138,43 @@ void oh_row_sums_add(float *restrict sums, const float *restrict x, size_t rows,
     }
 }
 
+// 2 x 2 windows with stride 2 and no padding (the cnn's pools): two rows at a time, no bounds.
+static uint32_t maxpool_2x2(float *restrict y, int32_t *restrict argmax, const float *restrict x, size_t planes,
+                            size_t H, size_t W, size_t Ho, size_t Wo) {
+    uint32_t top = 0;
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float *in = x + pl * H * W;
+        float *out = y + pl * Ho * Wo;
+        int32_t *arg = argmax + pl * Ho * Wo;
+        for (size_t oh = 0; oh < Ho; oh++) {
+            const float *r0 = in + 2 * oh * W, *r1 = r0 + W;
+            const int32_t base = (int32_t)(2 * oh * W);
+            for (size_t ow = 0; ow < Wo; ow++) {
+                // Row-major order: (0, 0), (0, 1), (1, 0), (1, 1); a later value wins only if larger (or NaN).
+                float best = r0[2 * ow];
+                int32_t at = base + (int32_t)(2 * ow);
+                float v = r0[2 * ow + 1];
+                if (best != best) goto done;
+                if (v > best || v != v) { best = v; at = base + (int32_t)(2 * ow + 1); if (v != v) goto done; }
+                v = r1[2 * ow];
+                if (v > best || v != v) { best = v; at = base + (int32_t)(W + 2 * ow); if (v != v) goto done; }
+                v = r1[2 * ow + 1];
+                if (v > best || v != v) { best = v; at = base + (int32_t)(W + 2 * ow + 1); }
+            done:
+                out[oh * Wo + ow] = best;
+                arg[oh * Wo + ow] = at;
+                uint32_t m = magnitude_bits(best);
+                top = m > top ? m : top;
+            }
+        }
+    }
+    return top;
+}
+
 OH_CLONES
 uint32_t oh_maxpool_forward(float *restrict y, int32_t *restrict argmax, const float *restrict x, size_t planes,
                             size_t H, size_t W, size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
+    if (k == 2 && stride == 2 && pad == 0) return maxpool_2x2(y, argmax, x, planes, H, W, Ho, Wo);
     uint32_t top = 0;
     for (size_t pl = 0; pl < planes; pl++) {
         const float *in = x + pl * H * W;
@@ -224,6 +258,54 @@ void oh_adaptive_avgpool_backward_clear(float *restrict dx, float *restrict dy, 
                     for (size_t iw = w0; iw < w1; iw++) d[ih * W + iw] += share;
                 g[oh * Wo + ow] = 0.0f;
             }
+        }
+    }
+}
+
+// Dropout masks from a counter-based hash (SplitMix64's finaliser): element i of a row is kept
+// when the top 24 bits of mix(row_key + i) are at least `threshold` (p 2^24), so a mask depends
+// only on the row's key, never on a stream shared with other rows.
+static inline uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t oh_dropout_row_key(uint64_t seed, uint64_t step, uint64_t layer, uint64_t row) {
+    return mix64(mix64(mix64(mix64(seed ^ 0xd1b54a32d192ed03ull) ^ step) ^ layer) ^ row);
+}
+
+OH_CLONES
+uint32_t oh_dropout_forward(float *restrict y, const float *restrict x, size_t rows, size_t cols, uint64_t seed, uint64_t step,
+                            uint64_t layer, uint64_t first_row, uint32_t threshold, float scale) {
+    uint32_t top = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const uint64_t key = oh_dropout_row_key(seed, step, layer, first_row + r);
+        const float *in = x + r * cols;
+        float *out = y + r * cols;
+        for (size_t c = 0; c < cols; c++) {
+            const uint32_t u = (uint32_t)(mix64(key + c) >> 40);
+            const float v = u >= threshold ? in[c] * scale : 0.0f;
+            out[c] = v;
+            uint32_t m = magnitude_bits(v);
+            top = m > top ? m : top;
+        }
+    }
+    return top;
+}
+
+OH_CLONES
+void oh_dropout_backward_clear(float *restrict dx, float *restrict dy, size_t rows, size_t cols, uint64_t seed, uint64_t step,
+                               uint64_t layer, uint64_t first_row, uint32_t threshold, float scale) {
+    for (size_t r = 0; r < rows; r++) {
+        const uint64_t key = oh_dropout_row_key(seed, step, layer, first_row + r);
+        float *g = dy + r * cols;
+        float *d = dx + r * cols;
+        for (size_t c = 0; c < cols; c++) {
+            const uint32_t u = (uint32_t)(mix64(key + c) >> 40);
+            d[c] += u >= threshold ? g[c] * scale : 0.0f;
+            g[c] = 0.0f;
         }
     }
 }

@@ -26,6 +26,8 @@ public enum BLAS {
     /// Sets OpenBLAS's thread count (ranks x threads should not exceed the cores).
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// The kernel OpenBLAS chose for this CPU (OPENBLAS_CORETYPE overrides it), e.g. "Cooperlake".
+    public static var kernel: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
     @inline(__always)
     public static func gemm(

@@ -19,7 +19,8 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     public var inputShape: SampleShape?
 
     /// `hidden`: the mlp's widths; for the cnn its two convolutions' channels and its Linear
-    /// layer's width (empty: the default 32, 64, 1024); ignored otherwise.
+    /// layer's width (empty: the default 32, 64, 1024); ignored otherwise (AlexNet and VGG-16
+    /// are torchvision's).
     public init(inputDim: Int, backbone: BackboneKind, hidden: [Int], nbit: Int, classes: Int, inputShape: SampleShape? = nil) {
         precondition(inputShape.map { $0.count == inputDim } ?? true, "input shape \(inputShape!) for \(inputDim)-d rows")
         self.inputDim = inputDim; self.backbone = backbone
@@ -29,6 +30,7 @@ public struct ModelConfig: Codable, Equatable, Sendable {
         case .cnn:
             precondition(hidden.isEmpty || hidden.count == 3, "cnn widths \(hidden): two convolutions' channels and a Linear layer's width")
             self.hidden = hidden.isEmpty ? BackboneKind.cnnWidths : hidden
+        case .alexnet, .vgg16: self.hidden = []
         }
         self.nbit = nbit; self.classes = classes
         self.inputShape = backbone.takesImages ? inputShape : nil

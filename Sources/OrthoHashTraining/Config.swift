@@ -5,6 +5,8 @@ import OrthoHashNumerics
 public enum DatasetKind: String, Codable, CaseIterable, Sendable {
     case fashionMNIST = "fashion-mnist"
     case npy
+    /// Images made up from the seed (GeneratedImages): benchmarks and smoke tests of the image backbones.
+    case generated
 }
 
 /// Everything that defines a training run. Saved as `config.json` in the run directory and in
@@ -24,6 +26,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var trainLimit: Int? = nil
     public var queryLimit: Int? = nil
     public var dbLimit: Int? = nil
+    /// `--dataset generated`: the images' side (default 224) and channels (default 3).
+    public var imageSize: Int? = nil
+    public var imageChannels: Int? = nil
     // Model
     public var backbone: BackboneKind = .linear
     public var hidden: [Int] = [1024, 1024]
@@ -73,7 +78,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         try need(Set(mapAt).count == mapAt.count, "--map-at lists a cutoff twice: \(mapAt.map(\.text).joined(separator: ","))")
         try need(precisionAt.allSatisfy { $0 >= 1 }, "--precision-at takes positive numbers")
         try need(Set(precisionAt).count == precisionAt.count, "--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
-        for (flag, value) in [("--train-limit", trainLimit), ("--query-limit", queryLimit), ("--db-limit", dbLimit), ("--classes", classes)] {
+        for (flag, value) in [("--train-limit", trainLimit), ("--query-limit", queryLimit), ("--db-limit", dbLimit), ("--classes", classes),
+                              ("--image-size", imageSize), ("--image-channels", imageChannels)] {
             if let value { try need(value >= 1, "\(flag) must be at least 1, got \(value)") }
         }
         // Loss.
@@ -123,15 +129,21 @@ public struct TrainConfig: Codable, Equatable, Sendable {
                     classes: data.classes, inputShape: backbone.takesImages ? data.imageShape : nil)
     }
 
-    /// Checks that `data` suits the backbone: images for the convolutional ones.
+    /// Checks that `data` suits the backbone: images for the convolutional ones, of the channels
+    /// and at least the size their layers take.
     public func checkBackbone(for data: DataSplits) throws {
         guard backbone.takesImages else { return }
         guard let image = data.imageShape else {
             throw OrthoHashError("--backbone \(backbone.rawValue) takes images, and the \(dataset.rawValue) data are feature vectors", file: data.train.features.name,
-                                 hint: "train on Fashion-MNIST (--dataset fashion-mnist), or use --backbone linear or mlp")
+                                 hint: "train on Fashion-MNIST (--dataset fashion-mnist) with --backbone cnn, or use --backbone linear or mlp")
         }
-        guard image.height >= 4 && image.width >= 4 else {
-            throw OrthoHashError("--backbone \(backbone.rawValue) needs images of at least 4x4 pixels (two 2x2 poolings), got \(image.height)x\(image.width)",
+        if let channels = backbone.imageChannels, channels != image.channels {
+            throw OrthoHashError("--backbone \(backbone.rawValue) takes \(channels)-channel images, the data's have \(image.channels)",
+                                 file: data.train.features.name, hint: image.channels == 1 ? "--backbone cnn takes grey images" : nil)
+        }
+        let side = backbone.smallestImage
+        guard image.height >= side && image.width >= side else {
+            throw OrthoHashError("--backbone \(backbone.rawValue) needs images of at least \(side)x\(side) pixels, got \(image.height)x\(image.width)",
                                  file: data.train.features.name)
         }
     }
@@ -141,6 +153,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         switch dataset {
         case .fashionMNIST:
             return try FashionMNIST.load(directory: dataDir, trainLimit: trainLimit, queryLimit: queryLimit, databaseLimit: dbLimit)
+        case .generated:
+            let shape = SampleShape(channels: imageChannels ?? 3, height: imageSize ?? 224, width: imageSize ?? 224)
+            return try GeneratedImages.splits(shape: shape, classes: classes ?? 10, train: trainLimit ?? 2560, queries: queryLimit ?? 256, seed: seed)
         case .npy:
             func split(_ x: String?, _ y: String?, _ limit: Int?) throws -> Split {
                 Split(features: try NPYFeatures(path: x!, limit: limit), labels: try Labels.load(path: y!, limit: limit))

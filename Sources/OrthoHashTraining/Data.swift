@@ -269,3 +269,55 @@ public func loadRevisitedGroundTruth(_ path: String, queries: Int, databaseRows:
     return gt
 }
 
+
+/// Images made up from a seed, for benchmarks and smoke tests of the image backbones where no
+/// image data is at hand (`--dataset generated`): row r of a split is of class r mod C, its
+/// pixels a per-class colour (+-0.5 per channel) plus noise uniform in [-1, 1), already
+/// standardised. Nothing is stored: a row is made when it is read.
+public final class GeneratedImages: FeatureSource {
+    public let name: String
+    public let rows: Int
+    public let shape: SampleShape
+    public let classes: Int
+    let key: UInt64
+    public var dim: Int { shape.count }
+
+    public init(name: String, rows: Int, shape: SampleShape, classes: Int, seed: UInt64) {
+        self.name = name; self.rows = rows; self.shape = shape; self.classes = classes
+        // The split's name enters the key (Swift's hashValue is seeded per process: not used).
+        key = Self.mix(seed ^ Self.mix(name.utf8.reduce(UInt64(0)) { $0 &* 31 &+ UInt64($1) }))
+    }
+
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    public var labels: Labels { .single((0..<rows).map { Int32($0 % classes) }) }
+
+    public func copyRow(_ row: Int, into out: UnsafeMutablePointer<Float>) throws {
+        let c = row % classes, plane = shape.height * shape.width
+        let rowKey = Self.mix(key ^ UInt64(row))
+        for ch in 0..<shape.channels {
+            let colour: Float = Self.mix(UInt64(c * 8 + ch) ^ 0x5bd1_e995) & 1 == 0 ? 0.5 : -0.5
+            let base = ch * plane
+            for i in 0..<plane {
+                let u = Self.mix(rowKey &+ UInt64(base + i))
+                out[base + i] = colour + Float(u >> 40) * (2 / Float(1 << 24)) - 1
+            }
+        }
+    }
+
+    /// Train and database (the same rows), and queries of their own.
+    public static func splits(shape: SampleShape, classes: Int, train: Int, queries: Int, seed: UInt64) throws -> DataSplits {
+        let t = GeneratedImages(name: "generated/train", rows: train, shape: shape, classes: classes, seed: seed)
+        let q = GeneratedImages(name: "generated/query", rows: queries, shape: shape, classes: classes, seed: seed)
+        var splits = try DataSplits(train: Split(features: t, labels: t.labels), query: Split(features: q, labels: q.labels),
+                                    database: Split(features: t, labels: t.labels), classes: classes,
+                                    labelFiles: ["generated/train", "generated/query", "generated/train"])
+        splits.imageShape = shape
+        return splits
+    }
+}

@@ -7,7 +7,7 @@ import OrthoHashTraining
 extension OrthoHashCommand {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Training throughput on Fashion-MNIST (mlp 1024,1024, 64 bits, batch 256) with 1 and 2 BLAS threads, and the share of step time in GEMM.")
+            abstract: "Training throughput on Fashion-MNIST (mlp 1024,1024, 64 bits, batch 256; --backbone alexnet and vgg16 on generated 224x224 images) with 1 and 2 BLAS threads, and the share of step time in GEMM.")
         @OptionGroup var data: DataOptions
         @Option(help: "Backbone.") var backbone: BackboneKind = .mlp
         @Option(help: "Hidden widths (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden")) var hidden: [Int] = [1024, 1024]
@@ -37,6 +37,8 @@ extension OrthoHashCommand {
         func config() -> TrainConfig {
             var config = TrainConfig()
             data.apply(to: &config)
+            // AlexNet and VGG-16 take RGB images: generated ones (224 x 224) unless data is named.
+            if data.dataset == nil && backbone.imageChannels == 3 { config.dataset = .generated }
             config.backbone = backbone; config.hidden = hidden; config.nbit = nbit; config.batchSize = batchSize
             return config
         }
@@ -58,7 +60,7 @@ extension OrthoHashCommand {
             // Under mpirun: data-parallel over the ranks, rank 0 prints, with the time in collectives.
             try onRanks(collectiveTimeout: 300) { dataParallel in
                 let say = { (line: String) in if dataParallel.rank == 0 { print(line) } }
-                say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s)")
+                say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s), OpenBLAS kernel \(BLAS.kernel)")
                 say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step" + (waits ? "  wait ms/step" : ""))
                 let hosts = hostCount(dataParallel.collective)
                 for t in threads {

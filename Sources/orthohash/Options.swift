@@ -7,8 +7,8 @@ import OrthoHashTraining
 
 /// Where the data comes from; shared by train and bench.
 struct DataOptions: ParsableArguments {
-    @Option(help: "fashion-mnist (the Debian package's images) or npy (feature and label files).")
-    var dataset: DatasetKind = .fashionMNIST
+    @Option(help: "fashion-mnist (the Debian package's images), npy (feature and label files) or generated (images made up from the seed, for benchmarks and smoke tests of the image backbones: class r mod --classes (default 10), --train-limit rows (default 2560, also the database), --query-limit queries (default 256)).")
+    var dataset: DatasetKind?
     @Option(help: "Directory of the Fashion-MNIST IDX files (default: \(FashionMNIST.defaultDirectory)).")
     var dataDir: String?
     @Option(help: "Training features (.npy, float32/float16, (N, D)).") var trainFeatures: String?
@@ -21,14 +21,17 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Use only the first N training rows.") var trainLimit: Int?
     @Option(help: "Use only the first N query rows.") var queryLimit: Int?
     @Option(help: "Use only the first N database rows.") var dbLimit: Int?
+    @Option(help: "--dataset generated: the images' side in pixels (default 224).") var imageSize: Int?
+    @Option(help: "--dataset generated: the images' channels (default 3).") var imageChannels: Int?
 
     func apply(to c: inout TrainConfig) {
-        c.dataset = dataset
+        if let dataset { c.dataset = dataset }
         if let dataDir { c.dataDir = dataDir }
         c.trainFeatures = trainFeatures; c.trainLabels = trainLabels
         c.queryFeatures = queryFeatures; c.queryLabels = queryLabels
         c.dbFeatures = dbFeatures; c.dbLabels = dbLabels
         c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
+        c.imageSize = imageSize; c.imageChannels = imageChannels
     }
 
     /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
@@ -40,6 +43,11 @@ struct DataOptions: ParsableArguments {
             out += npy.filter { $0.1 != nil }.map { "\($0.0) belongs to --dataset npy" }
         }
         if c.dataset != .fashionMNIST && dataDir != nil { out.append("--data-dir belongs to --dataset fashion-mnist") }
+        if c.dataset != .generated {
+            if imageSize != nil { out.append("--image-size belongs to --dataset generated") }
+            if imageChannels != nil { out.append("--image-channels belongs to --dataset generated") }
+        }
+        if c.dataset == .generated && dbLimit != nil { out.append("--db-limit does not apply to --dataset generated (its database is the training rows)") }
         return out
     }
 }

@@ -156,6 +156,30 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(odd.stderr.contains("--batch-size 66 is not divisible by the 4 ranks"), odd.stderr)
     }
 
+    /// The image backbones data-parallel: the cnn on Fashion-MNIST's images and AlexNet (with its
+    /// dropout) on generated images, 2 ranks against one process with the same global batch (the
+    /// dropout masks come from each row's place in the global batch, so the ranks drop what one
+    /// process drops; other masks would move the loss by far more than the tolerance).
+    func testImageBackbonesOnRanks() throws {
+        let dir = tempDir()
+        let cnn = ["train", "--backbone", "cnn", "--train-limit", "512", "--query-limit", "64", "--db-limit", "512", "--nbit", "16",
+                   "--batch-size", "64", "--epochs", "1", "--threads", "1", "--quiet", "--log-steps"]
+        let alexnet = ["train", "--dataset", "generated", "--backbone", "alexnet", "--image-size", "63", "--train-limit", "64",
+                       "--query-limit", "16", "--classes", "4", "--nbit", "16", "--batch-size", "16", "--epochs", "1", "--lr", "1e-3",
+                       "--checkpoint-every", "0", "--keep-checkpoints", "1", "--threads", "1", "--quiet", "--log-steps"]
+        for (name, args) in [("cnn", cnn), ("alexnet", alexnet)] {
+            let one = try mpirun(np: 0, args + ["--run-dir", "\(dir)/\(name)1"])
+            XCTAssertEqual(one.status, 0, one.stderr)
+            let two = try mpirun(np: 2, args + ["--run-dir", "\(dir)/\(name)2", "--verify"])
+            XCTAssertEqual(two.status, 0, two.stderr)
+            let reference = try stepLosses("\(dir)/\(name)1"), losses = try stepLosses("\(dir)/\(name)2")
+            XCTAssertEqual(losses.count, reference.count)
+            XCTAssertGreaterThan(losses.count, 0)
+            for (a, b) in zip(losses, reference) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b), "\(name): 2 ranks against one process") }
+            assertClose(try finalParameters("\(dir)/\(name)2"), try finalParameters("\(dir)/\(name)1"), "\(name) parameters")
+        }
+    }
+
     /// Stopped at step 12 of 24 and resumed: byte-identical parameters with the same ranks;
     /// with another number of ranks (2 -> 1, 1 -> 2, 2 -> 4) within the tolerance above.
     func testResumeExactAndAcrossRankCounts() throws {

@@ -185,6 +185,40 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(dx3.array.reduce(0, +), 11)
     }
 
+    /// Max pooling against PyTorch's definition on values with many ties (small integers), for
+    /// the 2 x 2 / 2 kernel (a path of its own) and others, with NaN in some windows.
+    func testMaxPoolAgainstDefinition() {
+        for (k, s, pad) in [(2, 2, 0), (3, 2, 0), (3, 2, 1), (2, 1, 0)] {
+            let input = SampleShape(channels: 2, height: 7, width: 6)
+            let layer = MaxPool2dLayer(input: input, kernel: k, stride: s, padding: pad)
+            layer.bind(offset: 0, batch: 2, threads: LayerThreads())
+            var rng = Xoshiro256(seed: 70)
+            let x = FloatBuffer((0..<(2 * input.count)).map { _ in Float(rng.nextInt(below: 3)) })
+            x[5] = .nan; x[40] = .nan
+            let none = FloatBuffer(count: 1)
+            let y = layer.forward(x.pointer, B: 2, parameters: none.pointer, randomness: nil)
+            let (Ho, Wo) = (layer.output.height, layer.output.width)
+            let dy = FloatBuffer((0..<(2 * layer.output.count)).map { Float($0 + 1) }), dx = FloatBuffer(count: x.count)
+            var expected = [Float](repeating: 0, count: x.count)
+            for plane in 0..<4 { for oh in 0..<Ho { for ow in 0..<Wo {
+                var best = -Float.infinity, at = -1
+                for ih in max(0, oh * s - pad)..<min(input.height, oh * s - pad + k) {
+                    for iw in max(0, ow * s - pad)..<min(input.width, ow * s - pad + k) {
+                        let v = x[plane * 42 + ih * 6 + iw]
+                        if at < 0 || (!best.isNaN && (v > best || v.isNaN)) { best = v; at = plane * 42 + ih * 6 + iw }
+                    }
+                }
+                let o = (plane * Ho + oh) * Wo + ow
+                XCTAssertTrue(y[o] == best || (y[o].isNaN && best.isNaN), "\(k)/\(s) pad \(pad): output \(o)")
+                expected[at] += dy[o]
+            } } }
+            var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: 2, ranks: 1)
+            layer.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: 2, parameters: none.pointer,
+                           gradients: none.pointer, mode: .accumulate, check: &check)
+            XCTAssertEqual(dx.array, expected, "\(k)/\(s) pad \(pad): the gradient goes to the first largest value")
+        }
+    }
+
     func testAdaptiveAveragePool() {
         // PyTorch's bins for 5 -> 3: [0, 2), [1, 4), [3, 5); for 7 -> 3: [0, 3), [2, 5), [4, 7).
         let layer = AdaptiveAvgPool2dLayer(input: SampleShape(channels: 1, height: 5, width: 7), height: 3, width: 3)
@@ -272,5 +306,113 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(model.gradients.array, analytic, "and the same gradients")
         assertGradient("model (cnn)", model.parameters.pointer, count: model.parameterCount, analytic: analytic, h: 2e-4, tolerance: 5e-3,
                        loss: { model.store.clearGradients(); return run() })
+    }
+
+    /// Dropout's masks depend on (seed, step, layer, global row) only: rows split between two
+    /// "ranks" get the masks one process draws; about half the values are kept, scaled by 2;
+    /// backward applies the forward pass's mask; evaluation is the identity.
+    func testDropoutMasks() {
+        let F = 300, B = 8
+        let x = randomBuffer(B * F, seed: 80)
+        let whole = DropoutLayer(input: SampleShape(features: F), index: 3)
+        whole.bind(offset: 0, batch: B, threads: LayerThreads(count: 3))
+        let none = FloatBuffer(count: 1)
+        let step = StepRandomness(seed: 7, step: 12, firstRow: 0)
+        let y = Array(UnsafeBufferPointer(start: whole.forward(x.pointer, B: B, parameters: none.pointer, randomness: step), count: B * F))
+        var split: [Float] = []
+        for rank in 0..<2 {
+            let half = DropoutLayer(input: SampleShape(features: F), index: 3)
+            half.bind(offset: 0, batch: B / 2, threads: LayerThreads())
+            let out = half.forward(x.pointer + rank * (B / 2) * F, B: B / 2, parameters: none.pointer,
+                                   randomness: StepRandomness(seed: 7, step: 12, firstRow: rank * B / 2))
+            split += Array(UnsafeBufferPointer(start: out, count: B / 2 * F))
+        }
+        XCTAssertEqual(y, split, "the masks of rows split over ranks are the masks of one process")
+        let kept = (0..<(B * F)).filter { y[$0] != 0 }
+        XCTAssertEqual(Double(kept.count), Double(B * F) / 2, accuracy: 3 * (Double(B * F) / 4).squareRoot())
+        for i in kept { XCTAssertEqual(y[i], 2 * x[i]) }
+        // Another step, seed or layer draws other masks.
+        for other in [StepRandomness(seed: 7, step: 13, firstRow: 0), StepRandomness(seed: 8, step: 12, firstRow: 0)] {
+            let z = Array(UnsafeBufferPointer(start: whole.forward(x.pointer, B: B, parameters: none.pointer, randomness: other), count: B * F))
+            XCTAssertNotEqual(z.map { $0 == 0 }, y.map { $0 == 0 })
+        }
+        let layer5 = DropoutLayer(input: SampleShape(features: F), index: 5)
+        layer5.bind(offset: 0, batch: B, threads: LayerThreads())
+        let w = Array(UnsafeBufferPointer(start: layer5.forward(x.pointer, B: B, parameters: none.pointer, randomness: step), count: B * F))
+        XCTAssertNotEqual(w.map { $0 == 0 }, y.map { $0 == 0 })
+        // Backward: the gradient of sum(y r) is r times the mask's scale where kept.
+        _ = whole.forward(x.pointer, B: B, parameters: none.pointer, randomness: step)
+        let r = randomBuffer(B * F, seed: 81), dy = FloatBuffer(r.array), dx = FloatBuffer(count: B * F)
+        var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: B, ranks: 1)
+        whole.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: B, parameters: none.pointer,
+                       gradients: none.pointer, mode: .accumulate, check: &check)
+        for i in 0..<(B * F) { XCTAssertEqual(dx[i], y[i] == 0 ? 0 : 2 * r[i]) }
+        XCTAssertTrue(dy.array.allSatisfy { $0 == 0 })
+        XCTAssertEqual(whole.infer(x.pointer, B: B, parameters: none.pointer), UnsafePointer(x.pointer))
+    }
+
+    /// AlexNet and VGG-16 in torchvision's layout: names, shapes and counts (57,003,840 and
+    /// 134,260,544 parameters without the ImageNet classifier), and the layers' output shapes.
+    func testTorchvisionLayouts() {
+        let image = SampleShape(channels: 3, height: 224, width: 224)
+        let alexnet = ModelConfig(inputDim: image.count, backbone: .alexnet, hidden: [], nbit: 64, classes: 100, inputShape: image)
+        let a = ParameterLayout(alexnet)
+        XCTAssertEqual(a.tensors.map(\.name), ["features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias",
+                                               "features.6.weight", "features.6.bias", "features.8.weight", "features.8.bias",
+                                               "features.10.weight", "features.10.bias", "classifier.1.weight", "classifier.1.bias",
+                                               "classifier.4.weight", "classifier.4.bias", "hash_fc.0.weight", "hash_fc.1.weight", "hash_fc.1.bias"])
+        XCTAssertEqual(a["features.0.weight"].shape, [64, 3, 11, 11])
+        XCTAssertEqual(a["features.3.weight"].shape, [192, 64, 5, 5])
+        XCTAssertEqual(a["classifier.1.weight"].shape, [4096, 9216])
+        XCTAssertEqual(a.backboneCount, 57_003_840)
+        XCTAssertEqual(a.count, 57_003_840 + 64 * 4096 + 128)
+        let layers = alexnet.backboneLayers()
+        XCTAssertEqual(layers.map { $0.output.description }, ["64x55x55", "64x27x27", "192x27x27", "192x13x13", "384x13x13", "256x13x13",
+                                                              "256x13x13", "256x6x6", "9216", "4096", "4096", "4096"])
+        XCTAssertFalse(layers.contains { $0 is AdaptiveAvgPool2dLayer }, "6 x 6 already: the average pool is the identity and left out")
+        XCTAssertEqual(layers.filter { $0 is DropoutLayer }.count, 2)
+        let vgg = ModelConfig(inputDim: image.count, backbone: .vgg16, hidden: [], nbit: 64, classes: 100, inputShape: image)
+        let v = ParameterLayout(vgg)
+        XCTAssertEqual(v.backboneCount, 134_260_544)
+        XCTAssertEqual(v.tensors.filter { $0.name.hasPrefix("features.") }.map(\.name).filter { $0.hasSuffix(".weight") },
+                       [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28].map { "features.\($0).weight" })
+        XCTAssertEqual(v["classifier.0.weight"].shape, [4096, 25088])
+        XCTAssertEqual(v["classifier.3.weight"].shape, [4096, 4096])
+        // A smaller image: AlexNet's average pool makes its 6 x 6 from what the features leave.
+        let small = SampleShape(channels: 3, height: 63, width: 71)
+        let smallLayers = ModelConfig(inputDim: small.count, backbone: .alexnet, hidden: [], nbit: 8, classes: 4, inputShape: small).backboneLayers()
+        XCTAssertTrue(smallLayers.contains { $0 is AdaptiveAvgPool2dLayer })
+        XCTAssertEqual(ParameterLayout(ModelConfig(inputDim: small.count, backbone: .alexnet, hidden: [], nbit: 8, classes: 4, inputShape: small)).backboneCount,
+                       57_003_840)
+    }
+
+    /// AlexNet on small images trains: a few steps of Adam on one batch lower its loss, every
+    /// gradient finite, the buckets cover the parameters; dropout's masks follow the step.
+    func testAlexNetTrainsOnSmallImages() {
+        let image = SampleShape(channels: 3, height: 63, width: 63)
+        let config = ModelConfig(inputDim: image.count, backbone: .alexnet, hidden: [], nbit: 16, classes: 4, inputShape: image)
+        let B = 4
+        var opt = OptimizerConfig()
+        opt.lr = 1e-3
+        let store = ParameterStore(layout: ParameterLayout(config), optimizer: .adam)
+        let model = HashModel(config: config, loss: LossConfig(), codebook: try! Codebook.generate(method: .B, classes: 4, bits: 16, seed: 1),
+                              batchSize: B, store: store, threads: 2)
+        model.resetParameters(seed: 3)
+        let x = randomBuffer(B * image.count, seed: 90)
+        let labels: [Int32] = [0, 1, 2, 3]
+        let optimizer = Optimizer(config: opt)
+        var losses: [Double] = []
+        for step in 1...4 {
+            var covered = 0
+            let r = labels.withUnsafeBufferPointer { t -> (Double, GradientReport) in
+                let (loss, _) = model.forward(x.pointer, targets: .single(t.baseAddress!), randomness: StepRandomness(seed: 0, step: step, firstRow: 0))
+                return (loss, model.backward(x.pointer, bucketReady: { covered += $0.count }))
+            }
+            XCTAssertTrue(r.1.finite)
+            XCTAssertEqual(covered, store.count)
+            losses.append(r.0)
+            store.update(with: optimizer, lr: opt.lr)
+        }
+        XCTAssertLessThan(losses.last!, losses.first!, "\(losses)")
     }
 }

@@ -80,6 +80,16 @@ void oh_maxpool_backward_clear(float *dx, float *dy, const int32_t *argmax, size
 /// Adaptive average pooling with PyTorch's bins: output (i, j) averages rows [floor(i H / Ho),
 /// ceil((i + 1) H / Ho)) and the same for columns.
 void oh_adaptive_avgpool_forward(float *y, const float *x, size_t planes, size_t H, size_t W, size_t Ho, size_t Wo);
+/// The key of a row's dropout mask: a hash of (seed, global step, layer, global row).
+uint64_t oh_dropout_row_key(uint64_t seed, uint64_t step, uint64_t layer, uint64_t row);
+/// Dropout: y = x scale where the row's mask keeps the element (the top 24 bits of a hash of the
+/// row's key and the column are at least `threshold`, p 2^24), else 0; rows are first_row,
+/// first_row + 1, ... Returns the largest magnitude of y.
+uint32_t oh_dropout_forward(float *y, const float *x, size_t rows, size_t cols, uint64_t seed, uint64_t step,
+                            uint64_t layer, uint64_t first_row, uint32_t threshold, float scale);
+/// dx += dy scale where the same mask keeps the element; then dy = 0.
+void oh_dropout_backward_clear(float *dx, float *dy, size_t rows, size_t cols, uint64_t seed, uint64_t step,
+                               uint64_t layer, uint64_t first_row, uint32_t threshold, float scale);
 /// dx += each output's gradient shared evenly over its bin, then dy = 0.
 void oh_adaptive_avgpool_backward_clear(float *dx, float *dy, size_t planes, size_t H, size_t W, size_t Ho, size_t Wo);
 
