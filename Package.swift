@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Modules, lowest first; each depends only on those above it (docs/ARCHITECTURE.md):
-//   C targets            COpenBLAS, CZlib, CMPI (system libraries), CKernels, CMPIShim, CStop
+//   C targets            COpenBLAS, CZlib, CMPI, CTurboJPEG, CPNG (system libraries), CKernels, CImage, CMPIShim, CStop
 //   OrthoHashNumerics    tensors over flat buffers, layers, loss, model, optimizer, codes, metrics
-//   OrthoHashFormats     npy, IDX, safetensors, JSON, atomic files, the checkpoint container
+//   OrthoHashFormats     npy, IDX, safetensors, JSON, JPEG and PNG, atomic files, the checkpoint container
 //   OrthoHashTraining    data, batches, data parallelism, trainer, evaluation, run directory, resume
 //   OrthoHashMPI         the MPI back end of data parallelism
 //   orthohash            the command-line tool (with the internal fault-injection target)
@@ -24,6 +24,11 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Flags-only system library: the include and link flags of Open MPI for the C shim.
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Image decoding by the libraries made for it (Debian: libturbojpeg0-dev, libpng-dev).
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        // JPEG and PNG to RGB, and the transforms of torchvision on PIL images (Pillow's bilinear resampling).
+        .target(name: "CImage", dependencies: ["CTurboJPEG", "CPNG"], cSettings: [.unsafeFlags(["-O3"])]),
         // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // Stop requests: signal handlers that record SIGTERM, SIGINT and SIGUSR1 for the trainer.
@@ -33,7 +38,7 @@ let package = Package(
         // The arithmetic: no files, clocks, environment or processes.
         .target(name: "OrthoHashNumerics", dependencies: ["COpenBLAS", "CKernels"], exclude: ["README.md"]),
         // Byte layouts of the files the system reads and writes.
-        .target(name: "OrthoHashFormats", dependencies: ["OrthoHashNumerics", "CZlib", "CKernels"], exclude: ["README.md"]),
+        .target(name: "OrthoHashFormats", dependencies: ["OrthoHashNumerics", "CZlib", "CKernels", "CImage"], exclude: ["README.md"]),
         // A training run: data, the data-parallel protocol, the trainer, evaluation, run directory, resume.
         .target(name: "OrthoHashTraining", dependencies: ["OrthoHashNumerics", "OrthoHashFormats", "CKernels"], exclude: ["README.md"]),
         // The MPI back end of data-parallel training.
@@ -49,7 +54,7 @@ let package = Package(
         // Temporary directories, fixtures and helpers shared by the test targets.
         .target(name: "TestSupport", dependencies: ["OrthoHashNumerics", "OrthoHashFormats", "OrthoHashTraining", "CZlib"], path: "Tests/TestSupport"),
         .testTarget(name: "NumericsTests", dependencies: ["OrthoHashNumerics", "CKernels", "TestSupport"]),
-        .testTarget(name: "FormatsTests", dependencies: ["OrthoHashFormats", "OrthoHashNumerics", "CZlib", "TestSupport"]),
+        .testTarget(name: "FormatsTests", dependencies: ["OrthoHashFormats", "OrthoHashNumerics", "CZlib", "CImage", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["OrthoHashTraining", "OrthoHashFormats", "OrthoHashNumerics", "CZlib", "TestSupport"]),
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
         .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHashTraining", "OrthoHashFormats", "OrthoHashNumerics", "TestSupport"]),

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what orthohash needs from Debian, if it is missing: OpenBLAS, Open MPI, zlib,
-# pkg-config and the Fashion-MNIST images. Run as root (or with sudo available).
+# libjpeg-turbo and libpng (image decoding), pkg-config and the Fashion-MNIST images. Run as root (or with sudo available).
 #   scripts/setup.sh --scaling   also what deploy/scaling.sh needs: Debian's python3-matplotlib
 #                                (with numpy, for /usr/bin/python3) and iproute2 (ip, tc).
 set -euo pipefail
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config dataset-fashion-mnist)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev libturbojpeg0-dev libpng-dev pkg-config dataset-fashion-mnist)
 [ "${1:-}" = --scaling ] && packages+=(python3-matplotlib iproute2)
 missing=()
 for p in "${packages[@]}"; do

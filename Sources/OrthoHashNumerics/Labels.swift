@@ -15,4 +15,12 @@ public enum Labels: Equatable, Sendable {
     }
 
     public var isMulti: Bool { if case .multi = self { return true } else { return false } }
+
+    /// The first `n` rows.
+    public func prefix(_ n: Int) -> Labels {
+        switch self {
+        case .single(let l): return .single(Array(l.prefix(n)))
+        case .multi(let c, let m): return .multi(classes: c, Array(m.prefix(n * c)))
+        }
+    }
 }

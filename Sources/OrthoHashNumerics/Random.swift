@@ -72,6 +72,8 @@ public struct Xoshiro256: Codable, Equatable {
 /// The streams of a run, so every use of randomness (but the codebook's) is named in one place.
 public enum RandomStream: UInt64 {
     case initialWeights = 2, epochPermutation = 1000
+    /// Image augmentation: stream imageAugmentation + epoch, then one generator per row (Images.swift).
+    case imageAugmentation = 2000
 }
 
 #if canImport(Glibc)

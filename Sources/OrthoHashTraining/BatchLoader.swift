@@ -63,7 +63,7 @@ public final class BatchLoader {
         let B = localBatch, C = classes
         let first = position.step * globalBatch + rank * B
         for i in 0..<B { indices[i] = permutation[first + i] }
-        try indices.withUnsafeBufferPointer { try split.features.gather($0, into: input.pointer) }
+        try indices.withUnsafeBufferPointer { try split.features.gather($0, epoch: position.epoch, into: input.pointer) }
         switch split.labels {
         case .single(let labels):
             for i in 0..<B { singleTargets[i] = labels[Int(indices[i])] }

@@ -7,6 +7,8 @@ public enum DatasetKind: String, Codable, CaseIterable, Sendable {
     case npy
     /// Images made up from the seed (GeneratedImages): benchmarks and smoke tests of the image backbones.
     case generated
+    /// JPEG and PNG images named by list files (Images.swift).
+    case images
 }
 
 /// Everything that defines a training run. Saved as `config.json` in the run directory and in
@@ -26,9 +28,18 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var trainLimit: Int? = nil
     public var queryLimit: Int? = nil
     public var dbLimit: Int? = nil
-    /// `--dataset generated`: the images' side (default 224) and channels (default 3).
+    /// `--dataset generated`: the images' side (default 224) and channels (default 3); `images`:
+    /// the side of the crops the backbone takes (default 224).
     public var imageSize: Int? = nil
     public var imageChannels: Int? = nil
+    /// `--dataset images`: the list files, the directory their relative paths start from
+    /// (default: each list's own), and the test transform's resize of the shorter side (default
+    /// the image size; 256 for NUS-WIDE's 256 -> 224).
+    public var trainList: String? = nil
+    public var queryList: String? = nil
+    public var dbList: String? = nil
+    public var imageRoot: String? = nil
+    public var testResize: Int? = nil
     // Model
     public var backbone: BackboneKind = .linear
     public var hidden: [Int] = [1024, 1024]
@@ -79,7 +90,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         try need(precisionAt.allSatisfy { $0 >= 1 }, "--precision-at takes positive numbers")
         try need(Set(precisionAt).count == precisionAt.count, "--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
         for (flag, value) in [("--train-limit", trainLimit), ("--query-limit", queryLimit), ("--db-limit", dbLimit), ("--classes", classes),
-                              ("--image-size", imageSize), ("--image-channels", imageChannels)] {
+                              ("--image-size", imageSize), ("--image-channels", imageChannels), ("--test-resize", testResize)] {
             if let value { try need(value >= 1, "\(flag) must be at least 1, got \(value)") }
         }
         // Loss.
@@ -114,6 +125,12 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         try need(checkpointEvery >= 0, "--checkpoint-every must be at least 0 (0: only at the end), got \(checkpointEvery)")
         try need(checkpointEverySteps >= 0, "--checkpoint-every-steps must be at least 0 (0: off), got \(checkpointEverySteps)")
         try need(keepCheckpoints >= 1, "--keep-checkpoints must be at least 1, got \(keepCheckpoints)")
+        if dataset == .images {
+            for (flag, value) in [("--train-list", trainList), ("--query-list", queryList), ("--db-list", dbList)] where value == nil {
+                throw OrthoHashError("--dataset images needs \(flag)")
+            }
+            if let testResize { try need(testResize >= imageSize ?? 224, "--test-resize (\(testResize)) must be at least the image size (\(imageSize ?? 224)), the centre crop's side") }
+        }
         if dataset == .npy {
             for (flag, value) in [("--train-features", trainFeatures), ("--train-labels", trainLabels),
                                   ("--query-features", queryFeatures), ("--query-labels", queryLabels),
@@ -148,9 +165,22 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         }
     }
 
-    /// Loads the three splits this configuration names.
-    public func loadData() throws -> DataSplits {
+    /// Loads the three splits this configuration names; images are decoded on `threads` threads.
+    public func loadData(threads: Int = 1) throws -> DataSplits {
         switch dataset {
+        case .images:
+            let size = imageSize ?? 224
+            func split(_ list: String?, _ limit: Int?, _ kind: ImageTransform.Kind) throws -> Split {
+                let full = try ImageList.read(list!, root: imageRoot)
+                let n = min(limit ?? full.images.count, full.images.count)
+                let l = ImageList(path: full.path, images: Array(full.images.prefix(n)), labels: full.labels.prefix(n))
+                let transform = ImageTransform(kind: kind, size: size, testResize: testResize ?? size, seed: seed)
+                return Split(features: ImageFeatures(list: l, transform: transform, threads: threads), labels: l.labels)
+            }
+            var splits = try DataSplits(train: split(trainList, trainLimit, .train), query: split(queryList, queryLimit, .test),
+                                        database: split(dbList, dbLimit, .test), classes: classes, labelFiles: [trainList!, queryList!, dbList!])
+            splits.imageShape = SampleShape(channels: 3, height: size, width: size)
+            return splits
         case .fashionMNIST:
             return try FashionMNIST.load(directory: dataDir, trainLimit: trainLimit, queryLimit: queryLimit, databaseLimit: dbLimit)
         case .generated:

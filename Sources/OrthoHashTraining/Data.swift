@@ -16,11 +16,20 @@ public protocol FeatureSource: AnyObject {
     func copyRow(_ row: Int, into out: UnsafeMutablePointer<Float>) throws
     /// Copies the rows `indices` into `out` (indices.count, D).
     func gather(_ indices: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) throws
+    /// The rows `indices` as epoch `epoch` of training sees them (images: their random crops);
+    /// the same as `gather` for sources without augmentation.
+    func gather(_ indices: UnsafeBufferPointer<Int32>, epoch: Int, into out: UnsafeMutablePointer<Float>) throws
+    /// Copies rows [start, start + count) into `out`.
+    func copyRows(_ start: Int, count: Int, into out: UnsafeMutablePointer<Float>) throws
 }
 
 public extension FeatureSource {
     func gather(_ indices: UnsafeBufferPointer<Int32>, into out: UnsafeMutablePointer<Float>) throws {
         for (i, r) in indices.enumerated() { try copyRow(Int(r), into: out + i * dim) }
+    }
+
+    func gather(_ indices: UnsafeBufferPointer<Int32>, epoch: Int, into out: UnsafeMutablePointer<Float>) throws {
+        try gather(indices, into: out)
     }
 
     /// Copies rows [start, start + count) into `out`.

@@ -55,7 +55,7 @@ extension OrthoHashCommand {
         func run() throws {
             if allreduce { return try sweep() }
             let config = config()
-            let splits = try config.loadData()
+            let splits = try config.loadData(threads: threads.max() ?? 1)
             if gemms { printGemms(inputs: splits.inputDim, classes: splits.classes) }
             // Under mpirun: data-parallel over the ranks, rank 0 prints, with the time in collectives.
             try onRanks(collectiveTimeout: 300) { dataParallel in

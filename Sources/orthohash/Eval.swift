@@ -19,7 +19,7 @@ extension OrthoHashCommand {
             try config.validate()
             let threads = runtime.resolvedThreads(ranks: 1)
             BLAS.setThreads(threads)
-            let data = try config.loadData()
+            let data = try config.loadData(threads: threads)
             try Resume.check(ck, file: path, config: config, model: config.model(for: data),
                              runDir: source.runDir)
             let model = try Resume.model(from: ck)

@@ -7,7 +7,7 @@ import OrthoHashTraining
 
 /// Where the data comes from; shared by train and bench.
 struct DataOptions: ParsableArguments {
-    @Option(help: "fashion-mnist (the Debian package's images), npy (feature and label files) or generated (images made up from the seed, for benchmarks and smoke tests of the image backbones: class r mod --classes (default 10), --train-limit rows (default 2560, also the database), --query-limit queries (default 256)).")
+    @Option(help: "fashion-mnist (the Debian package's images), npy (feature and label files), images (JPEG and PNG files named by --train-list, --query-list and --db-list) or generated (images made up from the seed, for benchmarks and smoke tests of the image backbones: class r mod --classes (default 10), --train-limit rows (default 2560, also the database), --query-limit queries (default 256)).")
     var dataset: DatasetKind?
     @Option(help: "Directory of the Fashion-MNIST IDX files (default: \(FashionMNIST.defaultDirectory)).")
     var dataDir: String?
@@ -21,7 +21,15 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Use only the first N training rows.") var trainLimit: Int?
     @Option(help: "Use only the first N query rows.") var queryLimit: Int?
     @Option(help: "Use only the first N database rows.") var dbLimit: Int?
-    @Option(help: "--dataset generated: the images' side in pixels (default 224).") var imageSize: Int?
+    @Option(help: "--dataset images: the training list: one image per line, a path (relative to --image-root) then one class index or C values 0/1.")
+    var trainList: String?
+    @Option(help: "--dataset images: the query list (as --train-list).") var queryList: String?
+    @Option(help: "--dataset images: the database list (as --train-list).") var dbList: String?
+    @Option(help: "--dataset images: the directory the lists' relative paths start from (default: each list's own directory).")
+    var imageRoot: String?
+    @Option(help: "--dataset images: the test transform resizes the shorter side to this before the centre crop (default: --image-size; 256 for NUS-WIDE).")
+    var testResize: Int?
+    @Option(help: "--dataset images: the side of the square crops the backbone takes (default 224); --dataset generated: the images' side (default 224).") var imageSize: Int?
     @Option(help: "--dataset generated: the images' channels (default 3).") var imageChannels: Int?
 
     func apply(to c: inout TrainConfig) {
@@ -32,6 +40,7 @@ struct DataOptions: ParsableArguments {
         c.dbFeatures = dbFeatures; c.dbLabels = dbLabels
         c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
         c.imageSize = imageSize; c.imageChannels = imageChannels
+        c.trainList = trainList; c.queryList = queryList; c.dbList = dbList; c.imageRoot = imageRoot; c.testResize = testResize
     }
 
     /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
@@ -43,9 +52,12 @@ struct DataOptions: ParsableArguments {
             out += npy.filter { $0.1 != nil }.map { "\($0.0) belongs to --dataset npy" }
         }
         if c.dataset != .fashionMNIST && dataDir != nil { out.append("--data-dir belongs to --dataset fashion-mnist") }
-        if c.dataset != .generated {
-            if imageSize != nil { out.append("--image-size belongs to --dataset generated") }
-            if imageChannels != nil { out.append("--image-channels belongs to --dataset generated") }
+        if c.dataset != .generated && c.dataset != .images && imageSize != nil { out.append("--image-size belongs to --dataset images or generated") }
+        if c.dataset != .generated && imageChannels != nil { out.append("--image-channels belongs to --dataset generated") }
+        if c.dataset != .images {
+            let lists = [("--train-list", trainList), ("--query-list", queryList), ("--db-list", dbList), ("--image-root", imageRoot),
+                         ("--test-resize", testResize.map(String.init))]
+            out += lists.filter { $0.1 != nil }.map { "\($0.0) belongs to --dataset images" }
         }
         if c.dataset == .generated && dbLimit != nil { out.append("--db-limit does not apply to --dataset generated (its database is the training rows)") }
         return out

@@ -96,7 +96,7 @@ extension OrthoHashCommand {
                     }
                     try config.validate()
                     BLAS.setThreads(threads)
-                    return try Trainer(config: config, data: try config.loadData(), runDir: runDir, dataParallel: dataParallel, options: options)
+                    return try Trainer(config: config, data: try config.loadData(threads: threads), runDir: runDir, dataParallel: dataParallel, options: options)
                 }
                 if let threadNote { trainer.log.info(threadNote) }
                 // The handlers go in once the run is set up: a signal before then ends the process as usual.
