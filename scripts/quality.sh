@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrieval quality on full Fashion-MNIST for several seeds, orthohash beside the PyTorch
-# reference (bench/pytorch_fmnist.py, when torch is installed): MLP 784-1024-1024, other settings
-# at their defaults. SEEDS (default "0 1 2"), EPOCHS (default 10), NBIT (default 64) and THREADS
+# reference (bench/pytorch_fmnist.py, when torch is installed): MLP 784-1024-1024 (BACKBONE=mlp,
+# the default) or the cnn over the 28x28 images (BACKBONE=cnn), other settings at their defaults. SEEDS (default "0 1 2"), EPOCHS (default 10), NBIT (default 64) and THREADS
 # (default: the cores) may be set; extra arguments go to `orthohash train`. For the same seed both
 # programs train with the same codebook (the authors' draw right after torch.manual_seed), which
 # the table confirms per seed; initial weights and batch order still differ.
@@ -11,6 +11,12 @@ seeds=${SEEDS:-0 1 2}
 epochs=${EPOCHS:-10}
 nbit=${NBIT:-64}
 threads=${THREADS:-$(nproc)}
+backbone=${BACKBONE:-mlp}
+case $backbone in
+  mlp) model=(--backbone mlp --hidden 1024,1024);;
+  cnn) model=(--backbone cnn);;
+  *) echo "quality.sh: BACKBONE is mlp or cnn, not '$backbone'" >&2; exit 1;;
+esac
 swift build -c release 2>&1 | tail -1
 have_torch=0
 python3 -c "import torch" 2>/dev/null && have_torch=1
@@ -18,10 +24,10 @@ out=$(mktemp)
 runs=$(mktemp -d)
 for s in $seeds; do
   if [ $have_torch = 1 ]; then
-    python3 bench/pytorch_fmnist.py --threads "$threads" --epochs "$epochs" --nbit "$nbit" --seed "$s" --save-codebook "$runs/cb$s.npy" |
+    python3 bench/pytorch_fmnist.py --backbone "$backbone" --threads "$threads" --epochs "$epochs" --nbit "$nbit" --seed "$s" --save-codebook "$runs/cb$s.npy" |
       python3 -c 'import json,sys; d=json.load(sys.stdin); print("pytorch", sys.argv[1], d["map_all"], d["map_1000"], "-")' "$s" >> "$out"
   fi
-  .build/release/orthohash train --backbone mlp --hidden 1024,1024 --nbit "$nbit" --epochs "$epochs" --seed "$s" \
+  .build/release/orthohash train "${model[@]}" --nbit "$nbit" --epochs "$epochs" --seed "$s" \
     --threads "$threads" --quiet --run-dir "$runs/seed$s" "$@"
   python3 - "$runs/seed$s" "$s" "$runs/cb$s.npy" >> "$out" <<'PY'
 import json, os, sys

@@ -47,6 +47,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var loss = LossConfig()
     public var codebook: CodebookMethod = .B
     public var codebookFile: String? = nil
+    /// A safetensors file of the backbone's weights (torchvision's names) to start from.
+    public var pretrained: String? = nil
     // Optimisation
     public var optimizer = OptimizerConfig()
     public var epochs: Int = 100

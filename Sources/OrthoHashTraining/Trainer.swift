@@ -173,6 +173,11 @@ public final class Trainer {
             }
         } else {
             model.resetParameters(seed: config.seed)
+            if let file = config.pretrained {
+                // Rank 0 reads the file; the broadcast below gives every rank its weights.
+                let loaded = try collective.agree { try collective.isCoordinator ? Pretrained.load(file, into: model) : 0 }
+                if collective.isCoordinator { log.info("backbone: \(loaded) tensors from \(file)") }
+            }
             // Rank 0's initial parameters are everyone's (the seed makes them equal anyway;
             // broadcasting makes it true whatever the ranks' builds or libraries).
             broadcastParameters()

@@ -79,6 +79,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Quantization term: cs, l1 or l2 (default: cs).") var quanType: QuantizationType?
     @Option(help: "Codebook: B (Bernoulli), N (Gaussian sign) or O (max Hamming distance); default B.") var codebook: CodebookMethod?
     @Option(help: "Load the codebook from a .npy (C, K) of +-1 instead.") var codebookFile: String?
+    @Option(help: "Start the backbone from this safetensors file of torchvision's names (features.N.weight, classifier.N.bias, ...; the authors' fc.N for AlexNet's classifier), e.g. ImageNet weights converted by bench/torchvision_to_safetensors.py.")
+    var pretrained: String?
     @Option(help: "adam or sgd.") var optimizer: OptimizerKind = .adam
     @Option(help: "Learning rate of the hash layer.") var lr: Float = 1e-4
     @Option(help: "The backbone's learning rate is this times --lr.") var backboneLrScale: Float = 0.1
@@ -104,6 +106,7 @@ struct ModelOptions: ParsableArguments {
         if let quanType { c.loss.quanType = quanType }
         if let codebook { c.codebook = codebook }
         c.codebookFile = codebookFile
+        c.pretrained = pretrained
         c.optimizer.kind = optimizer; c.optimizer.lr = lr; c.optimizer.backboneLRScale = backboneLrScale
         c.optimizer.weightDecay = weightDecay
         if let betas { c.optimizer.beta1 = betas.beta1; c.optimizer.beta2 = betas.beta2 }
