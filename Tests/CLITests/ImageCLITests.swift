@@ -1,0 +1,76 @@
+// `--dataset images` end to end with the built binary: list files of the fixture images (JPEG,
+// CMYK JPEG, PNG with grey, alpha and palettes), the cnn over 3-channel crops, encode --images;
+// a missing or corrupt image stops the run in one line naming the file and its place in the
+// list, the checkpoints intact; malformed lists are refused before training starts.
+
+import Foundation
+import XCTest
+import OrthoHashFormats
+import OrthoHashTraining
+
+final class ImageCLITests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/images").path
+    static let kinds = ["rgb.jpg", "cmyk.jpg", "grey.jpg", "rgb.png", "grey.png", "greyalpha.png", "rgba.png", "palette.png"]
+
+    /// A list of `n` lines over the fixture images (paths relative to the fixtures directory).
+    func list(_ dir: String, _ name: String, rows n: Int, classes: Int = 4, replace: [Int: String] = [:]) throws -> String {
+        let lines = (0..<n).map { i in "\(replace[i] ?? Self.kinds[i % Self.kinds.count]) \(i % classes)" }
+        let path = "\(dir)/\(name)"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func args(_ dir: String, train: String, query: String, db: String) -> [String] {
+        ["train", "--dataset", "images", "--train-list", train, "--query-list", query, "--db-list", db, "--image-root", Self.fixtures,
+         "--backbone", "cnn", "--image-size", "20", "--test-resize", "24", "--nbit", "16", "--batch-size", "8", "--epochs", "2",
+         "--lr", "1e-3", "--quiet", "--threads", "2"]
+    }
+
+    func testTrainAndEncodeImages() throws {
+        let dir = tempDir()
+        let train = try list(dir, "train.txt", rows: 32), query = try list(dir, "query.txt", rows: 8), db = try list(dir, "db.txt", rows: 16)
+        let run = try orthohash(args(dir, train: train, query: query, db: db) + ["--run-dir", dir + "/run"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/run/summary.json"))) as! [String: Any]
+        XCTAssertNotNil((summary["map"] as? [String: Double])?["all"])
+        let encoded = try orthohash(["encode", "--run-dir", dir + "/run", "--images", db, "--image-root", Self.fixtures, "--out", dir + "/codes.npy"])
+        XCTAssertEqual(encoded.status, 0, encoded.stderr)
+        XCTAssertEqual(try NPYArray(path: dir + "/codes.npy").shape, [16, 2])
+        // The same run again: the same bits (the crops are drawn from the seed, epoch and row).
+        let again = try orthohash(args(dir, train: train, query: query, db: db) + ["--run-dir", dir + "/again"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/run/checkpoints/best.ohck")).count,
+                       try Data(contentsOf: URL(fileURLWithPath: dir + "/again/checkpoints/best.ohck")).count)
+        XCTAssertEqual(try Checkpoint.read(dir + "/run/checkpoints/best.ohck").parameters,
+                       try Checkpoint.read(dir + "/again/checkpoints/best.ohck").parameters)
+    }
+
+    func testBadImagesAndListsStopTheRun() throws {
+        let dir = tempDir()
+        let query = try list(dir, "query.txt", rows: 8), db = try list(dir, "db.txt", rows: 16)
+        // Row 21 of the training list is missing or corrupt: met in epoch 1 (every row is).
+        try Data("not an image".utf8).write(to: URL(fileURLWithPath: dir + "/corrupt.jpg"))
+        for (name, file, message) in [("missing", "nowhere.jpg", "no such file"), ("corrupt", dir + "/corrupt.jpg", "neither a JPEG nor a PNG")] {
+            let train = try list(dir, "\(name).txt", rows: 32, replace: [21: file])
+            let run = try orthohash(args(dir, train: train, query: query, db: db) + ["--run-dir", "\(dir)/\(name)"])
+            XCTAssertEqual(run.status, 1, run.stderr)
+            let lines = run.stderr.split(separator: "\n").filter { $0.hasPrefix("error") }
+            XCTAssertEqual(lines.count, 1, run.stderr)
+            XCTAssertTrue(run.stderr.contains(message) && run.stderr.contains("image 22 of \(train)"), run.stderr)
+            XCTAssertTrue(run.stderr.contains(file.hasPrefix("/") ? file : Self.fixtures + "/" + file), run.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/\(name)/summary.json"))
+        }
+        // A malformed list is refused before anything is trained, naming its line.
+        let bad = dir + "/bad.txt"
+        try "rgb.jpg 1\ncmyk.jpg\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try orthohash(args(dir, train: bad, query: query, db: db) + ["--run-dir", dir + "/bad"])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("\(bad): line 2: a path without a label"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad/checkpoints"))
+        // Flags of another dataset are refused.
+        let stray = try orthohash(["train", "--train-list", bad, "--run-dir", dir + "/stray"])
+        XCTAssertEqual(stray.status, 1)
+        XCTAssertTrue(stray.stderr.contains("--train-list belongs to --dataset images"), stray.stderr)
+    }
+}
