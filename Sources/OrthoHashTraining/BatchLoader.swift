@@ -2,6 +2,7 @@
 // (`dataloader_init(&loader, ..., B, T, process_rank, num_processes, ...)`, then one batch per
 // step). Dimensions: N = global batch, B = local batch (N / ranks), D = features, C = classes.
 
+import Dispatch
 import OrthoHashNumerics
 
 /// Where a batch is in the run: epoch (0-based) and step within it.
@@ -22,6 +23,11 @@ public struct Batch {
 /// [s N, (s + 1) N) of that order, and rank r's part of it the B rows from s N + r B. So every
 /// number of ranks that divides N trains on the same global batches, and a run resumes at any
 /// position by asking for it. The last partial batch of an epoch is dropped.
+///
+/// With `prefetch` (images, whose rows are decoded when read), the rows of the next position are
+/// gathered on a thread of their own while the step computes, into a second buffer; asking for
+/// that position then only waits for what is left. An error there (a missing image) is thrown
+/// when its batch is asked for, at the step that needs it.
 public final class BatchLoader {
     public let split: Split
     public let classes: Int
@@ -31,39 +37,89 @@ public final class BatchLoader {
     public let seed: UInt64
     public var stepsPerEpoch: Int { split.rows / globalBatch }
 
-    let input: FloatBuffer                                 // (B, D)
+    var input: FloatBuffer                                 // (B, D)
     var indices: [Int32]                                   // (B) rows of the split
+    /// Whether the next batch is gathered in the background (set for images).
+    public let prefetch: Bool
+    private var spare: FloatBuffer                         // (B, D) the prefetched rows
+    private var spareIndices: [Int32]
+    private var pending: (position: BatchPosition, group: DispatchGroup, failure: Failure)?
+    private let queue = DispatchQueue(label: "orthohash.prefetch")
+    /// A prefetch's error, set on its thread and read after waiting for it.
+    final class Failure: @unchecked Sendable { var error: Error? }
     let singleTargets: UnsafeMutablePointer<Int32>         // (B)
     let multiTargets: FloatBuffer                          // (B, C) multi-label only
-    private var permutation: [Int32] = []
-    private var permutationEpoch = -1
+    /// The data order of the last two epochs asked for (a prefetch may look one epoch ahead).
+    private var permutations: [(epoch: Int, order: [Int32])] = []
 
-    public init(split: Split, classes: Int, globalBatch: Int, rank: Int, ranks: Int, seed: UInt64) {
+    public init(split: Split, classes: Int, globalBatch: Int, rank: Int, ranks: Int, seed: UInt64, prefetch: Bool = false) {
         precondition(globalBatch % ranks == 0 && globalBatch <= split.rows, "global batch \(globalBatch) over \(ranks) ranks and \(split.rows) rows")
         self.split = split; self.classes = classes; self.globalBatch = globalBatch
         self.rank = rank; self.seed = seed
         localBatch = globalBatch / ranks
         input = FloatBuffer(count: localBatch * split.features.dim)
         indices = [Int32](repeating: 0, count: localBatch)
+        self.prefetch = prefetch
+        spare = FloatBuffer(count: prefetch ? localBatch * split.features.dim : 0)
+        spareIndices = indices
         singleTargets = .allocate(capacity: localBatch)
         singleTargets.initialize(repeating: 0, count: localBatch)
         multiTargets = FloatBuffer(count: split.labels.isMulti ? localBatch * classes : 0)
     }
 
-    deinit { singleTargets.deallocate() }
+    deinit {
+        pending?.group.wait()
+        singleTargets.deallocate()
+    }
+
+    /// Epoch `epoch`'s order of the rows.
+    private func order(_ epoch: Int) -> [Int32] {
+        if let p = permutations.first(where: { $0.epoch == epoch }) { return p.order }
+        var rng = Xoshiro256(seed: seed, stream: RandomStream.epochPermutation.rawValue + UInt64(epoch))
+        let order = rng.permutation(split.rows)
+        permutations = Array(permutations.suffix(1)) + [(epoch, order)]
+        return order
+    }
+
+    /// This rank's rows of the global batch at `position`.
+    private func rows(at position: BatchPosition, into out: inout [Int32]) {
+        let order = order(position.epoch), first = position.step * globalBatch + rank * localBatch
+        for i in 0..<localBatch { out[i] = order[first + i] }
+    }
+
+    /// The position after `position`.
+    func next(_ position: BatchPosition) -> BatchPosition {
+        position.step + 1 < stepsPerEpoch ? BatchPosition(epoch: position.epoch, step: position.step + 1) : BatchPosition(epoch: position.epoch + 1, step: 0)
+    }
 
     /// This rank's part of the global batch at `position`: gathered rows and their targets.
     public func batch(at position: BatchPosition) throws -> Batch {
         precondition(position.step < stepsPerEpoch, "step \(position.step) of an epoch of \(stepsPerEpoch)")
-        if position.epoch != permutationEpoch {
-            var rng = Xoshiro256(seed: seed, stream: RandomStream.epochPermutation.rawValue + UInt64(position.epoch))
-            permutation = rng.permutation(split.rows)
-            permutationEpoch = position.epoch
-        }
         let B = localBatch, C = classes
-        let first = position.step * globalBatch + rank * B
-        for i in 0..<B { indices[i] = permutation[first + i] }
-        try indices.withUnsafeBufferPointer { try split.features.gather($0, epoch: position.epoch, into: input.pointer) }
+        if let p = pending, p.position == position {
+            p.group.wait()
+            pending = nil
+            swap(&input, &spare)
+            swap(&indices, &spareIndices)
+            if let error = p.failure.error { throw error }
+        } else {
+            pending?.group.wait()
+            pending = nil
+            rows(at: position, into: &indices)
+            try indices.withUnsafeBufferPointer { try split.features.gather($0, epoch: position.epoch, into: input.pointer) }
+        }
+        if prefetch {
+            // The next position's rows into the spare buffer while this batch trains.
+            let ahead = next(position), group = DispatchGroup(), failure = Failure()
+            rows(at: ahead, into: &spareIndices)
+            let rows = spareIndices, out = spare, features = split.features
+            group.enter()
+            queue.async {
+                do { try rows.withUnsafeBufferPointer { try features.gather($0, epoch: ahead.epoch, into: out.pointer) } } catch { failure.error = error }
+                group.leave()
+            }
+            pending = (ahead, group, failure)
+        }
         switch split.labels {
         case .single(let labels):
             for i in 0..<B { singleTargets[i] = labels[Int(indices[i])] }

@@ -154,8 +154,9 @@ public final class Trainer {
                           store: store, statistics: TimedStatistics(collective, timeline: timeline),
                           head: options.head, products: options.headProducts, threads: options.threads)
         optimizer = Optimizer(config: config.optimizer)
+        // Images are decoded as they are read: the next batch's on a thread of their own meanwhile.
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
-                             ranks: dataParallel.ranks, seed: config.seed)
+                             ranks: dataParallel.ranks, seed: config.seed, prefetch: data.train.features is ImageFeatures)
         if let (file, ck) = resumed {
             ck.restore(into: model, optimizer: optimizer)
             state = ck.state

@@ -216,3 +216,20 @@ final class RevisitedGroundTruthTests: XCTestCase {
         }
     }
 }
+
+final class BatchLoaderTests: XCTestCase {
+    /// The prefetching loader gives the batches the plain one gives: in order across an epoch's
+    /// end, and when a run asks for another position (a resume), with the targets of its rows.
+    func testPrefetchGivesTheSameBatches() throws {
+        let data = try GeneratedImages.splits(shape: SampleShape(channels: 3, height: 5, width: 4), classes: 3, train: 24, queries: 4, seed: 2)
+        let plain = BatchLoader(split: data.train, classes: 3, globalBatch: 8, rank: 1, ranks: 2, seed: 5)
+        let ahead = BatchLoader(split: data.train, classes: 3, globalBatch: 8, rank: 1, ranks: 2, seed: 5, prefetch: true)
+        let positions = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 2), (3, 0), (0, 1)].map { BatchPosition(epoch: $0.0, step: $0.1) }
+        for p in positions {
+            let a = try plain.batch(at: p), b = try ahead.batch(at: p)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: a.input, count: 4 * 60)), Array(UnsafeBufferPointer(start: b.input, count: 4 * 60)), "\(p)")
+            guard case .single(let ta) = a.targets, case .single(let tb) = b.targets else { return XCTFail("single-label targets") }
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: ta, count: 4)), Array(UnsafeBufferPointer(start: tb, count: 4)), "\(p)")
+        }
+    }
+}
