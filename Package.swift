@@ -28,7 +28,7 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         // JPEG and PNG to RGB, and the transforms of torchvision on PIL images (Pillow's bilinear resampling).
-        .target(name: "CImage", dependencies: ["CTurboJPEG", "CPNG"], cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CImage", dependencies: ["CTurboJPEG", "CPNG"], exclude: ["README.md"], cSettings: [.unsafeFlags(["-O3"])]),
         // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // Stop requests: signal handlers that record SIGTERM, SIGINT and SIGUSR1 for the trainer.

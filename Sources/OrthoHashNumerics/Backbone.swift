@@ -112,3 +112,23 @@ extension ModelConfig {
         return out
     }
 }
+
+extension ModelConfig {
+    /// Floating-point operations of one row's forward pass through the backbone, the hash layer and
+    /// the cosines (2 per multiply-add of every GEMM: convolutions and Linear layers; the passes
+    /// between them are not counted), and of a training step's row: forward, and backward's two
+    /// GEMMs per layer but the first layer's input gradient, which is not computed.
+    public var flopsPerRow: (forward: Double, training: Double) {
+        var forward = 0.0, firstInputGradient = 0.0
+        for (i, layer) in backboneLayers().enumerated() {
+            var f = 0.0
+            if let c = layer as? Conv2dLayer { f = 2 * Double(c.O) * Double(c.P) * Double(c.fanIn) }
+            if let l = layer as? LinearLayer { f = 2 * Double(l.I) * Double(l.O) }
+            forward += f
+            if i == 0 { firstInputGradient = f }
+        }
+        let head = 2 * Double(featureDim) * Double(nbit) + 2 * Double(nbit) * Double(classes)
+        forward += head
+        return (forward, 3 * forward - firstInputGradient)
+    }
+}

@@ -1,6 +1,7 @@
 // Throughput of the training loop (gather, forward, backward, sum, update), as `orthohash bench`
 // prints it.
 
+import CKernels
 import Foundation
 import OrthoHashNumerics
 
@@ -68,6 +69,20 @@ public enum Benchmark {
                       p50Milliseconds: percentile(0.5), p95Milliseconds: percentile(0.95),
                       gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds, phaseMilliseconds: phases,
                       bnSyncCalls: Double(trainer.timeline.count(.bnSync)) / Double(steps))
+    }
+
+    /// The core's floating-point peak in GFLOP/s, measured on this thread: independent chains of
+    /// fused multiply-adds on the widest vectors the CPU has (the best of 5 runs of ~0.1 s).
+    public static func fmaPeak() -> Double {
+        var sink: Float = 0, best = 0.0
+        let iterations = 2_000_000
+        oh_fma_loop(&sink, 100_000)
+        for _ in 0..<5 {
+            let t = DispatchTime.now().uptimeNanoseconds
+            oh_fma_loop(&sink, iterations)
+            best = max(best, Double(iterations) * 384 / Double(DispatchTime.now().uptimeNanoseconds - t))
+        }
+        return sink.isNaN ? 0 : best
     }
 
     /// GFLOP/s of one GEMM shape (row-major), median of `repeats` timed calls after a warm-up.

@@ -63,11 +63,13 @@ extension OrthoHashCommand {
                 say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s), OpenBLAS kernel \(BLAS.kernel)")
                 say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step" + (waits ? "  wait ms/step" : ""))
                 let hosts = hostCount(dataParallel.collective)
+                var achieved: [(Int, Double)] = []
                 for t in threads {
                     BLAS.setThreads(t)
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head, products: headProducts,
                                                    dataParallel: dataParallel, measureWait: waits, overlap: gradientOverlap,
                                                    gradientSum: gradientSum)
+                    achieved.append((t, r.samplesPerSecond))
                     say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
@@ -88,6 +90,16 @@ extension OrthoHashCommand {
                     }
                 }
                 if dataParallel.ranks > 1 { say("gradients summed by \(dataParallel.gradientReduction)") }
+                if backbone.takesImages && dataParallel.rank == 0 {
+                    // The share of the core's peak the step's GEMMs' work reaches: FLOPs per image from the model's shapes.
+                    let flops = config.model(for: splits).flopsPerRow, peak = Benchmark.fmaPeak()
+                    say(String(format: "model: %.2f GFLOP per training image (%.2f forward); the core's measured FMA peak: %.0f GFLOP/s",
+                               flops.training / 1e9, flops.forward / 1e9, peak))
+                    for (t, rate) in achieved {
+                        let perCore = rate * flops.training / 1e9 / Double(t * dataParallel.ranks)
+                        say(String(format: "  %d thread(s): %.0f GFLOP/s per core, %.0f%% of the peak", t, perCore, 100 * perCore / peak))
+                    }
+                }
             }
         }
 

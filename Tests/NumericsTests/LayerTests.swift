@@ -371,6 +371,11 @@ final class LayerTests: XCTestCase {
                                                               "256x13x13", "256x6x6", "9216", "4096", "4096", "4096"])
         XCTAssertFalse(layers.contains { $0 is AdaptiveAvgPool2dLayer }, "6 x 6 already: the average pool is the identity and left out")
         XCTAssertEqual(layers.filter { $0 is DropoutLayer }.count, 2)
+        // 710,092,480 multiply-adds in the backbone (torchvision's 0.71 GMACs), the hash layer's and
+        // the cosines' besides; training: three times forward but the first layer's input gradient.
+        let macs = 710_092_480.0 + 4096 * 64 + 64 * 100
+        XCTAssertEqual(alexnet.flopsPerRow.forward, 2 * macs)
+        XCTAssertEqual(alexnet.flopsPerRow.training, 6 * macs - 2 * 64 * 55 * 55 * 363)
         let vgg = ModelConfig(inputDim: image.count, backbone: .vgg16, hidden: [], nbit: 64, classes: 100, inputShape: image)
         let v = ParameterLayout(vgg)
         XCTAssertEqual(v.backboneCount, 134_260_544)

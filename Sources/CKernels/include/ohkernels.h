@@ -90,6 +90,9 @@ uint32_t oh_dropout_forward(float *y, const float *x, size_t rows, size_t cols, 
 /// dx += dy scale where the same mask keeps the element; then dy = 0.
 void oh_dropout_backward_clear(float *dx, float *dy, size_t rows, size_t cols, uint64_t seed, uint64_t step,
                                uint64_t layer, uint64_t first_row, uint32_t threshold, float scale);
+/// `iterations` x 384 floating-point operations in independent fused multiply-add chains: timed,
+/// the core's measured peak (benchmarks' "share of peak"); the result goes to *out.
+void oh_fma_loop(float *out, size_t iterations);
 /// dx += each output's gradient shared evenly over its bin, then dy = 0.
 void oh_adaptive_avgpool_backward_clear(float *dx, float *dy, size_t planes, size_t H, size_t W, size_t Ho, size_t Wo);
 
