@@ -99,6 +99,12 @@ extension OrthoHashCommand {
                         let perCore = rate * flops.training / 1e9 / Double(t * dataParallel.ranks)
                         say(String(format: "  %d thread(s): %.0f GFLOP/s per core, %.0f%% of the peak", t, perCore, 100 * perCore / peak))
                     }
+                    // The memory check's estimate (every buffer of the model and its step) beside what the process used.
+                    let estimate = config.model(for: splits).floatsNeeded(batch: batchSize / dataParallel.ranks, moments: 2, arcMargin: false).map { 4 * Double($0) } ?? 0
+                    var usage = rusage()
+                    getrusage(RUSAGE_SELF.rawValue, &usage)
+                    say(String(format: "memory per rank: the model's estimate %.2f GB, peak resident %.2f GB (the data's pages, the libraries and the runtime included)",
+                               estimate / 1e9, Double(usage.ru_maxrss) * 1024 / 1e9))
                 }
             }
         }
