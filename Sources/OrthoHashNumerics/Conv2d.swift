@@ -8,7 +8,8 @@
 //            y (n, O, P)          = relu(products + b)  one pass: bias, ReLU, back to NCHW
 // backward   products (O, n P)    = dy (y > 0)          one pass: gather, ReLU's mask, dy = 0
 //            db += row sums of products
-//            dW += products columns^T                   (columns recomputed: cheaper than keeping them)
+//            dW += products columns^T                   (forward's columns, kept when they fit keptColumnsBudget,
+//                                                        else made again)
 //            columns = W^T products,  dx += col2im(columns)
 // ```
 // Folding the chunk's images into one GEMM gives the late layers (13 x 13 in AlexNet, 7 x 7 here)
@@ -28,6 +29,8 @@ final class Conv2dLayer: Layer {
     /// Images per GEMM.
     private(set) var chunk = 1
     private var columns = FloatBuffer(count: 0)       // (C k k, chunk P)
+    /// Training's columns of every chunk, kept for backward when they fit `keptColumnsBudget`.
+    private var kept = FloatBuffer(count: 0)          // (B / chunk) x (C k k, chunk P)
     private var products = FloatBuffer(count: 0)      // (O, chunk P)
     private var activations = FloatBuffer(count: 0)   // (B, O, P)
     private var evaluation = FloatBuffer(count: 0)    // (B, O, P) for `infer`
@@ -38,6 +41,10 @@ final class Conv2dLayer: Layer {
     static let columnBudget = 1 << 23
     /// Tests set smaller budgets to fold fewer images into each GEMM.
     nonisolated(unsafe) static var columnBudgetOverride: Int? = nil
+    /// Floats of a batch's columns kept from forward for backward (256 MB): backward then skips
+    /// its im2col (the cnn's 40M at 256 images are kept; AlexNet's first two layers at 64 images,
+    /// 70M and 75M, are made again). Tests set 0 to take the other path.
+    nonisolated(unsafe) static var keptColumnsBudget = 1 << 26
 
     /// `name`: the PyTorch module's name, e.g. "features.0".
     init(name: String, input: SampleShape, outputs O: Int, kernel k: Int, stride: Int = 1, padding: Int = 0, relu: Bool) {
@@ -61,8 +68,9 @@ final class Conv2dLayer: Layer {
 
     func workspaceFloats(batch B: Int) -> Int? {
         let n = Self.chunk(batch: B, fanIn: fanIn, positions: P)
-        guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, n, P]), let a = checkedProduct([B, O, P, 2]) else { return nil }
-        return c + y + a
+        guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, n, P]), let a = checkedProduct([B, O, P, 2]),
+              let k = checkedProduct([B, fanIn, P]) else { return nil }
+        return c + y + a + (k <= Self.keptColumnsBudget ? k : 0)
     }
 
     func bind(offset: Int, batch B: Int, threads: LayerThreads) {
@@ -70,6 +78,7 @@ final class Conv2dLayer: Layer {
         self.offset = offset
         chunk = Self.chunk(batch: B, fanIn: fanIn, positions: P)
         columns = FloatBuffer(count: fanIn * chunk * P)
+        kept = FloatBuffer(count: B * fanIn * P <= Self.keptColumnsBudget ? B * fanIn * P : 0)
         products = FloatBuffer(count: O * chunk * P)
         activations = FloatBuffer(count: B * O * P)
         evaluation = FloatBuffer(count: B * O * P)
@@ -80,24 +89,27 @@ final class Conv2dLayer: Layer {
     }
 
     func forward(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, randomness: StepRandomness?) -> UnsafePointer<Float> {
-        outputBound = MagnitudeBound(bits: run(x, B: B, parameters: p, into: activations.pointer))
+        outputBound = MagnitudeBound(bits: run(x, B: B, parameters: p, into: activations.pointer, keeping: kept.count > 0))
         return UnsafePointer(activations.pointer)
     }
 
     func infer(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>) -> UnsafePointer<Float> {
-        run(x, B: B, parameters: p, into: evaluation.pointer)
+        run(x, B: B, parameters: p, into: evaluation.pointer, keeping: false)
         return UnsafePointer(evaluation.pointer)
     }
 
     /// The forward pass into `y` (B, O, P); returns the largest |y| as a magnitude's bits.
     @discardableResult
-    private func run(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) -> UInt32 {
+    private func run(_ x: UnsafePointer<Float>, B: Int, parameters p: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                     keeping: Bool) -> UInt32 {
         let CHW = input.count, OP = output.count, threads = self.threads.count, split = self.threads.gemmSplit
         let (C, H, W, Ho, Wo, k, s, pad) = (input.channels, input.height, input.width, output.height, output.width, kernel, stride, padding)
-        let cols = columns.pointer, prods = products.pointer, bias = p + offset + O * fanIn, P = P, O = O, relu: Int32 = relu ? 1 : 0
+        let scratch = columns.pointer, prods = products.pointer, bias = p + offset + O * fanIn, P = P, O = O, relu: Int32 = relu ? 1 : 0
         var top: UInt32 = 0
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
+            // Training keeps each chunk's columns at its first image's place, for backward.
+            let cols = keeping ? kept.pointer + first * fanIn * P : scratch
             forEachPart(n, threads: threads) { r in
                 oh_im2col(cols + r.lowerBound * P, n * P, x + (first + r.lowerBound) * CHW, r.count, C, H, W, k, s, pad, Ho, Wo)
                 return 0
@@ -130,13 +142,16 @@ final class Conv2dLayer: Layer {
                 oh_row_sums_add(dBias + r.lowerBound, prods + r.lowerBound * n * P, r.count, n * P)
                 return 0
             }
-            forEachPart(n, threads: threads) { r in
-                oh_im2col(cols + r.lowerBound * P, n * P, x + (first + r.lowerBound) * CHW, r.count, C, H, W, k, s, pad, Ho, Wo)
-                return 0
+            let forwardColumns = kept.count > 0 ? UnsafePointer(kept.pointer + first * fanIn * P) : UnsafePointer(cols)
+            if kept.count == 0 {
+                forEachPart(n, threads: threads) { r in
+                    oh_im2col(cols + r.lowerBound * P, n * P, x + (first + r.lowerBound) * CHW, r.count, C, H, W, k, s, pad, Ho, Wo)
+                    return 0
+                }
             }
             let beta: Float = mode == .overwrite && first == 0 ? 0 : 1
             BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, prods, lda: n * P,
-                      cols, ldb: n * P, beta: beta, dWeight, ldc: fanIn, split: split)
+                      forwardColumns, ldb: n * P, beta: beta, dWeight, ldc: fanIn, split: split)
             if let dx {
                 BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
                           prods, ldb: n * P, beta: 0, cols, ldc: n * P, split: split)

@@ -98,13 +98,16 @@ final class LayerTests: XCTestCase {
             } } } }
             return out
         }()
-        for budget in [1, 2 * 18 * 9 + 1, 1 << 20] {        // 1 image, 2 images, all 5 per GEMM
+        for (budget, keep) in [(1, true), (2 * 18 * 9 + 1, true), (2 * 18 * 9 + 1, false), (1 << 20, true), (1 << 20, false)] {
+            // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made again.
             Conv2dLayer.columnBudgetOverride = budget
-            defer { Conv2dLayer.columnBudgetOverride = nil }
+            let keptBudget = Conv2dLayer.keptColumnsBudget
+            Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
+            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
             let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
             let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
             for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
-            bench.assertGradients("conv with a budget of \(budget) floats")
+            bench.assertGradients("conv with a budget of \(budget) floats\(keep ? "" : ", columns made again")")
         }
     }
 
