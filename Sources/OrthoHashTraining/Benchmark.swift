@@ -27,12 +27,11 @@ public enum Benchmark {
     }
 
     /// Times `steps` steps after `warmup` of a run with `config` on `data`, in a temporary run
-    /// directory. With `measureWait`, a barrier before each gradient sum separates the time
-    /// waiting for the slowest rank from the sum (it adds a barrier's latency to each step).
-    public static func training(config: TrainConfig, data: DataSplits, steps: Int, threads: Int, warmup: Int = 5,
-                                head: HeadPath = .fused, products: HeadProducts = .available, dataParallel: DataParallel = OneProcess(),
-                                measureWait: Bool = false, overlap: GradientOverlap = .off,
-                                gradientSum: GradientPrecision = .float32) throws -> Result {
+    /// directory, with `options`' threads and step path. With `measureWait`, a barrier before each
+    /// gradient sum separates the time waiting for the slowest rank from the sum (it adds a
+    /// barrier's latency to each step).
+    public static func training(config: TrainConfig, data: DataSplits, steps: Int, warmup: Int = 5,
+                                dataParallel: DataParallel = OneProcess(), options: TrainerOptions) throws -> Result {
         let dir = NSTemporaryDirectory() + "orthohash-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = config
@@ -41,15 +40,9 @@ public enum Benchmark {
         c.epochs = (warmup + steps) / max(1, data.train.rows / c.batchSize) + 2
         c.evalEvery = 0
         c.checkpointEvery = 0
-        var options = TrainerOptions()
-        options.threads = threads
+        var options = options
         options.log = Log(quiet: true)
         options.progressBar = false
-        options.head = head
-        options.headProducts = products
-        options.measureWait = measureWait
-        options.overlapGradients = overlap
-        options.gradientSum = gradientSum
         options.stopAfterSteps = warmup
         let trainer = try Trainer(config: c, data: data, runDir: dir, dataParallel: dataParallel, options: options)
         try trainer.run()

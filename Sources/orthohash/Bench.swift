@@ -16,9 +16,7 @@ extension OrthoHashCommand {
         @Option(help: "Timed steps per setting (after 5 warm-up steps).") var steps: Int = 100
         @Option(help: "Thread counts to compare (default: 1,2).", transform: Parse.positiveIntegers("--threads")) var threads: [Int] = [1, 2]
         @Flag(help: "Also time each GEMM of the step.") var gemms = false
-        @Option(help: "The loss over many classes: fused or logits (as train --head).") var head: HeadPath = .fused
-        @Option(help: "lookup or blas: how the fused head multiplies by the codebook (as train --head-products).")
-        var headProducts: HeadProducts = HeadProducts.available
+        @OptionGroup var path: StepPathOptions
         @Option(help: "Append one row per thread count (or, with --allreduce, per size) to this CSV file (header when new).")
         var csv: String?
         @Option(name: .customLong("label"), help: "KEY=VALUE: an extra column of the CSV rows (repeatable; deploy/scaling.sh names the workload, link and repetition).",
@@ -26,10 +24,6 @@ extension OrthoHashCommand {
         var labels: [Label] = []
         @Flag(help: "Time a barrier before each gradient sum, apart from it: the wait for the slowest rank (costs one barrier per step; on with --csv).")
         var measureWait = false
-        @Option(help: "on or off (default): sum buckets of the gradients while the backward pass runs (as train).")
-        var gradientOverlap: GradientOverlap = .off
-        @Option(help: "float32 or bf16: the precision of gradient sums over the network (as train).")
-        var gradientSum: GradientPrecision = .float32
         @Flag(help: "Time float32 sums over the ranks from 4 B to --allreduce-max bytes instead of training (under mpirun).")
         var allreduce = false
         @Option(help: "The largest sum of --allreduce, in bytes.") var allreduceMax: Int = 64 << 20
@@ -66,9 +60,11 @@ extension OrthoHashCommand {
                 var achieved: [(Int, Double)] = []
                 for t in threads {
                     BLAS.setThreads(t)
-                    let r = try Benchmark.training(config: config, data: splits, steps: steps, threads: t, head: head, products: headProducts,
-                                                   dataParallel: dataParallel, measureWait: waits, overlap: gradientOverlap,
-                                                   gradientSum: gradientSum)
+                    var options = TrainerOptions()
+                    options.threads = t
+                    options.measureWait = waits
+                    path.apply(to: &options)
+                    let r = try Benchmark.training(config: config, data: splits, steps: steps, dataParallel: dataParallel, options: options)
                     achieved.append((t, r.samplesPerSecond))
                     say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
@@ -81,7 +77,7 @@ extension OrthoHashCommand {
                             ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
                             ("ms_step_p50", fixed(r.p50Milliseconds)), ("ms_step_p95", fixed(r.p95Milliseconds)),
                             ("compute_ms", fixed(r.computeMilliseconds)), ("gradient_sum_ms", fixed(r.gradientSumMilliseconds)),
-                            ("overlap", gradientOverlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
+                            ("overlap", path.gradientOverlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", path.gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
                             ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
                             ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
                             ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),

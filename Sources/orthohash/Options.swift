@@ -203,3 +203,20 @@ func reestimateBatchNormMean(_ model: HashModel, from target: NPYFeatures, ident
     }
     model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: identityAffine)
 }
+
+/// How a step computes its sums (not what it computes): the head's path and products, and how
+/// gradients are summed over the ranks; shared by train and bench, not stored with the run.
+struct StepPathOptions: ParsableArguments {
+    @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
+    var head: HeadPath = .fused
+    @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows). They differ only in the order of float32 sums.")
+    var headProducts: HeadProducts = HeadProducts.available
+    @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
+    var gradientOverlap: GradientOverlap = .off
+    @Option(help: "Under MPI: float32, or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
+    var gradientSum: GradientPrecision = .float32
+
+    func apply(to o: inout TrainerOptions) {
+        o.head = head; o.headProducts = headProducts; o.overlapGradients = gradientOverlap; o.gradientSum = gradientSum
+    }
+}

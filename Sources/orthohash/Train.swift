@@ -13,6 +13,7 @@ extension OrthoHashCommand {
         @OptionGroup var model: ModelOptions
         @OptionGroup var evaluation: EvalOptions
         @OptionGroup var runtime: RuntimeOptions
+        @OptionGroup var path: StepPathOptions
         @Option(help: "Run directory (config, codebook, metrics, checkpoints, summary).") var runDir: String = "runs/latest"
         @Option(help: "Evaluate every N epochs (0: only at the end).") var evalEvery: Int = 0
         @Option(help: "Checkpoint every N epochs (0: only at the end).") var checkpointEvery: Int = 1
@@ -27,16 +28,8 @@ extension OrthoHashCommand {
         var ioTimeout: Double = 900
         @Flag(help: "Check after every step that all ranks hold bitwise identical parameters (slow; for tests).") var verify = false
         @Flag(help: "Append 'step,loss' of every step to RUN_DIR/steps.csv.") var logSteps = false
-        @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
-        var head: HeadPath = .fused
-        @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows). They differ only in the order of float32 sums.")
-        var headProducts: HeadProducts = HeadProducts.available
         @Option(help: "When the output is not a terminal (mpirun, a log file): a progress line every this many seconds within an epoch (0: none).")
         var progressEvery: Double = 60
-        @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
-        var gradientOverlap: GradientOverlap = .off
-        @Option(help: "Under MPI: float32, or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
-        var gradientSum: GradientPrecision = .float32
         @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")
         var timeline: String?
 
@@ -80,10 +73,7 @@ extension OrthoHashCommand {
                 options.stopRequested = stopRequest
                 options.verify = verify
                 options.logSteps = logSteps
-                options.head = head
-                options.headProducts = headProducts
-                options.overlapGradients = gradientOverlap
-                options.gradientSum = gradientSum
+                path.apply(to: &options)
                 if let timeline {
                     options.timelinePath = timeline
                     options.measureWait = true
