@@ -64,6 +64,18 @@ public enum Benchmark {
                       bnSyncCalls: Double(trainer.timeline.count(.bnSync)) / Double(steps))
     }
 
+    /// Rows per second of the data loader alone: `batches` local batches of `batch` rows of the
+    /// training split gathered one after another (images decoded and transformed on the split's
+    /// threads), with no training beside them and no prefetch; after one batch of warm-up.
+    public static func loader(split: Split, classes: Int, batch: Int, batches: Int, seed: UInt64 = 0) throws -> Double {
+        let loader = BatchLoader(split: split, classes: classes, globalBatch: batch, rank: 0, ranks: 1, seed: seed)
+        let steps = loader.stepsPerEpoch
+        _ = try loader.batch(at: BatchPosition(epoch: 0, step: 0))
+        let t = DispatchTime.now().uptimeNanoseconds
+        for i in 1...batches { _ = try loader.batch(at: BatchPosition(epoch: i / steps, step: i % steps)) }
+        return Double(batches * batch) * 1e9 / Double(DispatchTime.now().uptimeNanoseconds - t)
+    }
+
     /// The core's floating-point peak in GFLOP/s, measured on this thread: independent chains of
     /// fused multiply-adds on the widest vectors the CPU has (the best of 5 runs of ~0.1 s).
     public static func fmaPeak() -> Double {

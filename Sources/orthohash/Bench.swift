@@ -27,6 +27,8 @@ extension OrthoHashCommand {
         @Flag(help: "Time float32 sums over the ranks from 4 B to --allreduce-max bytes instead of training (under mpirun).")
         var allreduce = false
         @Option(help: "The largest sum of --allreduce, in bytes.") var allreduceMax: Int = 64 << 20
+        @Flag(help: "Time the data loader alone (training batches gathered, images decoded and transformed, no training) at each thread count, in rows/s beside the training's.")
+        var loader = false
 
         func config() -> TrainConfig {
             var config = TrainConfig()
@@ -51,6 +53,14 @@ extension OrthoHashCommand {
             let config = config()
             let splits = try config.loadData(threads: threads.max() ?? 1)
             if gemms { printGemms(inputs: splits.inputDim, classes: splits.classes) }
+            if loader {
+                // Alone: which side a run waits for is the slower of this and the training's rate.
+                for t in threads {
+                    let data = t == (threads.max() ?? 1) ? splits : try config.loadData(threads: t)
+                    let rate = try Benchmark.loader(split: data.train, classes: data.classes, batch: batchSize, batches: max(3, min(steps, 20)))
+                    print(String(format: "loader alone, %d thread(s): %.0f rows/s", t, rate))
+                }
+            }
             // Under mpirun: data-parallel over the ranks, rank 0 prints, with the time in collectives.
             try onRanks(collectiveTimeout: 300) { dataParallel in
                 let say = { (line: String) in if dataParallel.rank == 0 { print(line) } }
