@@ -101,7 +101,7 @@ export NETNS_PREFIX=osc
 
 # One bench run: nodes, ranks per node, link, then bench arguments. Appends to $2's CSV.
 # mpirun options: local runs share memory; namespace hosts talk TCP over 198.51.100.0/24 and,
-# as they share this machine's cores, need --bind-to none and yielding ranks (MACHINE.md).
+# as they share this machine's cores, need --bind-to none and yielding ranks (docs/SCALING.md says why).
 launch() {
   local nodes=$1 rpn=$2 link=$3; shift 3
   local np=$(( nodes * rpn ))

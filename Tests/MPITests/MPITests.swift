@@ -473,7 +473,7 @@ func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
 }
 
 /// `mpirun` from the first of the namespace hosts `prefix`h1... (hostfiles/netns-hosts.sh) over
-/// the hosts of `hostfile`, as MACHINE.md describes.
+/// the hosts of `hostfile`: hostfiles/netns-launcher.sh maps host hN to its namespace.
 func onNamespaceHosts(prefix: String, hostfile: String, np: Int, mapBy: String, _ runArgs: [String]) throws -> Job {
     let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np),
                    "--map-by", mapBy, "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",

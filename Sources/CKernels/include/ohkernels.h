@@ -3,8 +3,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Elementwise kernels of the training step, in C so that the compiler vectorises them and picks
-// AVX-512 / AVX2 / baseline code at run time (target_clones): one binary for every x86-64 CPU.
+// Kernels of the training step (elementwise passes, the loss, the convolution and pooling passes),
+// of the fused head and of Hamming search, in C so that the compiler vectorises them; most pick
+// AVX-512 / AVX2 / baseline code at run time (target_clones, clones.h), some dispatch themselves
+// (signproducts.c, hamming.c): one binary for every x86-64 CPU.
 
 /// PyTorch's Adam with coupled L2 over [0, n):
 /// g = grad + wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
