@@ -13,18 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
 steps=${STEPS:-40}
-swift build -c release 2>&1 | tail -1
-bin=$PWD/.build/release/orthohash
-have_torch=0
-python3 -c "import torch" 2>/dev/null && have_torch=1
-[ $have_torch = 1 ] || echo "torch is not installed: orthohash alone"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source bench/common.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 run() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$@"; }
 # images/s from a bench table: the line of `ranks threads`.
 rate() { awk -v r="$1" -v t="$2" '$1 == r && $2 == t { print $3 }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for r in $(seq "$rounds"); do
   out=$(run "$bin" bench --backbone cnn --steps "$steps" --threads 1,2)
   [ "$r" = 1 ] && echo "$out" | head -1
@@ -41,14 +34,6 @@ for r in $(seq "$rounds"); do
     done
   fi
 done
-printf "%-22s %14s %16s %16s %12s %12s\n" config "orthohash im/s" "PyTorch NCHW" "channels_last" "vs NCHW" "vs ch_last"
-for t in 1 2; do
-  o=$(median < "$work/oh.$t")
-  if [ $have_torch = 1 ]; then
-    p=$(median < "$work/pt.$t"); c=$(median < "$work/ptcl.$t")
-    printf "%-22s %14.0f %16.0f %16.0f %11.2fx %11.2fx\n" "$t thread(s)" "$o" "$p" "$c" "$(awk -v a="$o" -v b="$p" 'BEGIN { print a / b }')" "$(awk -v a="$o" -v b="$c" 'BEGIN { print a / b }')"
-  else
-    printf "%-22s %14.0f\n" "$t thread(s)" "$o"
-  fi
-done
-printf "%-22s %14.0f\n" "2 ranks x 1 thread" "$(median < "$work/oh.r2")"
+side_by_side_header
+for t in 1 2; do side_by_side "$t thread(s)" "$work/oh.$t" "$work/pt.$t" "$work/ptcl.$t"; done
+printf "%-22s %14.2f\n" "2 ranks x 1 thread" "$(median < "$work/oh.r2")"

@@ -14,13 +14,7 @@ bits_list=${BITS:-64 128}
 rounds=${ROUNDS:-3}
 steps=${STEPS:-20}
 python3 -c "import numpy" 2>/dev/null || { echo "bench/head.sh: needs numpy (pip install numpy)" >&2; exit 1; }
-swift build -c release 2>&1 | tail -1
-bin=$PWD/.build/release/orthohash
-have_torch=0
-python3 -c "import torch" 2>/dev/null && have_torch=1
-[ $have_torch = 1 ] || echo "torch is not installed: orthohash alone"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source bench/common.sh
 python3 - "$work" <<'EOF'
 import sys, numpy as np
 d = sys.argv[1]; r = np.random.default_rng(0)
@@ -32,7 +26,6 @@ data=(--dataset npy --train-features "$work/x.npy" --train-labels "$work/y.npy" 
       --query-labels "$work/qy.npy" --db-features "$work/x.npy" --db-labels "$work/y.npy" --backbone linear)
 # ms/step from a bench table: the line of `ranks threads`.
 ms() { awk -v r="$1" -v t="$2" '$1 == r && $2 == t { print $4 }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for bits in $bits_list; do
   for r in $(seq "$rounds"); do
     for head in fused fused-blas logits; do
