@@ -138,6 +138,16 @@ void oh_row_sums_add(float *restrict sums, const float *restrict x, size_t rows,
     }
 }
 
+// PyTorch's rule over a window in row-major order: a value is taken when it is larger than the
+// one kept, or NaN (so the last NaN of a window is the one whose gradient flows). Branch-free:
+// comparisons of noisy activations are unpredictable.
+#define OH_TAKE(value, position) do { \
+        const float v_ = (value); \
+        const int t_ = (v_ > best) | (v_ != v_); \
+        best = t_ ? v_ : best; \
+        at = t_ ? (position) : at; \
+    } while (0)
+
 // 2 x 2 windows with stride 2 and no padding (the cnn's pools): two rows at a time, no bounds.
 static uint32_t maxpool_2x2(float *restrict y, int32_t *restrict argmax, const float *restrict x, size_t planes,
                             size_t H, size_t W, size_t Ho, size_t Wo) {
@@ -148,19 +158,15 @@ static uint32_t maxpool_2x2(float *restrict y, int32_t *restrict argmax, const f
         int32_t *arg = argmax + pl * Ho * Wo;
         for (size_t oh = 0; oh < Ho; oh++) {
             const float *r0 = in + 2 * oh * W, *r1 = r0 + W;
-            const int32_t base = (int32_t)(2 * oh * W);
+            const int32_t i0 = (int32_t)(2 * oh * W), i1 = i0 + (int32_t)W;
             for (size_t ow = 0; ow < Wo; ow++) {
-                // Row-major order: (0, 0), (0, 1), (1, 0), (1, 1); a later value wins only if larger (or NaN).
-                float best = r0[2 * ow];
-                int32_t at = base + (int32_t)(2 * ow);
-                float v = r0[2 * ow + 1];
-                if (best != best) goto done;
-                if (v > best || v != v) { best = v; at = base + (int32_t)(2 * ow + 1); if (v != v) goto done; }
-                v = r1[2 * ow];
-                if (v > best || v != v) { best = v; at = base + (int32_t)(W + 2 * ow); if (v != v) goto done; }
-                v = r1[2 * ow + 1];
-                if (v > best || v != v) { best = v; at = base + (int32_t)(W + 2 * ow + 1); }
-            done:
+                const int32_t j = (int32_t)(2 * ow);
+                float best = -__builtin_inff();
+                int32_t at = i0 + j;
+                OH_TAKE(r0[j], i0 + j);
+                OH_TAKE(r0[j + 1], i0 + j + 1);
+                OH_TAKE(r1[j], i1 + j);
+                OH_TAKE(r1[j + 1], i1 + j + 1);
                 out[oh * Wo + ow] = best;
                 arg[oh * Wo + ow] = at;
                 uint32_t m = magnitude_bits(best);
@@ -190,22 +196,14 @@ uint32_t oh_maxpool_forward(float *restrict y, int32_t *restrict argmax, const f
                 ptrdiff_t w1 = w0 + (ptrdiff_t)k;
                 if (w0 < 0) w0 = 0;
                 if (w1 > (ptrdiff_t)W) w1 = (ptrdiff_t)W;
-                // PyTorch's rule: the first largest value in row-major order wins; NaN wins.
-                ptrdiff_t best = h0 * (ptrdiff_t)W + w0;
-                float value = -__builtin_inff();
+                // PyTorch's rule: the first largest value in row-major order wins, and the last NaN.
+                int32_t at = (int32_t)(h0 * (ptrdiff_t)W + w0);
+                float best = -__builtin_inff();
                 for (ptrdiff_t ih = h0; ih < h1; ih++)
-                    for (ptrdiff_t iw = w0; iw < w1; iw++) {
-                        float v = in[ih * (ptrdiff_t)W + iw];
-                        if (v > value || v != v) {
-                            value = v;
-                            best = ih * (ptrdiff_t)W + iw;
-                            if (v != v) goto done;
-                        }
-                    }
-            done:
-                out[oh * Wo + ow] = value;
-                arg[oh * Wo + ow] = (int32_t)best;
-                uint32_t m = magnitude_bits(value);
+                    for (ptrdiff_t iw = w0; iw < w1; iw++) OH_TAKE(in[ih * (ptrdiff_t)W + iw], (int32_t)(ih * (ptrdiff_t)W + iw));
+                out[oh * Wo + ow] = best;
+                arg[oh * Wo + ow] = at;
+                uint32_t m = magnitude_bits(best);
                 top = m > top ? m : top;
             }
         }

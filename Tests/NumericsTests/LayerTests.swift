@@ -155,7 +155,8 @@ final class LayerTests: XCTestCase {
     }
 
     /// PyTorch's rule: the first largest value in row-major order takes the gradient (ties after
-    /// a ReLU are common), NaN propagates, and overlapping windows add their gradients.
+    /// a ReLU are common), NaN propagates (the window's last NaN), and overlapping windows add
+    /// their gradients.
     func testMaxPoolTiesAndOverlap() {
         let layer = MaxPool2dLayer(input: SampleShape(channels: 1, height: 3, width: 5), kernel: 3, stride: 2)
         layer.bind(offset: 0, batch: 1, threads: LayerThreads())
@@ -197,7 +198,7 @@ final class LayerTests: XCTestCase {
             layer.bind(offset: 0, batch: 2, threads: LayerThreads())
             var rng = Xoshiro256(seed: 70)
             let x = FloatBuffer((0..<(2 * input.count)).map { _ in Float(rng.nextInt(below: 3)) })
-            x[5] = .nan; x[40] = .nan
+            x[5] = .nan; x[40] = .nan; x[41] = .nan    // two NaNs in some windows: the last is taken
             let none = FloatBuffer(count: 1)
             let y = layer.forward(x.pointer, B: 2, parameters: none.pointer, randomness: nil)
             let (Ho, Wo) = (layer.output.height, layer.output.width)
@@ -208,7 +209,9 @@ final class LayerTests: XCTestCase {
                 for ih in max(0, oh * s - pad)..<min(input.height, oh * s - pad + k) {
                     for iw in max(0, ow * s - pad)..<min(input.width, ow * s - pad + k) {
                         let v = x[plane * 42 + ih * 6 + iw]
-                        if at < 0 || (!best.isNaN && (v > best || v.isNaN)) { best = v; at = plane * 42 + ih * 6 + iw }
+                        // PyTorch's CPU kernel: `if ((val > maxval) || std::isnan(val))`, from -inf.
+                        if at < 0 { at = plane * 42 + ih * 6 + iw }
+                        if v > best || v.isNaN { best = v; at = plane * 42 + ih * 6 + iw }
                     }
                 }
                 let o = (plane * Ho + oh) * Wo + ow

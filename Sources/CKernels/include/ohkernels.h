@@ -72,9 +72,9 @@ uint32_t oh_conv_output(float *y, const float *columns, size_t row_length, const
 uint32_t oh_conv_gather_gradient(float *columns, size_t row_length, float *dy, const float *y, size_t images, size_t O, size_t P, int relu);
 /// sums[r] += the sum of row r of x (rows, cols), in double with eight partial sums.
 void oh_row_sums_add(float *sums, const float *x, size_t rows, size_t cols);
-/// Max pooling of each of `planes` (H, W) planes (PyTorch's rule: the first largest value in
-/// row-major order, NaN wins); argmax gets each output's index within its input plane. Returns
-/// the largest magnitude of y.
+/// Max pooling of each of `planes` (H, W) planes (PyTorch's rule: in row-major order a value is
+/// taken when larger than the one kept or NaN: the first largest, or the last NaN); argmax gets
+/// each output's index within its input plane. Returns the largest magnitude of y.
 uint32_t oh_maxpool_forward(float *y, int32_t *argmax, const float *x, size_t planes, size_t H, size_t W,
                             size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
 /// dx[plane, argmax] += dy, then dy = 0.
