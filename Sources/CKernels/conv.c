@@ -27,7 +27,9 @@ static inline void valid_columns(ptrdiff_t W, ptrdiff_t Wo, ptrdiff_t stride, pt
     if (*hi < *lo) *hi = *lo;
 }
 
-OH_CLONES
+// no_builtin: clang would turn the row copies and the zeros beside them into calls to memmove and
+// memset, each costing more than a row of a few dozen floats does.
+OH_CLONES __attribute__((no_builtin("memcpy", "memmove", "memset")))
 void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, size_t images, size_t C, size_t H, size_t W,
                size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo) {
     const size_t P = Ho * Wo;
@@ -48,7 +50,7 @@ void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, 
                         }
                         const float *src = plane + ih * (ptrdiff_t)W + offset;
                         for (ptrdiff_t ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-                        if (stride == 1)      // rows of a few dozen floats: a loop beats a call to memcpy
+                        if (stride == 1)
                             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = src[ow];
                         else
                             for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow] = src[ow * (ptrdiff_t)stride];
