@@ -40,6 +40,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var dbList: String? = nil
     public var imageRoot: String? = nil
     public var testResize: Int? = nil
+    /// The training crop (default RandomResizedCrop; resize-random-crop for NUS-WIDE and MS-COCO).
+    public var trainTransform: TrainTransform? = nil
     // Model
     public var backbone: BackboneKind = .linear
     public var hidden: [Int] = [1024, 1024]
@@ -176,7 +178,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
                 let full = try ImageList.read(list!, root: imageRoot)
                 let n = min(limit ?? full.images.count, full.images.count)
                 let l = ImageList(path: full.path, images: Array(full.images.prefix(n)), labels: full.labels.prefix(n))
-                let transform = ImageTransform(kind: kind, size: size, testResize: testResize ?? size, seed: seed)
+                var transform = ImageTransform(kind: kind, size: size, testResize: testResize ?? size, seed: seed)
+                transform.training = trainTransform ?? .randomResizedCrop
                 return Split(features: ImageFeatures(list: l, transform: transform, threads: threads), labels: l.labels)
             }
             var splits = try DataSplits(train: split(trainList, trainLimit, .train), query: split(queryList, queryLimit, .test),

@@ -3,6 +3,8 @@
 // Rows are decoded (libjpeg-turbo, libpng) and transformed when they are read, as torchvision
 // transforms PIL images:
 //   training   RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3) and a horizontal flip (p 0.5)
+//              (ImageNet100), or Resize(testResize) then RandomCrop(size) and the flip (NUS-WIDE
+//              at 256, MS-COCO at 224: `--train-transform resize-random-crop`)
 //   test       Resize(testResize) (the shorter side) then CenterCrop(size)
 // then ToTensor and Normalize with ImageNet's mean and std. A training row's random draws are a
 // function of (seed, epoch, row): any number of ranks, and a resumed run, draw the same crops.
@@ -78,10 +80,20 @@ public struct ImageList {
     }
 }
 
+/// The training crop of the authors' pipelines.
+public enum TrainTransform: String, Codable, CaseIterable, Sendable {
+    /// RandomResizedCrop(size): ImageNet100's.
+    case randomResizedCrop = "random-resized-crop"
+    /// Resize(testResize) of the shorter side, then RandomCrop(size): NUS-WIDE's (256) and MS-COCO's (224).
+    case resizeRandomCrop = "resize-random-crop"
+}
+
 /// The transforms of a split (the authors' pipelines).
 public struct ImageTransform: Equatable, Sendable {
     public enum Kind: Equatable, Sendable { case train, test }
     public var kind: Kind
+    /// The training crop (`kind` train).
+    public var training = TrainTransform.randomResizedCrop
     /// The side S of the square crop the backbone takes.
     public var size: Int
     /// Test: the shorter side is resized to this before the centre crop.
@@ -127,12 +139,26 @@ public struct ImageTransform: Equatable, Sendable {
         case .train:
             var rng = Xoshiro256(seed: seed ^ (UInt64(row) &* 0x2545_F491_4F6C_DD1D),
                                  stream: RandomStream.imageAugmentation.rawValue + UInt64(epoch))
-            let crop = Self.randomResizedCrop(width: image.width, height: image.height, rng: &rng)
-            let flip = rng.nextDouble() < 0.5
-            image.resized(width: size, height: size, crop: crop).normalised(into: out, mean: Self.mean, std: Self.std, flip: flip)
+            switch training {
+            case .randomResizedCrop:
+                let crop = Self.randomResizedCrop(width: image.width, height: image.height, rng: &rng)
+                let flip = rng.nextDouble() < 0.5
+                image.resized(width: size, height: size, crop: crop).normalised(into: out, mean: Self.mean, std: Self.std, flip: flip)
+            case .resizeRandomCrop:
+                Self.resizedRandomCrop(image, resize: testResize, size: size, rng: &rng)
+                    .normalised(into: out, mean: Self.mean, std: Self.std, flip: rng.nextDouble() < 0.5)
+            }
         case .test:
             Self.resizedCentreCrop(image, resize: testResize, size: size).normalised(into: out, mean: Self.mean, std: Self.std)
         }
+    }
+
+    /// torchvision's Resize(resize) then RandomCrop(size) (its draws: top, then left) of a PIL image.
+    static func resizedRandomCrop(_ image: RGBImage, resize: Int, size: Int, rng: inout Xoshiro256) -> RGBImage {
+        let (w, h) = resizedSize(width: image.width, height: image.height, shorter: resize)
+        let resized = image.resized(width: w, height: h)
+        let top = rng.nextInt(below: h - size + 1), left = rng.nextInt(below: w - size + 1)
+        return resized.resized(width: size, height: size, crop: (left, top, size, size))
     }
 
     /// torchvision's Resize(resize) then CenterCrop(size) of a PIL image, as bytes.

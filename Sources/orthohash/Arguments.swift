@@ -7,6 +7,7 @@ import OrthoHashTraining
 
 extension BackboneKind: ExpressibleByArgument {}
 extension HeadPath: ExpressibleByArgument {}
+extension TrainTransform: ExpressibleByArgument {}
 extension HeadProducts: ExpressibleByArgument {}
 extension GradientOverlap: ExpressibleByArgument {}
 extension GradientPrecision: ExpressibleByArgument {}

@@ -29,6 +29,8 @@ struct DataOptions: ParsableArguments {
     var imageRoot: String?
     @Option(help: "--dataset images: the test transform resizes the shorter side to this before the centre crop (default: --image-size; 256 for NUS-WIDE).")
     var testResize: Int?
+    @Option(help: "--dataset images: the training crop: random-resized-crop (RandomResizedCrop, ImageNet100's; the default) or resize-random-crop (Resize(--test-resize) then RandomCrop(--image-size): NUS-WIDE's, MS-COCO's); a horizontal flip after either.")
+    var trainTransform: TrainTransform?
     @Option(help: "--dataset images: the side of the square crops the backbone takes (default 224); --dataset generated: the images' side (default 224).") var imageSize: Int?
     @Option(help: "--dataset generated: the images' channels (default 3).") var imageChannels: Int?
 
@@ -41,6 +43,7 @@ struct DataOptions: ParsableArguments {
         c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
         c.imageSize = imageSize; c.imageChannels = imageChannels
         c.trainList = trainList; c.queryList = queryList; c.dbList = dbList; c.imageRoot = imageRoot; c.testResize = testResize
+        c.trainTransform = trainTransform
     }
 
     /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
@@ -56,7 +59,7 @@ struct DataOptions: ParsableArguments {
         if c.dataset != .generated && imageChannels != nil { out.append("--image-channels belongs to --dataset generated") }
         if c.dataset != .images {
             let lists = [("--train-list", trainList), ("--query-list", queryList), ("--db-list", dbList), ("--image-root", imageRoot),
-                         ("--test-resize", testResize.map(String.init))]
+                         ("--test-resize", testResize.map(String.init)), ("--train-transform", trainTransform?.rawValue)]
             out += lists.filter { $0.1 != nil }.map { "\($0.0) belongs to --dataset images" }
         }
         if c.dataset == .generated && dbLimit != nil { out.append("--db-limit does not apply to --dataset generated (its database is the training rows)") }

@@ -42,6 +42,12 @@ final class ImageCLITests: XCTestCase {
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertEqual(try Checkpoint.read(dir + "/run/checkpoints/best.ohck").parameters,
                        try Checkpoint.read(dir + "/again/checkpoints/best.ohck").parameters)
+        // NUS-WIDE's and MS-COCO's training crop, stored with the run.
+        let crop = try orthohash(args(dir, train: train, query: query, db: db) + ["--run-dir", dir + "/crop", "--train-transform", "resize-random-crop"])
+        XCTAssertEqual(crop.status, 0, crop.stderr)
+        XCTAssertTrue(try String(contentsOfFile: dir + "/crop/config.json", encoding: .utf8).contains("resize-random-crop"))
+        XCTAssertNotEqual(try Checkpoint.read(dir + "/crop/checkpoints/best.ohck").parameters,
+                          try Checkpoint.read(dir + "/run/checkpoints/best.ohck").parameters)
     }
 
     /// Random crops and flips drawn from (seed, epoch, row): a run stopped mid-epoch and resumed

@@ -136,4 +136,19 @@ final class ImageTests: XCTestCase {
         XCTAssertEqual(a.array, b.array)
         XCTAssertNotEqual(a.array, c.array)
     }
+
+    /// NUS-WIDE's and MS-COCO's training crop: Resize of the shorter side, then RandomCrop (top,
+    /// then left, as torchvision draws them), as bytes.
+    func testResizeRandomCrop() throws {
+        let image = try ImageFile.read(Self.fixtures + "/rgb.jpg")         // 53 x 37
+        XCTAssertEqual([image.width, image.height], [53, 37])
+        for seed in UInt64(0)..<5 {
+            var rng = Xoshiro256(seed: seed, stream: 1)
+            var same = rng
+            let out = ImageTransform.resizedRandomCrop(image, resize: 20, size: 16, rng: &rng)
+            let resized = image.resized(width: 28, height: 20)            // int(20 x 53 / 37) = 28
+            let top = same.nextInt(below: 5), left = same.nextInt(below: 13)
+            XCTAssertEqual(out, resized.resized(width: 16, height: 16, crop: (left, top, 16, 16)), "seed \(seed)")
+        }
+    }
 }
