@@ -121,6 +121,8 @@ public final class HashModel {
 
     /// The backbone, bound to the store's buffers and sized for `batchSize` rows.
     let layers: [Layer]
+    /// Each layer's slice of the flat buffers (nil for layers without parameters): its gradient bucket.
+    let layerRanges: [Range<Int>?]
     /// Each layer's output of the last forward pass (its own buffer).
     private var layerOutputs: [UnsafePointer<Float>]
     /// F: the backbone's output per row, the hash layer's input.
@@ -201,8 +203,9 @@ public final class HashModel {
         layers = config.backboneLayers()
         convolutional = layers.contains { $0 is Conv2dLayer }
         let layerThreads = LayerThreads(count: self.threads, splitGEMMs: convolutional && self.threads > 1)
-        for layer in layers {
-            layer.bind(offset: layer.tensors.first.map { layout[$0.name].offset } ?? 0, batch: B, threads: layerThreads)
+        layerRanges = layers.map { layer in layer.tensors.first.map { layout[$0.name].offset }.map { $0..<($0 + layer.parameterCount) } }
+        for (layer, range) in zip(layers, layerRanges) {
+            layer.bind(offset: range?.lowerBound ?? 0, batch: B, threads: layerThreads)
         }
         layerOutputs = layers.map { _ in UnsafePointer(bitPattern: 1)! }
         featureDim = layers.last?.output.count ?? config.inputDim
@@ -353,10 +356,7 @@ public final class HashModel {
                 let layer = layers[i]
                 layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
                                dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, mode: mode, check: &check)
-                if let first = layer.tensors.first {
-                    let start = store.layout[first.name].offset
-                    bucketReady?(start..<(start + layer.parameterCount))
-                }
+                if let range = layerRanges[i] { bucketReady?(range) }
                 swap(&dOut, &dSpare)
             }
         }
