@@ -95,4 +95,32 @@ final class ImageCLITests: XCTestCase {
         XCTAssertEqual(stray.status, 1)
         XCTAssertTrue(stray.stderr.contains("--train-list belongs to --dataset images"), stray.stderr)
     }
+
+    /// The refusals of image backbones and image data, each one line before any training.
+    func testImageRefusals() throws {
+        let dir = tempDir()
+        let list = try list(dir, "l.txt", rows: 8)
+        try NPYWriter.write(path: dir + "/x.npy", shape: [8, 4], floats: [Float](repeating: 1, count: 32))
+        try NPYWriter.write(path: dir + "/y.npy", shape: [8], int64: [0, 1, 0, 1, 0, 1, 0, 1])
+        let npy = ["--dataset", "npy", "--train-features", dir + "/x.npy", "--train-labels", dir + "/y.npy", "--query-features", dir + "/x.npy",
+                   "--query-labels", dir + "/y.npy", "--db-features", dir + "/x.npy", "--db-labels", dir + "/y.npy"]
+        let cases: [([String], String)] = [
+            (["train", "--dataset", "images", "--train-list", list], "--dataset images needs --query-list"),
+            (["train", "--dataset", "images", "--train-list", list, "--query-list", list, "--db-list", list, "--test-resize", "100"],
+             "--test-resize (100) must be at least the image size (224)"),
+            (["train", "--backbone", "alexnet"], "--backbone alexnet takes 3-channel images, the data's have 1"),
+            (["train", "--backbone", "cnn"] + npy, "--backbone cnn takes images, and the npy data are feature vectors"),
+            (["train", "--dataset", "generated", "--backbone", "alexnet", "--image-size", "40"], "--backbone alexnet needs images of at least 63x63 pixels"),
+            (["train", "--image-size", "32"], "--image-size belongs to --dataset images or generated"),
+            (["train", "--dataset", "generated", "--db-limit", "5"], "--db-limit does not apply to --dataset generated"),
+            (["encode", "--run-dir", dir + "/none", "--out", dir + "/c.npy"], "give --features or --images"),
+        ]
+        for (arguments, message) in cases {
+            let r = try orthohash(arguments + (arguments[0] == "train" ? ["--run-dir", dir + "/run", "--epochs", "1"] : []))
+            XCTAssertEqual(r.status, 1, "\(arguments): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(arguments): \(r.stderr)")
+            XCTAssertEqual(r.stderr.split(separator: "\n").filter { !$0.isEmpty }.count, 1, r.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoints"))
+    }
 }
