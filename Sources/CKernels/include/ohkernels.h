@@ -58,18 +58,24 @@ void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *tabl
 // Ho x Wo out, P = Ho x Wo, O output channels.
 /// col (C k k, n P) from x (n, C, H, W): row (c, ki, kj), column (image, oh, ow) holds
 /// x[image, c, oh stride - pad + ki, ow stride - pad + kj], 0 outside the image. Rows of col are
-/// `row_length` floats apart (n P for a whole chunk; more when threads fill parts of one).
+/// `row_length` floats apart; this call writes rows [first_row, first_row + rows) (threads share
+/// a chunk by rows).
 void oh_im2col(float *col, size_t row_length, const float *x, size_t images, size_t C, size_t H, size_t W,
-               size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
-/// The transpose of oh_im2col, added: dx (n, C, H, W) += col2im(col).
+               size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_row, size_t rows);
+/// The transpose of oh_im2col, added: dx (n, C, H, W) += col2im(col), for the input channels
+/// [first_channel, first_channel + channels).
 void oh_col2im_add(float *dx, const float *col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
-                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo);
+                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_channel, size_t channels);
 /// y (n, O, P) = columns (O, n P; rows `row_length` apart) + bias per channel, then ReLU when
-/// `relu` (NaN stays NaN). Returns the largest magnitude of y as in oh_max_magnitude_bits.
-uint32_t oh_conv_output(float *y, const float *columns, size_t row_length, const float *bias, size_t images, size_t O, size_t P, int relu);
+/// `relu` (NaN stays NaN), for the output channels [first_channel, first_channel + channels).
+/// Returns the largest magnitude of y as in oh_max_magnitude_bits.
+uint32_t oh_conv_output(float *y, const float *columns, size_t row_length, const float *bias, size_t images, size_t O, size_t P, int relu,
+                        size_t first_channel, size_t channels);
 /// columns (O, n P; rows `row_length` apart) = dy (n, O, P), times (y > 0) when `relu`; then
-/// dy = 0 (its last read in the step). Returns the largest magnitude written.
-uint32_t oh_conv_gather_gradient(float *columns, size_t row_length, float *dy, const float *y, size_t images, size_t O, size_t P, int relu);
+/// dy = 0 (its last read in the step); for the output channels [first_channel, first_channel +
+/// channels). Returns the largest magnitude written.
+uint32_t oh_conv_gather_gradient(float *columns, size_t row_length, float *dy, const float *y, size_t images, size_t O, size_t P, int relu,
+                                 size_t first_channel, size_t channels);
 /// sums[r] += the sum of row r of x (rows, cols), in double with eight partial sums.
 void oh_row_sums_add(float *sums, const float *x, size_t rows, size_t cols);
 /// Max pooling of each of `planes` (H, W) planes (PyTorch's rule: in row-major order a value is
