@@ -1,7 +1,6 @@
 // The one caller of BLAS.
 
 import COpenBLAS
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #else
@@ -46,7 +45,7 @@ public enum BLAS {
             let clock = timed ? BLAS.clock : nil
             let start = clock?() ?? 0
             let rows = m >= n, total = rows ? m : n, parts = min(split, total)
-            DispatchQueue.concurrentPerform(iterations: parts) { i in
+            parallel(parts) { i in
                 let lo = total * i / parts, count = total * (i + 1) / parts - lo
                 if rows {
                     gemm(transA: transA, transB: transB, m: count, n: n, k: k, alpha: alpha, a + (transA ? lo : lo * lda), lda: lda,

@@ -26,7 +26,6 @@
 // sums of 4 values per table, one permute for 16 columns): `HeadProducts`.
 
 import CKernels
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #else
@@ -147,7 +146,7 @@ enum FusedHead {
         // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
         if workers > 1 && patterns == nil { BLAS.setThreads(1) }
         let clock = BLAS.clock
-        DispatchQueue.concurrentPerform(iterations: workers) { i in
+        parallel(workers) { i in
             let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
             let block = w.blocks.pointer + i * B * Cb, acc = w.accumulators.pointer + i * B * K
             let sums = w.rowSums + i * B, best = w.best.pointer + i * B, bestClass = w.bestClass + i * B

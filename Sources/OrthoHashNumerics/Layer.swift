@@ -14,7 +14,6 @@
 //
 // Dimensions: B = rows of the local batch, N = rows of the global batch.
 
-import Dispatch
 
 /// The shape of one row as it flows through a backbone: (channels, height, width).
 public struct SampleShape: Codable, Equatable, Sendable, CustomStringConvertible {
@@ -97,7 +96,7 @@ func forEachPart(_ count: Int, threads: Int, minimum: Int = 1, _ body: (Range<In
     let parts = max(1, min(threads, count / max(1, minimum)))
     if parts == 1 { return body(0..<count) }
     return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: parts) { tops in
-        DispatchQueue.concurrentPerform(iterations: parts) { i in tops[i] = body((count * i / parts)..<(count * (i + 1) / parts)) }
+        parallel(parts) { i in tops[i] = body((count * i / parts)..<(count * (i + 1) / parts)) }
         return tops.max() ?? 0
     }
 }

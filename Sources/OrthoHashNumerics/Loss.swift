@@ -4,7 +4,6 @@
 // Dimensions: B = rows of the local batch, N = rows of the global batch, K = bits, C = classes.
 
 import CKernels
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #else
@@ -226,7 +225,7 @@ func cosMarginSoftmaxCE(_ u: UnsafeMutablePointer<Float>, targets: UnsafePointer
     // Per-block results on the stack: the training loop allocates nothing.
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { loss in
         withUnsafeTemporaryAllocation(of: Int64.self, capacity: parts) { correct in
-            DispatchQueue.concurrentPerform(iterations: parts) { i in
+            parallel(parts) { i in
                 let lo = B * i / parts, hi = B * (i + 1) / parts
                 loss[i] = oh_cos_margin_softmax_ce(u + lo * C, targets + lo, hi - lo, C, config.scale, config.margin,
                                                    gradScale, correct.baseAddress! + i)

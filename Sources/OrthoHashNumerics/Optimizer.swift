@@ -2,7 +2,6 @@
 // that differ only in learning rate. Dimension: P = parameters.
 
 import CKernels
-import Dispatch
 #if canImport(Glibc)
 import Glibc
 #else
@@ -104,7 +103,7 @@ public final class Optimizer {
         let backboneLR = lr * c.backboneLRScale
         let n = r.count
         let chunks = n > 200_000 ? max(1, threads) : 1
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+        parallel(chunks) { i in
             let lo = r.lowerBound + n * i / chunks, hi = r.lowerBound + n * (i + 1) / chunks
             run(lo, min(hi, backboneCount), backboneLR)
             run(max(lo, backboneCount), hi, lr)

@@ -132,7 +132,7 @@ public struct CheckpointDirectory {
     public let path: String
     public init(runDir: String) { path = runDir + "/checkpoints" }
 
-    public func stepPath(_ step: Int) -> String { path + String(format: "/step-%010d.ohck", step) }
+    public func stepPath(_ step: Int) -> String { path + String(format: "/step-%010ld.ohck", step) }
     public var bestPath: String { path + "/best.ohck" }
 
     /// Step checkpoints, newest first.

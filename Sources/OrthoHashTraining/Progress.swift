@@ -49,7 +49,7 @@ public enum Progress {
     /// `epoch 1/3  loss 1.1177  acc 0.8047  lr 1.0e-04  11477 samples/s  ETA 0:10`, then the mAPs evaluated.
     public static func epochLine(epoch: Int, epochs: Int, loss: Double, accuracy: Double, lr: Float, samplesPerSecond: Double,
                                  remainingSeconds: Double, maps: [(MapCutoff, Double)]) -> String {
-        var text = String(format: "epoch %d/%d  loss %.4f  acc %.4f  lr %.1e  %.0f samples/s", epoch, epochs, loss, accuracy,
+        var text = String(format: "epoch %ld/%ld  loss %.4f  acc %.4f  lr %.1e  %.0f samples/s", epoch, epochs, loss, accuracy,
                           Double(lr), samplesPerSecond)
         text += "  ETA " + formatDuration(remainingSeconds)
         for (cutoff, value) in maps { text += String(format: "  mAP@%@ %.4f", cutoff.text, value) }
@@ -60,7 +60,7 @@ public enum Progress {
     /// its mean loss so far.
     public static func stepLine(epoch: Int, epochs: Int, step: Int, of steps: Int, loss: Double, samplesPerSecond: Double,
                                 remainingSeconds: Double) -> String {
-        String(format: "epoch %d/%d  step %d/%d  loss %.4f  %.0f samples/s  ETA ", epoch, epochs, step, steps, loss, samplesPerSecond)
+        String(format: "epoch %ld/%ld  step %ld/%ld  loss %.4f  %.0f samples/s  ETA ", epoch, epochs, step, steps, loss, samplesPerSecond)
             + formatDuration(remainingSeconds)
     }
 
@@ -75,5 +75,5 @@ public enum Progress {
 public func formatDuration(_ seconds: Double) -> String {
     guard seconds.isFinite, seconds >= 0, seconds < 1e9 else { return "?" }
     let s = Int(seconds.rounded())
-    return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    return s >= 3600 ? String(format: "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60) : String(format: "%ld:%02ld", s / 60, s % 60)
 }

@@ -190,7 +190,7 @@ public final class StepLog {
     deinit { try? handle.close() }
 
     public func write(step: Int, loss: Double) {
-        handle.write(Data(String(format: "%d,%.17g\n", step, loss).utf8))
+        handle.write(Data(String(format: "%ld,%.17g\n", step, loss).utf8))
     }
 }
 

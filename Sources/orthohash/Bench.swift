@@ -40,6 +40,7 @@ extension OrthoHashCommand {
         }
 
         func validate() throws {
+            guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
             if allreduce {
                 guard allreduceMax >= 4 else { throw ValidationError("--allreduce-max must be at least 4 bytes") }
                 return
@@ -58,7 +59,7 @@ extension OrthoHashCommand {
                 for t in threads {
                     let data = t == (threads.max() ?? 1) ? splits : try config.loadData(threads: t)
                     let rate = try Benchmark.loader(split: data.train, classes: data.classes, batch: batchSize, batches: max(3, min(steps, 20)))
-                    print(String(format: "loader alone, %d thread(s): %.0f rows/s", t, rate))
+                    print(String(format: "loader alone, %ld thread(s): %.0f rows/s", t, rate))
                 }
             }
             // Under mpirun: data-parallel over the ranks, rank 0 prints, with the time in collectives.
@@ -76,7 +77,7 @@ extension OrthoHashCommand {
                     path.apply(to: &options)
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, dataParallel: dataParallel, options: options)
                     achieved.append((t, r.samplesPerSecond))
-                    say(String(format: "%5d  %7d  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
+                    say(String(format: "%5ld  %7ld  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
                     if let csv, dataParallel.rank == 0 {
@@ -103,7 +104,7 @@ extension OrthoHashCommand {
                                flops.training / 1e9, flops.forward / 1e9, peak))
                     for (t, rate) in achieved {
                         let perCore = rate * flops.training / 1e9 / Double(t * dataParallel.ranks)
-                        say(String(format: "  %d thread(s): %.0f GFLOP/s per core, %.0f%% of the peak", t, perCore, 100 * perCore / peak))
+                        say(String(format: "  %ld thread(s): %.0f GFLOP/s per core, %.0f%% of the peak", t, perCore, 100 * perCore / peak))
                     }
                     // The memory check's estimate (every buffer of the model and its step) beside what the process used.
                     let estimate = config.model(for: splits).floatsNeeded(batch: batchSize / dataParallel.ranks, moments: 2, arcMargin: false).map { 4 * Double($0) } ?? 0
@@ -133,7 +134,7 @@ extension OrthoHashCommand {
                     }
                     guard mpi.rank == 0 else { continue }
                     for p in points {
-                        print(String(format: "path %-6@ %11d B  %12.3f us  %8.3f GB/s", path.rawValue, p.bytes, 1e6 * p.seconds, Double(p.bytes) / p.seconds / 1e9))
+                        print(String(format: "path %-6@ %11ld B  %12.3f us  %8.3f GB/s", path.rawValue, p.bytes, 1e6 * p.seconds, Double(p.bytes) / p.seconds / 1e9))
                         if let csv {
                             try CSVRows.append(to: csv, labels: labels, [("path", path.rawValue), ("nodes", "\(hosts)"), ("ranks", "\(mpi.ranks)"),
                                                                          ("bytes", "\(p.bytes)"), ("seconds", String(format: "%.9f", p.seconds)),
@@ -167,9 +168,9 @@ extension OrthoHashCommand {
                     let rate = Benchmark.gemm(transA: ta, transB: tb, m: m, n: n, k: k, repeats: m * n * k > 100_000_000 ? 10 : 30)
                     let ms = 2 * Double(m) * Double(n) * Double(k) / rate / 1e6     // rate: FLOP per ns
                     total += ms
-                    print(String(format: "threads %d  %-9@ (%5d x %5d x %5d)  %6.1f GFLOP/s  %7.2f ms", t, name, m, n, k, rate, ms))
+                    print(String(format: "threads %ld  %-9@ (%5ld x %5ld x %5ld)  %6.1f GFLOP/s  %7.2f ms", t, name, m, n, k, rate, ms))
                 }
-                print(String(format: "threads %d  the step's GEMMs alone: %.2f ms", t, total))
+                print(String(format: "threads %ld  the step's GEMMs alone: %.2f ms", t, total))
             }
         }
     }

@@ -21,13 +21,13 @@ extension OrthoHashCommand {
             // One byte per entry, and as many again while drawing: refused before it is allocated.
             let bytes = 2 * Double(classes) * Double(nbit)
             guard bytes <= Double(ProcessInfo.processInfo.physicalMemory) else {
-                throw OrthoHashError(String(format: "a codebook of %d classes x %d bits needs %.1f GB, more than this machine's %.1f GB",
+                throw OrthoHashError(String(format: "a codebook of %ld classes x %ld bits needs %.1f GB, more than this machine's %.1f GB",
                                             classes, nbit, bytes / 1e9, Double(ProcessInfo.processInfo.physicalMemory) / 1e9))
             }
             let cb = try Codebook.generate(method: method, classes: classes, bits: nbit, seed: seed)
             if let out { try NPYWriter.write(path: out, shape: [classes, nbit], int8: cb.values) }
             let (minimum, mean) = cb.pairwiseHamming()
-            print(String(format: "codebook %@: %d classes x %d bits  min Hamming %d (%.3f)  mean %.2f (%.3f)%@",
+            print(String(format: "codebook %@: %ld classes x %ld bits  min Hamming %ld (%.3f)  mean %.2f (%.3f)%@",
                          method.rawValue, classes, nbit, minimum, Double(minimum) / Double(nbit), mean, mean / Double(nbit),
                          out.map { "  -> \($0)" } ?? ""))
         }

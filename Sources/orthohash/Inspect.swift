@@ -60,7 +60,7 @@ extension OrthoHashCommand {
 
         static func best(_ s: CheckpointState, _ c: TrainConfig) -> String {
             guard let map = s.bestMAP, let epoch = s.bestEpoch else { return "not evaluated yet" }
-            return String(format: "best mAP@%@ %.4f (epoch %d)", c.mapAt.first?.text ?? "?", map, epoch)
+            return String(format: "best mAP@%@ %.4f (epoch %ld)", c.mapAt.first?.text ?? "?", map, epoch)
         }
     }
 }

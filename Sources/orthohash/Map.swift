@@ -68,7 +68,7 @@ extension OrthoHashCommand {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             print(result.text())
             if let out { try AtomicFile.write(Data((result.text() + "\n").utf8), to: out) }
-            standardError(String(format: "scored %d queries against %d codes of %d bits: %.3f s (%d thread%@)", scored, database.rows,
+            standardError(String(format: "scored %ld queries against %ld codes of %ld bits: %.3f s (%ld thread%@)", scored, database.rows,
                                  database.bytes * 8, seconds, threads, threads > 1 ? "s" : ""))
         }
 

@@ -40,7 +40,7 @@ extension OrthoHashCommand {
             // The answer is held in memory before it is written: 12 bytes per (query, neighbour).
             let physical = Double(ProcessInfo.processInfo.physicalMemory), answer = 12 * Double(query.rows) * Double(k)
             guard answer <= physical / 2 else {
-                throw OrthoHashError(String(format: "%d queries x --k %d needs %.1f GB for the answer, more than half this machine's %.1f GB",
+                throw OrthoHashError(String(format: "%ld queries x --k %ld needs %.1f GB for the answer, more than half this machine's %.1f GB",
                                             query.rows, k, answer / 1e9, physical / 1e9), file: queries, hint: "search the queries in parts")
             }
             let threads = runtime.resolvedThreads(ranks: 1)
@@ -51,7 +51,7 @@ extension OrthoHashCommand {
             try NPYWriter.write(path: out, shape: [query.rows, k], int64: ids)
             if let distances { try NPYWriter.write(path: distances, shape: [query.rows, k], int32: d) }
             let name = HammingSearch.kernelNames[kernel.level ?? HammingSearch.level]
-            standardError(String(format: "searched %d queries in %d codes of %d bits, k = %d: %.3f s (%d thread%@, %@)", query.rows, database.rows,
+            standardError(String(format: "searched %ld queries in %ld codes of %ld bits, k = %ld: %.3f s (%ld thread%@, %@)", query.rows, database.rows,
                                  database.bytes * 8, k, seconds, threads, threads > 1 ? "s" : "", name))
         }
     }

@@ -378,6 +378,8 @@ final class CLITests: XCTestCase {
             (args + ["--quan-type", "l2"], "--quan-type needs --quan above 0"),
             (args + ["--data-dir", "/tmp"], "--data-dir belongs to --dataset fashion-mnist"),
             (["train", "--train-features", dir + "/train_x.npy", "--run-dir", dir + "/r"], "--train-features belongs to --dataset npy"),
+            // The numbers as given: 100,000,000,000 is not printed as its low 32 bits (1215752192).
+            (["codebook", "--classes", "100000000000"], "a codebook of 100000000000 classes x 64 bits needs 12800.0 GB"),
             (["codebook", "--classes", "3000000000", "--nbit", "4096"], "more than this machine's"),
             (["codebook", "--classes", "0"], "--classes must be at least 1"),
             (args + ["--timeline", dir + "/nowhere/t.json"], "--timeline \(dir)/nowhere/t.json: the directory \(dir)/nowhere does not exist"),
@@ -385,6 +387,7 @@ final class CLITests: XCTestCase {
             (["bench", "--label", "a b=x"], "--label takes KEY=VALUE"),
             (["bench", "--label", "novalue"], "--label takes KEY=VALUE"),
             (["bench", "--allreduce", "--allreduce-max", "2"], "--allreduce-max must be at least 4 bytes"),
+            (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
         ]
         for (arguments, fragment) in cases {
             assertFails(try orthohash(arguments), fragment)

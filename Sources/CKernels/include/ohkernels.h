@@ -8,6 +8,13 @@
 // AVX-512 / AVX2 / baseline code at run time (target_clones, clones.h), some dispatch themselves
 // (signproducts.c, hamming.c): one binary for every x86-64 CPU.
 
+/// A hint to the core that the caller spins waiting (x86's PAUSE): ThreadTeam's workers between jobs.
+static inline void oh_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /// PyTorch's Adam with coupled L2 over [0, n):
 /// g = grad + wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
 void oh_adam(float *p, const float *grad, float *m, float *v, size_t n,
