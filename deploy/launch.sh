@@ -12,12 +12,16 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 hostfile="" nodes=1 rpn="" cores=""
+fail() { echo "launch: $1" >&2; exit 2; }
+# A value for $1, given as $2: present, and for the counts a positive integer.
+value() { [ $# -ge 2 ] || fail "$1 needs a value"; }
+count() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || fail "$1 must be a positive integer, got '$2'"; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --hostfile) hostfile=$2; shift 2 ;;
-    --nodes) nodes=$2; shift 2 ;;
-    --ranks-per-node) rpn=$2; shift 2 ;;
-    --cores-per-node) cores=$2; shift 2 ;;
+    --hostfile) value "$@"; hostfile=$2; [ -r "$hostfile" ] || fail "--hostfile $hostfile: no such readable file"; shift 2 ;;
+    --nodes) value "$@"; count "$1" "$2"; nodes=$2; shift 2 ;;
+    --ranks-per-node) value "$@"; count "$1" "$2"; rpn=$2; shift 2 ;;
+    --cores-per-node) value "$@"; count "$1" "$2"; cores=$2; shift 2 ;;
     --) shift; break ;;
     *) break ;;
   esac

@@ -25,8 +25,8 @@ root=$PWD
 grid=short out=runs/scaling
 while [ $# -gt 0 ]; do
   case "$1" in
-    --grid) grid=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --grid|--out) [ $# -ge 2 ] || { echo "scaling: $1 needs a value" >&2; exit 2; }
+      if [ "$1" = --grid ]; then grid=$2; else out=$2; fi; shift 2 ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "scaling: unknown argument '$1' (--grid short|full, --out DIR)" >&2; exit 2 ;;
   esac

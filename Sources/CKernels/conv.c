@@ -38,6 +38,38 @@ void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, 
         float *dst = col + r * row_length;
         ptrdiff_t lo, hi, offset = (ptrdiff_t)kj - (ptrdiff_t)pad;
         valid_columns((ptrdiff_t)W, (ptrdiff_t)Wo, (ptrdiff_t)stride, offset, &lo, &hi);
+        if (stride == 1 && Wo == W) {
+            // "Same" padding (AlexNet's and VGG's stride-1 layers, the cnn's): an image's block is
+            // its plane shifted by (ki - pad) rows and (kj - pad) columns, so one long copy, then
+            // zeros where the shift wrapped into the next row or left the plane. Measured in 3
+            // alternated pairs of whole steps: the cnn +2% at 1 thread, AlexNet within noise.
+            const ptrdiff_t dr = (ptrdiff_t)ki - (ptrdiff_t)pad, HW = (ptrdiff_t)(H * W);
+            ptrdiff_t first = dr < 0 ? -dr : 0, last = (ptrdiff_t)H - dr;
+            if (last > (ptrdiff_t)Ho) last = (ptrdiff_t)Ho;
+            if (last < first) last = first;
+            for (size_t n = 0; n < images; n++) {
+                const float *plane = x + (n * C + c) * H * W;
+                float *d = dst + n * P;
+                for (ptrdiff_t i = 0; i < first * (ptrdiff_t)Wo; i++) d[i] = 0.0f;
+                ptrdiff_t from = first * (ptrdiff_t)Wo, to = last * (ptrdiff_t)Wo;
+                const ptrdiff_t shift = dr * (ptrdiff_t)W + offset;       // source index = i + shift
+                ptrdiff_t a = from, b = to;                               // [a, b): inside the plane
+                if (a + shift < 0) a = -shift;
+                if (a > to) a = to;
+                if (b + shift > HW) b = HW - shift;
+                if (b < a) b = a;
+                for (ptrdiff_t i = from; i < a; i++) d[i] = 0.0f;
+                for (ptrdiff_t i = a; i < b; i++) d[i] = plane[i + shift];
+                for (ptrdiff_t i = b; i < to; i++) d[i] = 0.0f;
+                for (ptrdiff_t oh = first; oh < last; oh++) {
+                    float *row = d + oh * (ptrdiff_t)Wo;
+                    for (ptrdiff_t ow = 0; ow < lo; ow++) row[ow] = 0.0f;
+                    for (ptrdiff_t ow = hi; ow < (ptrdiff_t)Wo; ow++) row[ow] = 0.0f;
+                }
+                for (ptrdiff_t i = to; i < (ptrdiff_t)P; i++) d[i] = 0.0f;
+            }
+            continue;
+        }
         for (size_t n = 0; n < images; n++) {
             const float *plane = x + (n * C + c) * H * W;
             for (size_t oh = 0; oh < Ho; oh++) {

@@ -754,3 +754,25 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
 done:
     return status;
 }
+
+// For each query, how many database rows lie at each Hamming distance, and how many of them are
+// relevant (the same class: `labels`; else a class in common: `label_bits`): the counts behind
+// precision and recall at every Hamming radius. all and relevant: (nq, words 64 + 1).
+OH_CLONES
+void oh_hamming_histograms(const uint64_t *queries, size_t nq, const uint64_t *db, size_t ndb, size_t words,
+                           const int32_t *labels, const int32_t *query_labels, const uint64_t *label_bits, size_t label_words,
+                           const uint64_t *query_bits, uint64_t *all, uint64_t *relevant) {
+    const size_t bins = words * 64 + 1;
+    const oh_relevance_args r = { labels, query_labels, label_bits, label_words, query_bits, NULL };
+    for (size_t q = 0; q < nq; q++) {
+        const uint64_t *query = queries + q * words;
+        uint64_t *a = all + q * bins, *rel = relevant + q * bins;
+        for (size_t x = 0; x < ndb; x++) {
+            const uint64_t *row = db + x * words;
+            uint32_t d = 0;
+            for (size_t w = 0; w < words; w++) d += (uint32_t)__builtin_popcountll(query[w] ^ row[w]);
+            a[d]++;
+            rel[d] += (uint64_t)(labels ? relevant_row(&r, q, x, 0) : relevant_row(&r, q, x, 1));
+        }
+    }
+}

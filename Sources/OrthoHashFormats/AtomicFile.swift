@@ -16,6 +16,7 @@ public enum AtomicFile {
         let url = URL(fileURLWithPath: target)
         let directory = url.deletingLastPathComponent().path
         let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
+        removeDeadTemporaries(of: url.lastPathComponent, in: directory)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw OrthoHashError("cannot write: \(String(cString: strerror(errno)))", file: path) }
         var failure: Int32 = 0
@@ -41,6 +42,16 @@ public enum AtomicFile {
         }
         let dfd = open(directory, O_RDONLY)
         if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+
+    /// Removes `.NAME.tmp-PID` files of `name` whose writer is no longer running (killed
+    /// mid-write): a search or export killed once leaves nothing behind for good.
+    static func removeDeadTemporaries(of name: String, in directory: String) {
+        let prefix = "." + name + ".tmp-"
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where file.hasPrefix(prefix) {
+            guard let pid = Int32(file.dropFirst(prefix.count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(directory + "/" + file) }
+        }
     }
 
     /// Whether `name` is a temporary file of this writer (`.NAME.tmp-PID`).
@@ -99,6 +110,109 @@ public enum InputFile {
         }
         guard info.st_mode & S_IFMT == S_IFREG else {
             throw OrthoHashError("is \(FileKind(info.st_mode)), not a regular file", file: path)
+        }
+    }
+}
+
+/// A file the product appends to (metrics.jsonl, steps.csv, bench's --csv): created when missing,
+/// refused unless it is a regular file (a FIFO would block the writer, and a stop request with
+/// it), opened without blocking, and every write's failure (a full disk, a closed file) thrown
+/// with the file's name instead of trapping as Foundation's FileHandle.write does.
+public final class AppendFile {
+    public let path: String
+    let fd: Int32
+
+    public init(_ path: String) throws {
+        self.path = path
+        // O_NONBLOCK: opening a FIFO without a reader fails (ENXIO) instead of waiting for one.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            let reason = errno == ENXIO ? "is a FIFO, not a regular file" : "cannot be opened for writing: \(String(cString: strerror(errno)))"
+            throw OrthoHashError(reason, file: path)
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            let kind = FileKind(info.st_mode)
+            close(fd)
+            throw OrthoHashError("is \(kind), not a regular file", file: path, hint: "append to a new or a regular file")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    /// Appends `text`; throws naming the file when the system refuses (ENOSPC, EIO, ...).
+    public func write(_ text: String) throws {
+        var failure: Int32 = 0
+        text.utf8CString.withUnsafeBufferPointer { buffer in
+            let count = buffer.count - 1     // without the terminating NUL
+            var offset = 0
+            while offset < count {
+                let n = Foundation.write(fd, buffer.baseAddress! + offset, count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { failure = n == 0 ? EIO : errno; return }
+                offset += n
+            }
+        }
+        if failure != 0 { throw OrthoHashError("cannot write: \(String(cString: strerror(failure)))", file: path) }
+    }
+
+    /// Flushes to the disk; a failure is thrown as `write`'s are.
+    public func sync() throws {
+        if fsync(fd) != 0 && errno != EINVAL { throw OrthoHashError("cannot write: \(String(cString: strerror(errno)))", file: path) }
+    }
+
+    /// Opens `path`, appends `text` (and syncs it when `sync`), closes it.
+    public static func append(_ text: String, to path: String, sync: Bool = false) throws {
+        let file = try AppendFile(path)
+        try file.write(text)
+        if sync { try file.sync() }
+    }
+}
+
+/// A file a command will write (its --out, --csv, --timeline; whole or appended), checked before
+/// any work starts: its directory exists and is writable, and the path, if it exists, names a
+/// regular file (through symbolic links), so that a run never ends in a refused write.
+public enum OutputFile {
+    public static func check(_ path: String, flag: String) throws {
+        guard !path.isEmpty else { throw OrthoHashError("\(flag) needs a file name") }
+        let target = try AtomicFile.writableTarget(path)
+        let directory = (target as NSString).deletingLastPathComponent
+        let dir = directory.isEmpty ? "." : directory
+        var info = stat()
+        guard stat(dir, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw OrthoHashError("\(flag) \(path): the directory \(dir) does not exist")
+        }
+        guard access(dir, W_OK) == 0 else { throw OrthoHashError("\(flag) \(path): the directory \(dir) is not writable") }
+    }
+
+    /// The file a path names, for comparing outputs with inputs and with each other: the
+    /// device and inode of an existing file, else the resolved directory and the name.
+    public static func identity(_ path: String) -> String {
+        var info = stat()
+        if stat(path, &info) == 0 { return "inode \(info.st_dev):\(info.st_ino)" }
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory)) ?? directory
+        var dirInfo = stat()
+        if stat(resolved, &dirInfo) == 0 { return "in \(dirInfo.st_dev):\(dirInfo.st_ino) \(url.lastPathComponent)" }
+        return url.standardizedFileURL.path
+    }
+
+    /// Refuses an output that is one of the command's inputs, or another of its outputs: writing
+    /// it would destroy what the command reads, or one output the other.
+    public static func checkDistinct(outputs: [(flag: String, path: String)], inputs: [(what: String, path: String)]) throws {
+        var seen: [String: String] = [:]
+        let read = Dictionary(inputs.map { (identity($0.path), $0.what) }, uniquingKeysWith: { a, _ in a })
+        for (flag, path) in outputs {
+            let id = identity(path)
+            if let what = read[id] {
+                throw OrthoHashError("\(flag) \(path) is \(what): writing it would destroy what this command reads",
+                                     hint: "write the output to another file")
+            }
+            if let other = seen[id] { throw OrthoHashError("\(flag) and \(other) name the same file, \(path): one would replace the other") }
+            seen[id] = flag
         }
     }
 }

@@ -32,9 +32,8 @@ public struct GLDv2Solution: Equatable {
         }
         var queries: [Query] = [], ignored = 0, seen = Set<String>()
         for (n, line) in lines.enumerated().dropFirst() {
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { field -> String in
-                let f = field.trimmingCharacters(in: .whitespaces)
-                return f.count >= 2 && f.hasPrefix("\"") && f.hasSuffix("\"") ? String(f.dropFirst().dropLast()) : f
+            guard let fields = csvFields(line) else {
+                throw OrthoHashError("line \(n + 1) has a quote that is not closed (or text after a closing quote)", file: path)
             }
             guard fields.count == 3 else {
                 throw OrthoHashError("line \(n + 1) has \(fields.count) fields, expected 3 (id,images,Usage)", file: path)
@@ -52,6 +51,38 @@ public struct GLDv2Solution: Equatable {
         }
         self.init(queries: queries, ignored: ignored)
     }
+}
+
+/// The fields of one CSV line as RFC 4180 reads them: a field in double quotes may hold commas,
+/// and "" within it is one quote; spaces around a field are dropped. nil for a quote that is not
+/// closed, or text after a closing quote.
+func csvFields(_ line: Substring) -> [String]? {
+    var fields: [String] = [], field = "", quoted = false, closed = false
+    var i = line.startIndex
+    while i < line.endIndex {
+        let c = line[i]
+        if quoted {
+            if c == "\"" {
+                let next = line.index(after: i)
+                if next < line.endIndex && line[next] == "\"" { field.append("\""); i = next } else { quoted = false; closed = true }
+            } else {
+                field.append(c)
+            }
+        } else if c == "," {
+            fields.append(closed ? field : field.trimmingCharacters(in: .whitespaces))
+            field = ""; closed = false
+        } else if c == "\"" && field.trimmingCharacters(in: .whitespaces).isEmpty && !closed {
+            field = ""; quoted = true
+        } else if closed {
+            if c != " " { return nil }
+        } else {
+            field.append(c)
+        }
+        i = line.index(after: i)
+    }
+    if quoted { return nil }
+    fields.append(closed ? field : field.trimmingCharacters(in: .whitespaces))
+    return fields
 }
 
 /// The ids of an ids file, line i naming row i; `rows` (when given) must match their count.

@@ -98,7 +98,8 @@ public final class NPYArray {
         var code = Substring(descr)
         if let first = code.first, "<>|=".contains(first) {
             if first == ">" && !descr.hasSuffix("1") {
-                throw OrthoHashError("unsupported dtype '\(descr)': big-endian", file: path, hint: "save little-endian (astype('<f4'))")
+                // The same type little-endian: labels stay integers, features floats.
+                throw OrthoHashError("unsupported dtype '\(descr)': big-endian", file: path, hint: "save it little-endian: astype('<\(descr.dropFirst())')")
             }
             code = code.dropFirst()
         }

@@ -76,7 +76,8 @@ public func revisitedMeanAP(query: PackedCodes, database: PackedCodes, groundTru
             }
         }
     }
-    func mean(_ s: Int) -> Double { counted[s] > 0 ? sums[s] / Double(counted[s]) : 0 }
+    // No query with positives in a setting: undefined (revisitop's compute_map gives NaN), not 0.
+    func mean(_ s: Int) -> Double { counted[s] > 0 ? sums[s] / Double(counted[s]) : .nan }
     return RevisitedResult(easy: mean(0), medium: mean(1), hard: mean(2))
 }
 

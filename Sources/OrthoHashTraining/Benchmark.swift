@@ -27,7 +27,7 @@ public enum Benchmark {
     }
 
     /// Times `steps` steps after `warmup` of a run with `config` on `data`, in a temporary run
-    /// directory, with `options`' threads and step path. With `measureWait`, a barrier before each
+    /// directory, with `options`' threads and `config`'s step path. With `measureWait`, a barrier before each
     /// gradient sum separates the time waiting for the slowest rank from the sum (it adds a
     /// barrier's latency to each step).
     public static func training(config: TrainConfig, data: DataSplits, steps: Int, warmup: Int = 5,

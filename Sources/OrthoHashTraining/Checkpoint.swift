@@ -33,6 +33,49 @@ public struct CheckpointState: Codable, Equatable {
     /// (evaluation, metrics, at the last epoch the summary's final loss) is still to come;
     /// absent otherwise.
     public var lastStepLoss: Double? = nil
+    /// The last step's loss in the checkpoint written when the run has trained all its epochs
+    /// (absent otherwise): a summary written later (`Trainer.finishSummary`) reports it.
+    public var finalLoss: Double? = nil
+    /// The training split the run trains on (absent in checkpoints written before it was kept):
+    /// a resume on other data (rows appended, files replaced) is refused.
+    public var trainData: DataFingerprint? = nil
+}
+
+/// The training split's shape and a cheap check of its content: rows, width, classes, and a
+/// hash of 16 rows spread over it (features and labels), so that a resume notices data changed
+/// under a run without reading all of it.
+public struct DataFingerprint: Codable, Equatable, Sendable {
+    public var rows: Int
+    public var dim: Int
+    public var classes: Int
+    public var sample: UInt64
+
+    public init(_ split: Split, classes: Int) throws {
+        let n = split.rows, dim = split.features.dim
+        rows = n; self.dim = dim; self.classes = classes
+        var hash = Checksum()
+        let row = FloatBuffer(count: dim)
+        let picks = n <= 16 ? Array(0..<n) : (0..<16).map { $0 * (n - 1) / 15 }
+        for r in picks {
+            try split.features.copyRow(r, into: row.pointer)
+            hash.add(row)
+            switch split.labels {
+            case .single(let y): hash.add(UInt64(UInt32(bitPattern: y[r])))
+            case .multi(let C, let y): for c in 0..<C { hash.add(UInt64(y[r * C + c])) }
+            }
+        }
+        sample = hash.value
+    }
+
+    /// What differs from `other`, for the message.
+    func differences(from other: DataFingerprint) -> String {
+        var out: [String] = []
+        if rows != other.rows { out.append("\(other.rows) training rows, now \(rows)") }
+        if dim != other.dim { out.append("width \(other.dim), now \(dim)") }
+        if classes != other.classes { out.append("\(other.classes) classes, now \(classes)") }
+        if out.isEmpty && sample != other.sample { out.append("the same shape, other values in the rows sampled") }
+        return out.joined(separator: "; ")
+    }
 }
 
 public struct Checkpoint {

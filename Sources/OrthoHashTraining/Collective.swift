@@ -90,7 +90,16 @@ public final class SingleProcess: Collective {
     }
 }
 
-/// A line on stderr, unbuffered (not held behind the progress bar).
+/// A line on stderr, unbuffered (not held behind the progress bar). A stderr that cannot be
+/// written (closed, /dev/full) loses the line: nothing else can be told.
 public func standardError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    (line + "\n").utf8CString.withUnsafeBufferPointer { buffer in
+        var offset = 0
+        while offset < buffer.count - 1 {
+            let n = write(2, buffer.baseAddress! + offset, buffer.count - 1 - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
 }

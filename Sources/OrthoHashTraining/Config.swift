@@ -57,6 +57,17 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// The global batch: split evenly over the ranks.
     public var batchSize: Int = 256
     public var seed: UInt64 = 0
+    // How the step sums (the order of float32 sums, or bf16 rounding): stored so that a resumed
+    // run continues as it began. nil in runs stored before they were: the defaults of the time
+    // (fused, the CPU's products, overlap off, float32), which `stepPath` resolves.
+    public var head: HeadPath? = .fused
+    public var headProducts: HeadProducts? = HeadProducts.available
+    public var gradientOverlap: GradientOverlap? = .off
+    public var gradientSum: GradientPrecision? = .float32
+    /// The step's path with the defaults of the time for runs stored before it was.
+    public var stepPath: (head: HeadPath, products: HeadProducts, overlap: GradientOverlap, gradientSum: GradientPrecision) {
+        (head ?? .fused, headProducts ?? HeadProducts.available, gradientOverlap ?? .off, gradientSum ?? .float32)
+    }
     // Evaluation and checkpoints (may change on resume)
     public var evalEvery: Int = 0
     /// Cutoffs R of mAP@R: "all" or a number; "gt" in front for GLDv2's denominator.

@@ -45,14 +45,14 @@ public protocol DataParallel: AnyObject {
 /// The precision of gradient sums over the network (`--gradient-sum`), like Horovod's
 /// compression: bf16 halves the bytes on slow links at the cost of rounding each partial sum to
 /// 8 significant bits. The node's shared-memory sums stay float32.
-public enum GradientPrecision: String, CaseIterable, Sendable {
+public enum GradientPrecision: String, CaseIterable, Codable, Sendable {
     case float32, bf16
 }
 
 /// Whether the gradients are summed while the backward pass runs (`--gradient-overlap`). Off by
 /// default: on the machines measured so far, where the cores that compute also move the bytes,
 /// the buckets' sums ran slower than one sum after the backward pass (docs/SCALING.md).
-public enum GradientOverlap: String, CaseIterable, Sendable {
+public enum GradientOverlap: String, CaseIterable, Codable, Sendable {
     case on, off
 
     /// Whether a step on `dataParallel` overlaps.

@@ -24,39 +24,27 @@ public enum CheckpointChoice: Equatable, Sendable {
 }
 
 public enum Resume {
-    /// The settings of a run started with `resume`: the stored config.json as the base, and
-    /// every flag whose value differs from its default over it (a setting that shapes the run,
-    /// such as --nbit, then fails the checkpoint's check and is named). Without --resume, or
-    /// with nothing stored yet, the flags. Rank 0 reads the file and broadcasts the result, so
-    /// that ranks without the run directory on a shared file system agree.
-    public static func settings(flags: TrainConfig, defaults: TrainConfig, resume: Bool, runDir: RunDirectory,
-                                collective: Collective) throws -> TrainConfig {
-        guard resume else { return flags }
-        let merged = try collective.onCoordinator("reading \(runDir.configPath)") { () -> [UInt8] in
-            guard let stored = try runDir.storedConfig() else { return [] }
-            return [UInt8](JSON.encode(try merge(stored: stored, flags: flags, defaults: defaults, file: runDir.configPath), pretty: false))
-        }
-        let bytes = collective.broadcast(merged ?? [], root: 0)
-        return bytes.isEmpty ? flags : try JSON.decode(TrainConfig.self, from: Data(bytes), file: runDir.configPath)
-    }
-
-    /// `stored` with every setting of `flags` that differs from `defaults` put over it, field by
-    /// field through the JSON form (nested groups such as the optimizer's merge per field).
-    public static func merge(stored: TrainConfig, flags: TrainConfig, defaults: TrainConfig, file: String) throws -> TrainConfig {
-        func merge(_ base: [String: Any], _ given: [String: Any], _ standard: [String: Any]) -> [String: Any] {
-            var out = base
-            for key in Set(given.keys).union(standard.keys) {
-                if let g = given[key] as? [String: Any], let d = standard[key] as? [String: Any] {
-                    out[key] = merge(base[key] as? [String: Any] ?? [:], g, d)
-                } else if JSON.text(given[key]) != JSON.text(standard[key]) {
-                    out[key] = given[key]
-                }
+    /// The settings of a run: `flags` (the settings given on the command line, each applied only
+    /// when given) over the defaults, or with `resume` over the stored config.json, so that a
+    /// flag given is kept even when it names the default (a setting that shapes the run, such as
+    /// --nbit, then fails the checkpoint's check and is named). Rank 0 reads the file and
+    /// broadcasts it, so that ranks without the run directory on a shared file system agree.
+    /// `stored`: whether the run directory held settings to resume.
+    public static func settings(resume: Bool, runDir: RunDirectory, collective: Collective,
+                                flags: (inout TrainConfig) -> Void) throws -> (config: TrainConfig, stored: Bool) {
+        var config = TrainConfig(), stored = false
+        if resume {
+            let read = try collective.onCoordinator("reading \(runDir.configPath)") { () -> [UInt8] in
+                try runDir.storedConfig().map { [UInt8](JSON.encode($0, pretty: false)) } ?? []
             }
-            return out
+            let bytes = collective.broadcast(read ?? [], root: 0)
+            if !bytes.isEmpty {
+                config = try JSON.decode(TrainConfig.self, from: Data(bytes), file: runDir.configPath)
+                stored = true
+            }
         }
-        let merged = merge(JSON.object(stored), JSON.object(flags), JSON.object(defaults))
-        let data = try JSONSerialization.data(withJSONObject: merged, options: [.sortedKeys])
-        return try JSON.decode(TrainConfig.self, from: data, file: file)
+        flags(&config)
+        return (config, stored)
     }
 
     /// The newest checkpoint of `directory` that reads back intact (newer corrupt ones are

@@ -39,6 +39,12 @@ public struct RunDirectory {
     public var lockPath: String { path + "/lock" }
     /// The files a run writes here (besides its checkpoints): what `clear` removes.
     var runFiles: [String] { [configPath, codebookPath, metricsPath, stepsPath, summaryPath] }
+    /// The run's files and checkpoints, named for messages: what a command that reads the run
+    /// must not write over (OutputFile.checkDistinct).
+    public var ownFiles: [(what: String, path: String)] {
+        runFiles.map { ("a file of the run in \(path)", $0) }
+            + (checkpoints.stepCheckpoints() + [checkpoints.bestPath]).map { ("a checkpoint of the run in \(path)", $0) }
+    }
 
     public init(_ path: String) { self.path = path }
 
@@ -124,6 +130,9 @@ public struct RunDirectory {
     /// A run starts (or resumes): its settings and codebook, and the metrics of the epochs done
     /// (`epochsDone`; lines past them were written after the checkpoint it resumes from).
     public func begin(config: TrainConfig, codebook: Codebook, epochsDone: Int) throws {
+        // The files the run appends to or writes at its end, checked before it trains: a FIFO
+        // or a directory in their place would block the run or fail it at the end.
+        for file in [metricsPath, stepsPath, summaryPath] { try OutputFile.check(file, flag: "the run's file") }
         try AtomicFile.write(JSON.encode(config), to: configPath)
         try NPYWriter.write(path: codebookPath, shape: [codebook.classes, codebook.bits], int8: codebook.values)
         guard let text = try? String(contentsOfFile: metricsPath, encoding: .utf8) else { return }
@@ -144,14 +153,7 @@ public struct RunDirectory {
     public func openStepLog() throws -> StepLog { try StepLog(path: stepsPath) }
 
     func append(_ text: String, to file: String, sync: Bool) throws {
-        guard let handle = FileHandle(forWritingAtPath: file) ?? {
-            _ = FileManager.default.createFile(atPath: file, contents: nil)
-            return FileHandle(forWritingAtPath: file)
-        }() else { throw OrthoHashError("cannot write", file: file) }
-        defer { try? handle.close() }
-        handle.seekToEndOfFile()
-        handle.write(Data(text.utf8))
-        if sync { try? handle.synchronize() }
+        try AppendFile.append(text, to: file, sync: sync)
     }
 }
 
@@ -178,19 +180,12 @@ public final class RunLock {
 
 /// `step,loss` lines, the loss at full precision.
 public final class StepLog {
-    let handle: FileHandle
+    let file: AppendFile
 
-    init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        guard let h = FileHandle(forWritingAtPath: path) else { throw OrthoHashError("cannot write", file: path) }
-        h.seekToEndOfFile()
-        handle = h
-    }
+    init(path: String) throws { file = try AppendFile(path) }
 
-    deinit { try? handle.close() }
-
-    public func write(step: Int, loss: Double) {
-        handle.write(Data(String(format: "%ld,%.17g\n", step, loss).utf8))
+    public func write(step: Int, loss: Double) throws {
+        try file.write(String(format: "%ld,%.17g\n", step, loss))
     }
 }
 

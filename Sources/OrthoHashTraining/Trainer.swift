@@ -9,8 +9,7 @@ import OrthoHashFormats
 import OrthoHashNumerics
 
 /// How a trainer runs, beside what the run computes (`TrainConfig`): given once to `Trainer.init`.
-/// `head`, `headProducts`, `overlapGradients` and `gradientSum` change only the order of float32
-/// sums (or, for bf16 sums, their rounding) and are not stored with the run.
+/// None of it changes the bits a run computes (the step's path does, and is in `TrainConfig`).
 public struct TrainerOptions {
     /// BLAS threads of this process (the thread budget the command line resolved).
     public var threads = 1
@@ -22,10 +21,6 @@ public struct TrainerOptions {
     public var stopAfterSteps: Int? = nil
     /// Rank 0 appends `step,loss` of every global step to the run's steps.csv (full precision).
     public var logSteps = false
-    /// The head's path (`--head`); not part of the run's settings: resuming with the other one is allowed.
-    public var head: HeadPath = .fused
-    /// How the fused head multiplies by the codebook (`--head-products`).
-    public var headProducts = HeadProducts.available
     /// Verify mode: after every step, check that the parameters are bitwise identical on all ranks.
     public var verify = false
     /// Draw a progress bar within an epoch (rank 0, on a terminal).
@@ -43,11 +38,6 @@ public struct TrainerOptions {
     /// A barrier before each gradient sum, so that the time waiting for the slowest rank is
     /// measured apart from the sum (bench, timelines); it costs one barrier's latency per step.
     public var measureWait = false
-    /// Whether to sum buckets of the gradients while the backward pass still runs
-    /// (`--gradient-overlap`); the result is the same bits on the shared-memory path.
-    public var overlapGradients = GradientOverlap.off
-    /// The precision of the gradient sums over the network (`--gradient-sum`).
-    public var gradientSum = GradientPrecision.float32
 
     public init() {}
 }
@@ -122,7 +112,7 @@ public final class Trainer {
             if !resume { try runDir.claimForNewRun(overwrite: overwrite) }
         }
         try prepare(resume: resume)
-        guard state.epoch < config.epochs else { return nil }     // a finished run, resumed
+        guard state.epoch < config.epochs else { return try finishSummary() }     // a finished run, resumed
         try collective.onCoordinator("writing the run's settings") {
             try runDir.begin(config: config, codebook: model.codebook, epochsDone: state.epoch)
             if options.logSteps { stepLog = try runDir.openStepLog() }
@@ -143,16 +133,21 @@ public final class Trainer {
     public func prepare(resume: Bool) throws {
         let resumed = resume ? try Resume.newestCheckpoint(in: runDir.checkpoints, collective: collective, warn: log.warn) : nil
         if resume && resumed == nil { log.info("no checkpoint in \(runDir.checkpoints.path): starting from scratch") }
+        let fingerprint = try collective.agree { try DataFingerprint(data.train, classes: data.classes) }
         if let (file, ck) = resumed {
             try collective.agree {
                 try Resume.check(ck, file: file, config: config, model: modelConfig, optimizer: config.optimizer.kind, runDir: runDir.path)
+                if let stored = ck.state.trainData, stored != fingerprint {
+                    throw OrthoHashError("the training data is not the data this run trained on (\(fingerprint.differences(from: stored)))",
+                                         file: file, hint: "resume with the run's data, or start a new run (--overwrite) on this data")
+                }
             }
         }
         let codebook = try resumed?.checkpoint.codebook ?? makeCodebook()
         let store = dataParallel.makeStore(layout: ParameterLayout(modelConfig), optimizer: config.optimizer.kind)
         model = HashModel(config: modelConfig, loss: config.loss, codebook: codebook, batchSize: config.batchSize / dataParallel.ranks,
                           store: store, statistics: TimedStatistics(collective, timeline: timeline),
-                          head: options.head, products: options.headProducts, threads: options.threads)
+                          head: config.stepPath.head, products: config.stepPath.products, threads: options.threads)
         optimizer = Optimizer(config: config.optimizer)
         // Images are decoded as they are read: the next batch's on a thread of their own meanwhile.
         loader = BatchLoader(split: data.train, classes: data.classes, globalBatch: config.batchSize, rank: dataParallel.rank,
@@ -160,15 +155,16 @@ public final class Trainer {
         if let (file, ck) = resumed {
             ck.restore(into: model, optimizer: optimizer)
             state = ck.state
+            state.trainData = fingerprint      // kept from here on in runs whose checkpoints lacked it
             state.config = config
-            lastLoss = state.lastStepLoss ?? 0
+            lastLoss = state.lastStepLoss ?? state.finalLoss ?? 0
             state.lastStepLoss = nil
             if ck.state.worldSize != dataParallel.ranks {
                 log.info("resuming a \(ck.state.worldSize)-rank run with \(dataParallel.ranks) ranks: the global batch (\(config.batchSize)) and data order are unchanged")
             }
             state.worldSize = dataParallel.ranks
             if state.epoch >= config.epochs {
-                log.info("the run in \(runDir.path) has finished all \(config.epochs) epochs (\(file)): nothing to resume")
+                log.info("the run in \(runDir.path) has finished all \(config.epochs) epochs (\(file))")
             } else {
                 log.info("resumed from \(file) (epoch \(state.epoch + 1), step \(state.stepInEpoch) of \(loader.stepsPerEpoch))")
             }
@@ -186,6 +182,7 @@ public final class Trainer {
                                     optimizerStep: 0, batchesTracked: 0, epochLossSum: 0, epochCorrect: 0,
                                     epochSamples: 0, epochSeconds: 0, trainSeconds: 0, samplesSeen: 0,
                                     bestMAP: nil, bestEpoch: nil, worldSize: dataParallel.ranks, permutationSeed: config.seed)
+            state.trainData = fingerprint
         }
     }
 
@@ -208,7 +205,7 @@ public final class Trainer {
 
     /// The schedule: epochs of steps, and at the end of each the metrics, evaluation and checkpoints.
     func train() throws -> Summary? {
-        dataParallel.setGradientPrecision(options.gradientSum)
+        dataParallel.setGradientPrecision(config.stepPath.gradientSum)
         log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))
@@ -274,7 +271,7 @@ public final class Trainer {
         // in the background as soon as they are final. The injected fault (tests) changes the
         // first element, which the last bucket holds, before that bucket is handed over.
         spikedThisStep = false
-        let overlap = options.overlapGradients.applies(to: dataParallel)
+        let overlap = config.stepPath.overlap.applies(to: dataParallel)
         let gradients = t.measure(.backward) { model.backward(batch.input, bucketReady: overlap ? handBucketOver : nil) }
         if !overlap { spikedThisStep = faults.afterBackward(model.gradients, step: step) }
         if options.measureWait { t.measure(.wait) { collective.barrier() } }
@@ -287,7 +284,7 @@ public final class Trainer {
         if options.verify { try verifyIdentical(after: step) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         stepSeconds.append(seconds)
-        record(summed, seconds: seconds)
+        try record(summed, seconds: seconds)
         return summed
     }
 
@@ -333,12 +330,14 @@ public final class Trainer {
         throw error
     }
 
-    /// The step's figures into the running sums, the step log and the position.
-    func record(_ summed: SummedStep, seconds: Double) {
+    /// The step's figures into the running sums, the step log and the position. A step log that
+    /// cannot be written (a full disk) stops the run on rank 0, which ends the job; the
+    /// checkpoints stay as they were.
+    func record(_ summed: SummedStep, seconds: Double) throws {
         let N = config.batchSize
         lastLoss = summed.loss
         stepLosses.append(summed.loss)
-        stepLog?.write(step: state.globalStep + 1, loss: summed.loss)
+        try stepLog?.write(step: state.globalStep + 1, loss: summed.loss)
         state.epochLossSum += summed.loss
         state.epochCorrect += summed.correct
         state.epochSamples += N
@@ -396,6 +395,11 @@ public final class Trainer {
         }
         if checkpointDue { try writeCheckpoint() }
         guard isLast, let result = evaluated else { return nil }
+        return try writeSummary(result)
+    }
+
+    /// summary.json from the last evaluation's `result` (rank 0 writes; every rank calls it).
+    func writeSummary(_ result: RetrievalResult) throws -> Summary {
         let summary = Summary(
             map: Dictionary(uniqueKeysWithValues: zip(config.mapAt.map(\.text), result.meanAP)),
             precision: Dictionary(uniqueKeysWithValues: zip(config.precisionAt.map(String.init), result.precision)),
@@ -405,6 +409,17 @@ public final class Trainer {
             best_epoch: state.bestEpoch, best_map: state.bestMAP)
         try collective.onCoordinator("writing summary.json") { try runDir.writeSummary(summary) }
         return summary
+    }
+
+    /// A resumed run that has trained all its epochs: nothing to do if its summary.json is there;
+    /// else (stopped after its last checkpoint, before the summary was written, or the summary
+    /// deleted) the last checkpoint is evaluated, as the end of training does, and the summary
+    /// written, so that every run can be finished.
+    func finishSummary() throws -> Summary? {
+        let written = collective.broadcast([collective.isCoordinator && FileManager.default.fileExists(atPath: runDir.summaryPath) ? 1 : 0], root: 0)
+        guard written.first == 0 else { return nil }
+        log.info("the run has trained all \(config.epochs) epochs but \(runDir.summaryPath) is missing: evaluating the last checkpoint to write it")
+        return try writeSummary(try evaluate())
     }
 
     /// Rank 0 writes the training state (every rank calls it: the optimizer's moments may have
@@ -417,6 +432,7 @@ public final class Trainer {
         if path == nil { checkpointedStep = state.globalStep }
         var saved = state!
         saved.lastStepLoss = state.stepInEpoch == loader.stepsPerEpoch ? lastLoss : nil
+        saved.finalLoss = state.epoch >= config.epochs ? lastLoss : nil
         try collective.onCoordinator("writing \(target)") {
             try Checkpoint(state: saved, model: model, optimizer: optimizer).write(to: target, beforeRename: faults.beforeCheckpointRename)
             if path == nil { runDir.checkpoints.prune(keep: config.keepCheckpoints) }
@@ -477,6 +493,9 @@ struct Checksum {
     mutating func add(_ buffer: FloatBuffer) {
         let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count * 4)
         for b in bytes { value = (value ^ UInt64(b)) &* 0x100_0000_01b3 }
+    }
+    mutating func add(_ word: UInt64) {
+        for i in 0..<8 { value = (value ^ ((word >> (8 * UInt64(i))) & 0xff)) &* 0x100_0000_01b3 }
     }
 }
 

@@ -68,15 +68,3 @@ enum Parse {
 
 /// Adam's two betas.
 struct Betas: Sendable { var beta1: Float, beta2: Float }
-
-/// A file to be written later (at the end of a run) must have a directory to go in: said now,
-/// not after the run.
-func checkWritableDirectory(of path: String, flag: String) throws {
-    let directory = (path as NSString).deletingLastPathComponent
-    let dir = directory.isEmpty ? "." : directory
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw ValidationError("\(flag) \(path): the directory \(dir) does not exist")
-    }
-    guard FileManager.default.isWritableFile(atPath: dir) else { throw ValidationError("\(flag) \(path): the directory \(dir) is not writable") }
-}

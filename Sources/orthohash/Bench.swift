@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrthoHashFormats
 import OrthoHashMPI
 import OrthoHashNumerics
 import OrthoHashTraining
@@ -36,11 +37,13 @@ extension OrthoHashCommand {
             // AlexNet and VGG-16 take RGB images: generated ones (224 x 224) unless data is named.
             if data.dataset == nil && backbone.imageChannels == 3 { config.dataset = .generated }
             config.backbone = backbone; config.hidden = hidden; config.nbit = nbit; config.batchSize = batchSize
+            path.apply(to: &config)
             return config
         }
 
         func validate() throws {
             guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+            if let csv { try OutputFile.check(csv, flag: "--csv") }
             if allreduce {
                 guard allreduceMax >= 4 else { throw ValidationError("--allreduce-max must be at least 4 bytes") }
                 return
@@ -74,7 +77,6 @@ extension OrthoHashCommand {
                     var options = TrainerOptions()
                     options.threads = t
                     options.measureWait = waits
-                    path.apply(to: &options)
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, dataParallel: dataParallel, options: options)
                     achieved.append((t, r.samplesPerSecond))
                     say(String(format: "%5ld  %7ld  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
@@ -88,7 +90,7 @@ extension OrthoHashCommand {
                             ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
                             ("ms_step_p50", fixed(r.p50Milliseconds)), ("ms_step_p95", fixed(r.p95Milliseconds)),
                             ("compute_ms", fixed(r.computeMilliseconds)), ("gradient_sum_ms", fixed(r.gradientSumMilliseconds)),
-                            ("overlap", path.gradientOverlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", path.gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
+                            ("overlap", config.stepPath.overlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", config.stepPath.gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
                             ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
                             ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
                             ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),
@@ -194,6 +196,8 @@ enum CSVRows {
         let columns = labels.map { ($0.key, $0.value) } + fields
         let header = columns.map { quote($0.0) }.joined(separator: ",")
         let row = columns.map { quote($0.1) }.joined(separator: ",")
+        // Opened first: refused unless a regular file (a FIFO would block the read below).
+        let file = try AppendFile(path)
         var text = ""
         if let existing = FileManager.default.contents(atPath: path), !existing.isEmpty {
             let first = String(decoding: existing.prefix { $0 != 10 && $0 != 13 }, as: UTF8.self)
@@ -206,16 +210,7 @@ enum CSVRows {
             text = header + "\n"
         }
         text += row + "\n"
-        guard let handle = FileHandle(forWritingAtPath: path) ?? (FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forWritingAtPath: path) : nil) else {
-            throw OrthoHashError("cannot be opened for writing", file: path)
-        }
-        defer { try? handle.close() }
-        do {
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(text.utf8))
-        } catch {
-            throw OrthoHashError("cannot be written: \(error.localizedDescription)", file: path)
-        }
+        try file.write(text)
     }
 
     static func quote(_ s: String) -> String {

@@ -15,6 +15,7 @@ extension OrthoHashCommand {
         func validate() throws {
             guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
             guard nbit >= 1 else { throw ValidationError("--nbit must be at least 1, got \(nbit)") }
+            if let out { try OutputFile.check(out, flag: "--out") }
         }
 
         func run() throws {

@@ -26,6 +26,10 @@ extension OrthoHashCommand {
             guard (features == nil) != (images == nil) else { throw ValidationError("give --features or --images (one of them)") }
             if images == nil && (imageRoot != nil || testResize != nil) { throw ValidationError("--image-root and --test-resize belong to --images") }
             if let testResize, testResize < 1 { throw ValidationError("--test-resize must be at least 1, got \(testResize)") }
+            let inputs = [("--features", features), ("--images", images), ("--bn-mean-from", bnMeanFrom)].compactMap { what, path in
+                path.map { (what: "the input of \(what)", path: $0) }
+            }
+            try source.checkOutputs([("--out", out)] + (outReal.map { [("--out-real", $0)] } ?? []), inputs: inputs)
         }
 
         func run() throws {

@@ -9,6 +9,10 @@ extension OrthoHashCommand {
         @OptionGroup var source: RunCheckpointOptions
         @Option(help: "Output .safetensors file.") var out: String
 
+        func validate() throws {
+            try source.checkOutputs([("--out", out)])
+        }
+
         func run() throws {
             let (config, ck, path) = try source.load()
             let model = try Resume.model(from: ck, batchSize: 2)

@@ -49,6 +49,12 @@ extension OrthoHashCommand {
             if let precisionAt, Set(precisionAt).count != precisionAt.count {
                 throw ValidationError("--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
             }
+            if let out {
+                try OutputFile.check(out, flag: "--out")
+                let inputs = [("--db", db), ("--queries", queries), ("--query-labels", queryLabels), ("--db-labels", dbLabels),
+                              ("--solution", solution), ("--query-ids", queryIds), ("--db-ids", dbIds)]
+                try OutputFile.checkDistinct(outputs: [("--out", out)], inputs: inputs.compactMap { flag, path in path.map { ("the input of \(flag)", $0) } })
+            }
         }
 
         func run() throws {

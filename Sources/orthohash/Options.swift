@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import OrthoHashFormats
 import OrthoHashNumerics
 import OrthoHashTraining
 
@@ -34,16 +35,28 @@ struct DataOptions: ParsableArguments {
     @Option(help: "--dataset images: the side of the square crops the backbone takes (default 224); --dataset generated: the images' side (default 224).") var imageSize: Int?
     @Option(help: "--dataset generated: the images' channels (default 3).") var imageChannels: Int?
 
+    /// The flags given, over `c`.
     func apply(to c: inout TrainConfig) {
         if let dataset { c.dataset = dataset }
         if let dataDir { c.dataDir = dataDir }
-        c.trainFeatures = trainFeatures; c.trainLabels = trainLabels
-        c.queryFeatures = queryFeatures; c.queryLabels = queryLabels
-        c.dbFeatures = dbFeatures; c.dbLabels = dbLabels
-        c.classes = classes; c.trainLimit = trainLimit; c.queryLimit = queryLimit; c.dbLimit = dbLimit
-        c.imageSize = imageSize; c.imageChannels = imageChannels
-        c.trainList = trainList; c.queryList = queryList; c.dbList = dbList; c.imageRoot = imageRoot; c.testResize = testResize
-        c.trainTransform = trainTransform
+        if let trainFeatures { c.trainFeatures = trainFeatures }
+        if let trainLabels { c.trainLabels = trainLabels }
+        if let queryFeatures { c.queryFeatures = queryFeatures }
+        if let queryLabels { c.queryLabels = queryLabels }
+        if let dbFeatures { c.dbFeatures = dbFeatures }
+        if let dbLabels { c.dbLabels = dbLabels }
+        if let classes { c.classes = classes }
+        if let trainLimit { c.trainLimit = trainLimit }
+        if let queryLimit { c.queryLimit = queryLimit }
+        if let dbLimit { c.dbLimit = dbLimit }
+        if let imageSize { c.imageSize = imageSize }
+        if let imageChannels { c.imageChannels = imageChannels }
+        if let trainList { c.trainList = trainList }
+        if let queryList { c.queryList = queryList }
+        if let dbList { c.dbList = dbList }
+        if let imageRoot { c.imageRoot = imageRoot }
+        if let testResize { c.testResize = testResize }
+        if let trainTransform { c.trainTransform = trainTransform }
     }
 
     /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
@@ -67,59 +80,73 @@ struct DataOptions: ParsableArguments {
     }
 }
 
-/// The model, loss and optimisation settings. Defaults are the paper's.
+/// The model, loss and optimisation settings. Defaults are the paper's (TrainConfig's). Every
+/// option is optional: with --resume, a flag given replaces the stored setting, even when it
+/// names the default, and a flag not given leaves it.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "linear (the input is a feature vector), mlp (Linear+ReLU layers of --hidden widths) or cnn (a small convolutional net for small images: conv 32 5x5, max-pool 2, conv 64 5x5, max-pool 2, Linear 1024; Fashion-MNIST as 28x28 images).") var backbone: BackboneKind = .linear
+    @Option(help: "linear (the input is a feature vector; the default), mlp (Linear+ReLU layers of --hidden widths) or cnn (a small convolutional net for small images: conv 32 5x5, max-pool 2, conv 64 5x5, max-pool 2, Linear 1024; Fashion-MNIST as 28x28 images).")
+    var backbone: BackboneKind?
     @Option(help: "Hidden widths of the mlp backbone (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden"))
     var hidden: [Int]?
-    @Option(help: "Bits K of the hash code.") var nbit: Int = 64
-    @Option(help: "Logit scale s.") var scale: Float = 8
-    @Option(help: "Margin m.") var margin: Float = 0.2
-    @Option(help: "cos (OrthoCos) or arc (OrthoArc).") var marginType: MarginType = .cos
-    @Option(help: "Multi-label loss: smooth (label smoothing), bce or imbalance.") var multiLabelLoss: MultiLabelLoss = .smooth
-    @Option(help: "Weight of the classification term.") var ce: Float = 1
-    @Option(help: "Weight of the quantization term (0: off).") var quan: Float = 0
+    @Option(help: "Bits K of the hash code (default: 64).") var nbit: Int?
+    @Option(help: "Logit scale s (default: 8).") var scale: Float?
+    @Option(help: "Margin m (default: 0.2).") var margin: Float?
+    @Option(help: "cos (OrthoCos; the default) or arc (OrthoArc).") var marginType: MarginType?
+    @Option(help: "Multi-label loss: smooth (label smoothing; the default), bce or imbalance.") var multiLabelLoss: MultiLabelLoss?
+    @Option(help: "Weight of the classification term (default: 1).") var ce: Float?
+    @Option(help: "Weight of the quantization term (default: 0, off).") var quan: Float?
     @Option(help: "Quantization term: cs, l1 or l2 (default: cs).") var quanType: QuantizationType?
     @Option(help: "Codebook: B (Bernoulli), N (Gaussian sign) or O (max Hamming distance); default B.") var codebook: CodebookMethod?
     @Option(help: "Load the codebook from a .npy (C, K) of +-1 instead.") var codebookFile: String?
     @Option(help: "Start the backbone from this safetensors file of torchvision's names (features.N.weight, classifier.N.bias, ...; the authors' fc.N for AlexNet's classifier), e.g. ImageNet weights converted by bench/torchvision_to_safetensors.py.")
     var pretrained: String?
-    @Option(help: "adam or sgd.") var optimizer: OptimizerKind = .adam
-    @Option(help: "Learning rate of the hash layer.") var lr: Float = 1e-4
-    @Option(help: "The backbone's learning rate is this times --lr.") var backboneLrScale: Float = 0.1
-    @Option(help: "Coupled L2 weight decay.") var weightDecay: Float = 5e-4
+    @Option(help: "adam (the default) or sgd.") var optimizer: OptimizerKind?
+    @Option(help: "Learning rate of the hash layer (default: 1e-4).") var lr: Float?
+    @Option(help: "The backbone's learning rate is this times --lr (default: 0.1).") var backboneLrScale: Float?
+    @Option(help: "Coupled L2 weight decay (default: 5e-4).") var weightDecay: Float?
     @Option(help: "Adam betas (default: 0.9,0.999).", transform: Parse.betas) var betas: Betas?
     @Option(help: "Adam epsilon (default: 1e-8).") var adamEps: Float?
     @Option(help: "SGD momentum (default: 0.9).") var momentum: Float?
-    @Flag(help: "SGD with Nesterov momentum.") var nesterov = false
-    @Option(help: "step (StepLR), multistep (MultiStepLR) or none; stepped per epoch.") var scheduler: SchedulerKind = .step
+    @Flag(inversion: .prefixedNo, help: "SGD with Nesterov momentum (default: off).") var nesterov: Bool?
+    @Option(help: "step (StepLR; the default), multistep (MultiStepLR) or none; stepped per epoch.") var scheduler: SchedulerKind?
     @Option(help: "StepLR step in epochs (default: int(0.8 x epochs)).") var stepSize: Int?
     @Option(help: "MultiStepLR milestones (epochs), e.g. 4,7.", transform: Parse.positiveIntegers("--milestones"))
     var milestones: [Int]?
-    @Option(help: "LR decay factor.") var gamma: Float = 0.1
-    @Option(help: "Epochs.") var epochs: Int = 100
-    @Option(help: "Global batch size (split over the ranks).") var batchSize: Int = 256
-    @Option(help: "Seed of the codebook, initial weights and data order.") var seed: UInt64 = 0
+    @Option(help: "LR decay factor (default: 0.1).") var gamma: Float?
+    @Option(help: "Epochs (default: 100).") var epochs: Int?
+    @Option(help: "Global batch size, split over the ranks (default: 256).") var batchSize: Int?
+    @Option(help: "Seed of the codebook, initial weights and data order (default: 0).") var seed: UInt64?
 
+    /// The flags given, over `c`.
     func apply(to c: inout TrainConfig) {
-        c.backbone = backbone; c.nbit = nbit
+        if let backbone { c.backbone = backbone }
+        if let nbit { c.nbit = nbit }
         if let hidden { c.hidden = hidden }
-        c.loss.scale = scale; c.loss.margin = margin; c.loss.marginType = marginType
-        c.loss.multiLabelLoss = multiLabelLoss; c.loss.ce = ce; c.loss.quan = quan
+        if let scale { c.loss.scale = scale }
+        if let margin { c.loss.margin = margin }
+        if let marginType { c.loss.marginType = marginType }
+        if let multiLabelLoss { c.loss.multiLabelLoss = multiLabelLoss }
+        if let ce { c.loss.ce = ce }
+        if let quan { c.loss.quan = quan }
         if let quanType { c.loss.quanType = quanType }
         if let codebook { c.codebook = codebook }
-        c.codebookFile = codebookFile
-        c.pretrained = pretrained
-        c.optimizer.kind = optimizer; c.optimizer.lr = lr; c.optimizer.backboneLRScale = backboneLrScale
-        c.optimizer.weightDecay = weightDecay
+        if let codebookFile { c.codebookFile = codebookFile }
+        if let pretrained { c.pretrained = pretrained }
+        if let optimizer { c.optimizer.kind = optimizer }
+        if let lr { c.optimizer.lr = lr }
+        if let backboneLrScale { c.optimizer.backboneLRScale = backboneLrScale }
+        if let weightDecay { c.optimizer.weightDecay = weightDecay }
         if let betas { c.optimizer.beta1 = betas.beta1; c.optimizer.beta2 = betas.beta2 }
         if let adamEps { c.optimizer.eps = adamEps }
         if let momentum { c.optimizer.momentum = momentum }
-        c.optimizer.nesterov = nesterov
-        c.optimizer.scheduler = scheduler; c.optimizer.stepSize = stepSize
+        if let nesterov { c.optimizer.nesterov = nesterov }
+        if let scheduler { c.optimizer.scheduler = scheduler }
+        if let stepSize { c.optimizer.stepSize = stepSize }
         if let milestones { c.optimizer.milestones = milestones }
-        c.optimizer.gamma = gamma
-        c.epochs = epochs; c.batchSize = batchSize; c.seed = seed
+        if let gamma { c.optimizer.gamma = gamma }
+        if let epochs { c.epochs = epochs }
+        if let batchSize { c.batchSize = batchSize }
+        if let seed { c.seed = seed }
     }
 
     /// Flags given that the run's settings (`c`, after a resume merged them) do not use.
@@ -128,7 +155,7 @@ struct ModelOptions: ParsableArguments {
         if c.backbone != .mlp && hidden != nil { out.append("--hidden belongs to --backbone mlp") }
         if c.optimizer.kind != .sgd {
             if momentum != nil { out.append("--momentum belongs to --optimizer sgd") }
-            if nesterov { out.append("--nesterov belongs to --optimizer sgd") }
+            if nesterov != nil { out.append("--nesterov belongs to --optimizer sgd") }
         }
         if c.optimizer.kind != .adam {
             if betas != nil { out.append("--betas belongs to --optimizer adam") }
@@ -145,11 +172,14 @@ struct ModelOptions: ParsableArguments {
 struct EvalOptions: ParsableArguments {
     @Option(help: "Cutoffs R of mAP@R, 'all' or numbers; 'gt100' is GLDv2's mAP@100 (AP over min(|GT|, 100), queries with ground truth). Default: all,1000.",
             transform: Parse.cutoffs)
-    var mapAt: [MapCutoff] = [nil, 1000]
+    var mapAt: [MapCutoff]?
     @Option(help: "Cutoffs k of precision@k (default: 100).", transform: Parse.positiveIntegers("--precision-at"))
-    var precisionAt: [Int] = [100]
+    var precisionAt: [Int]?
 
-    func apply(to c: inout TrainConfig) { c.mapAt = mapAt; c.precisionAt = precisionAt }
+    func apply(to c: inout TrainConfig) {
+        if let mapAt { c.mapAt = mapAt }
+        if let precisionAt { c.precisionAt = precisionAt }
+    }
 }
 
 /// A run directory and which of its checkpoints to read (eval, encode, revisited, export).
@@ -160,6 +190,15 @@ struct RunCheckpointOptions: ParsableArguments {
     /// The run's settings, the checkpoint and its path.
     func load() throws -> (config: TrainConfig, checkpoint: Checkpoint, path: String) {
         try Resume.loadRun(runDir, checkpoint: checkpoint)
+    }
+
+    /// Checks the command's outputs before any work: each writable, none a file of the run (its
+    /// checkpoints included) or one of `inputs`, no two the same file.
+    func checkOutputs(_ outputs: [(flag: String, path: String)], inputs: [(what: String, path: String)] = []) throws {
+        for (flag, path) in outputs { try OutputFile.check(path, flag: flag) }
+        let checkpointFile: [(what: String, path: String)]
+        if case .file(let name) = checkpoint { checkpointFile = [("the checkpoint read (--checkpoint)", name)] } else { checkpointFile = [] }
+        try OutputFile.checkDistinct(outputs: outputs, inputs: RunDirectory(runDir).ownFiles + checkpointFile + inputs)
     }
 }
 
@@ -180,10 +219,21 @@ struct RuntimeOptions: ParsableArguments {
             return (threads, nil)
         }
         if let fromEnvironment { return (fromEnvironment, "BLAS threads: \(fromEnvironment) (OPENBLAS_NUM_THREADS)") }
-        return (max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks)), nil)
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, ranks))
+        // Set but not a positive integer (0, "abc"): said, not silently passed over.
+        if let variable, !variable.isEmpty {
+            return (cores, "BLAS threads: \(cores) (cores / ranks; OPENBLAS_NUM_THREADS=\(variable) is not a positive integer and is ignored)")
+        }
+        return (cores, nil)
     }
 
-    func resolvedThreads(ranks: Int) -> Int { resolved(ranks: ranks).threads }
+    /// The thread count for commands without a run log: an OPENBLAS_NUM_THREADS that is set but
+    /// ignored is said on stderr.
+    func resolvedThreads(ranks: Int) -> Int {
+        let (count, note) = resolved(ranks: ranks)
+        if let note, note.hasSuffix("is ignored)") { standardError("note: " + note) }
+        return count
+    }
 }
 
 /// A feature file whose width matches the model's input.
@@ -207,19 +257,23 @@ func reestimateBatchNormMean(_ model: HashModel, from target: NPYFeatures, ident
     model.setBatchNormMean(sums.map { $0 / Double(target.rows) }, identityAffine: identityAffine)
 }
 
-/// How a step computes its sums (not what it computes): the head's path and products, and how
-/// gradients are summed over the ranks; shared by train and bench, not stored with the run.
+/// How a step computes its sums (the order of float32 sums, or bf16 rounding; not what it
+/// computes): the head's path and products, and how gradients are summed over the ranks; shared
+/// by train and bench. Stored with a run, and kept by a resume (changing one is refused).
 struct StepPathOptions: ParsableArguments {
-    @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
-    var head: HeadPath = .fused
-    @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows). They differ only in the order of float32 sums.")
-    var headProducts: HeadProducts = HeadProducts.available
-    @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
-    var gradientOverlap: GradientOverlap = .off
-    @Option(help: "Under MPI: float32, or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
-    var gradientSum: GradientPrecision = .float32
+    @Option(help: "The loss over many classes: fused (single-label cosine margin from 256 classes on: the batch's cosines to the codebook never written; the default) or logits (written, as before the fused head). They differ only in the order of float32 sums.")
+    var head: HeadPath?
+    @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows; the default elsewhere). They differ only in the order of float32 sums.")
+    var headProducts: HeadProducts?
+    @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (the default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
+    var gradientOverlap: GradientOverlap?
+    @Option(help: "Under MPI: float32 (the default), or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
+    var gradientSum: GradientPrecision?
 
-    func apply(to o: inout TrainerOptions) {
-        o.head = head; o.headProducts = headProducts; o.overlapGradients = gradientOverlap; o.gradientSum = gradientSum
+    func apply(to c: inout TrainConfig) {
+        if let head { c.head = head }
+        if let headProducts { c.headProducts = headProducts }
+        if let gradientOverlap { c.gradientOverlap = gradientOverlap }
+        if let gradientSum { c.gradientSum = gradientSum }
     }
 }

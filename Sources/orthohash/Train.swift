@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OrthoHashFormats
 import OrthoHashFaultInjection
 import OrthoHashMPI
 import OrthoHashNumerics
@@ -15,10 +16,10 @@ extension OrthoHashCommand {
         @OptionGroup var runtime: RuntimeOptions
         @OptionGroup var path: StepPathOptions
         @Option(help: "Run directory (config, codebook, metrics, checkpoints, summary).") var runDir: String = "runs/latest"
-        @Option(help: "Evaluate every N epochs (0: only at the end).") var evalEvery: Int = 0
-        @Option(help: "Checkpoint every N epochs (0: only at the end).") var checkpointEvery: Int = 1
-        @Option(help: "Also checkpoint every N steps (0: off), for long epochs.") var checkpointEverySteps: Int = 0
-        @Option(help: "Step checkpoints to keep (the best is kept besides).") var keepCheckpoints: Int = 3
+        @Option(help: "Evaluate every N epochs (0: only at the end; the default).") var evalEvery: Int?
+        @Option(help: "Checkpoint every N epochs (0: only at the end; default 1).") var checkpointEvery: Int?
+        @Option(help: "Also checkpoint every N steps (0: off; the default), for long epochs.") var checkpointEverySteps: Int?
+        @Option(help: "Step checkpoints to keep, the best kept besides (default: 3).") var keepCheckpoints: Int?
         @Flag(help: "Continue from the newest valid checkpoint in --run-dir, with the run's stored settings.") var resume = false
         @Flag(help: "Delete the files of an earlier run in --run-dir first (without it, such a directory is refused).") var overwrite = false
         @Flag(help: "No progress output.") var quiet = false
@@ -33,14 +34,23 @@ extension OrthoHashCommand {
         @Option(help: "Write a Chrome trace of every rank's steps (data gather, forward, backward, waiting, gradient sum, BatchNorm sync, update, checkpoints, evaluation) to this JSON file at the end of the run or when it is interrupted; open it in https://ui.perfetto.dev or chrome://tracing.")
         var timeline: String?
 
-        /// The settings the flags give (before a resume puts them over the stored ones).
-        func makeConfig() -> TrainConfig {
-            var c = TrainConfig()
+        /// The flags given, over `c` (the defaults, or a resumed run's stored settings): a flag
+        /// not given leaves the setting as it is.
+        func apply(to c: inout TrainConfig) {
             data.apply(to: &c)
             model.apply(to: &c)
             evaluation.apply(to: &c)
-            c.evalEvery = evalEvery; c.checkpointEvery = checkpointEvery
-            c.checkpointEverySteps = checkpointEverySteps; c.keepCheckpoints = keepCheckpoints
+            path.apply(to: &c)
+            if let evalEvery { c.evalEvery = evalEvery }
+            if let checkpointEvery { c.checkpointEvery = checkpointEvery }
+            if let checkpointEverySteps { c.checkpointEverySteps = checkpointEverySteps }
+            if let keepCheckpoints { c.keepCheckpoints = keepCheckpoints }
+        }
+
+        /// The settings of a new run: the defaults with the flags over them.
+        func makeConfig() -> TrainConfig {
+            var c = TrainConfig()
+            apply(to: &c)
             return c
         }
 
@@ -51,7 +61,7 @@ extension OrthoHashCommand {
             guard collectiveTimeout >= 0, ioTimeout >= 0, collectiveTimeout.isFinite, ioTimeout.isFinite else {
                 throw ValidationError("--collective-timeout and --io-timeout must be at least 0 (0: wait forever)")
             }
-            if let timeline { try checkWritableDirectory(of: timeline, flag: "--timeline") }
+            if let timeline { try OutputFile.check(timeline, flag: "--timeline") }
             if resume && overwrite { throw ValidationError("--resume continues the run in --run-dir and --overwrite deletes it: choose one") }
             if !resume { try makeConfig().validate() }
         }
@@ -59,8 +69,13 @@ extension OrthoHashCommand {
         func run() throws {
             try onRanks(collectiveTimeout: collectiveTimeout, ioTimeout: ioTimeout) { dataParallel in
                 let collective = dataParallel.collective
-                let config = try Resume.settings(flags: makeConfig(), defaults: Train.parse([]).makeConfig(), resume: resume,
-                                                 runDir: RunDirectory(runDir), collective: collective)
+                let (config, stored) = try Resume.settings(resume: resume, runDir: RunDirectory(runDir), collective: collective, flags: apply(to:))
+                // The job scripts always pass --resume, with the run's settings: a first start
+                // then begins the run. With no settings and no run, --run-dir is likely mistyped.
+                if resume && !stored && makeConfig() == TrainConfig() {
+                    throw OrthoHashError("no run to resume here (no config.json), and no settings to start one with",
+                                         file: runDir, hint: "check --run-dir, or give the run's settings (--dataset, --epochs, ...) to start it")
+                }
                 let (threads, threadNote) = runtime.resolved(ranks: dataParallel.ranks)
                 // What every rank checks and loads on its own: an error is said once, and one that
                 // only some ranks meet (a file missing on one node) still stops every rank.
@@ -73,7 +88,6 @@ extension OrthoHashCommand {
                 options.stopRequested = stopRequest
                 options.verify = verify
                 options.logSteps = logSteps
-                path.apply(to: &options)
                 if let timeline {
                     options.timelinePath = timeline
                     options.measureWait = true

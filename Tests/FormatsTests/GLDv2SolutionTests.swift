@@ -23,6 +23,13 @@ final class GLDv2SolutionTests: XCTestCase {
                                    .init(id: "q4", images: [], isPublic: true)])
     }
 
+    /// RFC 4180's quoting: a quoted field keeps its commas, and "" within it is one quote.
+    func testQuotedFieldsKeepCommasAndQuotes() throws {
+        let path = write(temporaryDirectory(), "solution.csv", "id,images,Usage\n\"q,1\",\"a \"\"b\"\"\",Public\n \"q2\" , c ,Private\n")
+        XCTAssertEqual(try GLDv2Solution(path: path).queries, [.init(id: "q,1", images: ["a", "\"b\""], isPublic: true),
+                                                               .init(id: "q2", images: ["c"], isPublic: false)])
+    }
+
     func testRefusesBadSolutions() {
         let dir = temporaryDirectory()
         let cases: [(String, String)] = [
@@ -32,6 +39,8 @@ final class GLDv2SolutionTests: XCTestCase {
             ("id,images,Usage\nq1,a,Public\n,b,Private\n", "line 3 has an empty id"),
             ("id,images,Usage\nq1,a,Public\nq1,b,Private\n", "line 3: test image q1 is listed twice"),
             ("id,images,Usage\nq1,a,public\n", "line 2: Usage is 'public', expected Public, Private or Ignored"),
+            ("id,images,Usage\n\"q1,a,Public\n", "line 2 has a quote that is not closed"),
+            ("id,images,Usage\n\"q1\"x,a,Public\n", "line 2 has a quote that is not closed (or text after a closing quote)"),
         ]
         for (n, (text, message)) in cases.enumerated() {
             let path = write(dir, "s\(n).csv", text)

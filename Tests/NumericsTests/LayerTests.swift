@@ -78,36 +78,41 @@ final class LayerTests: XCTestCase {
 
     /// The forward pass against the definition, with chunks of 1, 2 and all images per GEMM
     /// (the batch folded into the GEMM must not change what each image gets).
+    /// Also "same" padding with stride 1, whose im2col is a shifted copy of each plane, on planes
+    /// smaller than the kernel too.
     func testConv2dAgainstDefinitionInChunks() {
-        let input = SampleShape(channels: 2, height: 6, width: 5)
-        let O = 3, k = 3, s = 2, pad = 1, B = 5
-        let reference: [Float] = {
-            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
-            let layer = bench.layer as! Conv2dLayer
-            let w = bench.parameters, x = bench.x
-            let Ho = layer.output.height, Wo = layer.output.width
-            var out = [Float](repeating: 0, count: B * O * Ho * Wo)
-            for n in 0..<B { for o in 0..<O { for oh in 0..<Ho { for ow in 0..<Wo {
-                var sum = Double(w[O * 2 * k * k + o])
-                for c in 0..<2 { for ki in 0..<k { for kj in 0..<k {
-                    let ih = oh * s - pad + ki, iw = ow * s - pad + kj
-                    guard ih >= 0, ih < input.height, iw >= 0, iw < input.width else { continue }
-                    sum += Double(w[((o * 2 + c) * k + ki) * k + kj]) * Double(x[((n * 2 + c) * input.height + ih) * input.width + iw])
-                } } }
-                out[((n * O + o) * Ho + oh) * Wo + ow] = Float(sum)
-            } } } }
-            return out
-        }()
-        for (budget, keep) in [(1, true), (2 * 18 * 9 + 1, true), (2 * 18 * 9 + 1, false), (1 << 20, true), (1 << 20, false)] {
-            // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made again.
-            Conv2dLayer.columnBudgetOverride = budget
-            let keptBudget = Conv2dLayer.keptColumnsBudget
-            Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
-            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
-            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
-            let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
-            for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
-            bench.assertGradients("conv with a budget of \(budget) floats\(keep ? "" : ", columns made again")")
+        for (H, W, k, s, pad) in [(6, 5, 3, 2, 1), (6, 5, 3, 1, 1), (4, 7, 5, 1, 2), (2, 3, 5, 1, 2)] {
+            let input = SampleShape(channels: 2, height: H, width: W)
+            let O = 3, B = 5
+            let reference: [Float] = {
+                let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
+                let layer = bench.layer as! Conv2dLayer
+                let w = bench.parameters, x = bench.x
+                let Ho = layer.output.height, Wo = layer.output.width
+                var out = [Float](repeating: 0, count: B * O * Ho * Wo)
+                for n in 0..<B { for o in 0..<O { for oh in 0..<Ho { for ow in 0..<Wo {
+                    var sum = Double(w[O * 2 * k * k + o])
+                    for c in 0..<2 { for ki in 0..<k { for kj in 0..<k {
+                        let ih = oh * s - pad + ki, iw = ow * s - pad + kj
+                        guard ih >= 0, ih < input.height, iw >= 0, iw < input.width else { continue }
+                        sum += Double(w[((o * 2 + c) * k + ki) * k + kj]) * Double(x[((n * 2 + c) * input.height + ih) * input.width + iw])
+                    } } }
+                    out[((n * O + o) * Ho + oh) * Wo + ow] = Float(sum)
+                } } } }
+                return out
+            }()
+            let perImage = 2 * k * k * ((H + 2 * pad - k) / s + 1) * ((W + 2 * pad - k) / s + 1)
+            for (budget, keep) in [(1, true), (2 * perImage + 1, true), (2 * perImage + 1, false), (1 << 20, true), (1 << 20, false)] {
+                // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made again.
+                Conv2dLayer.columnBudgetOverride = budget
+                let keptBudget = Conv2dLayer.keptColumnsBudget
+                Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
+                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
+                let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
+                let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
+                for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
+                bench.assertGradients("conv \(H)x\(W) \(k)/\(s) pad \(pad) with a budget of \(budget) floats\(keep ? "" : ", columns made again")")
+            }
         }
     }
 

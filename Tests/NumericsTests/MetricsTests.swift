@@ -359,6 +359,10 @@ final class RevisitedTests: XCTestCase {
         XCTAssertEqual(r.medium, ((0.5 + (0.5 + 2.0 / 3) + (0.5 + 0.6)) / 6 + 1) / 2, accuracy: 1e-12)
         XCTAssertEqual(r.hard, (0.5 + (1.0 / 3 + 0.5)) / 4, accuracy: 1e-12)
         XCTAssertEqual(trapezoidAP(ranks: [0, 1, 2]), 1, accuracy: 1e-12)
+        // Only the second query: no hard positive anywhere, so Hard is undefined (revisitop: NaN).
+        let one = revisitedMeanAP(query: codes([[1, 1, 1, 1]]), database: db, groundTruth: [gt[1]])
+        XCTAssertEqual(one.easy, 1)
+        XCTAssertTrue(one.hard.isNaN)
     }
 
 }

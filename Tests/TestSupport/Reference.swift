@@ -14,7 +14,9 @@ public let referenceDirectory = URL(fileURLWithPath: #filePath).deletingLastPath
 public let reproducibleBLAS = ["OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1"]
 
 /// A checkpoint with the fields that a run measures (seconds) or that name where the data was
-/// (paths) set to fixed values, serialized: equal bytes mean the same training state.
+/// (paths) set to fixed values, and the fields added after the references were recorded (the
+/// step's path, the training data's fingerprint and the final loss kept for a late summary, which
+/// the references lack) left out, serialized: equal bytes mean the same training state.
 public func normalisedCheckpoint(_ path: String) throws -> Data {
     var ck = try Checkpoint.read(path)
     ck.state.epochSeconds = 0
@@ -24,7 +26,9 @@ public func normalisedCheckpoint(_ path: String) throws -> Data {
     c.trainFeatures = base(c.trainFeatures); c.trainLabels = base(c.trainLabels)
     c.queryFeatures = base(c.queryFeatures); c.queryLabels = base(c.queryLabels)
     c.dbFeatures = base(c.dbFeatures); c.dbLabels = base(c.dbLabels)
+    c.head = nil; c.headProducts = nil; c.gradientOverlap = nil; c.gradientSum = nil
     ck.state.config = c
+    ck.state.trainData = nil; ck.state.finalLoss = nil
     return ck.serialized()
 }
 

@@ -102,6 +102,9 @@ final class NPYTests: XCTestCase {
         assertUserError("unsupported dtype f8 for features", file: "f8.npy") { _ = try NPYFeatures(path: dir + "/f8.npy") }
         writeNPY(dir + "/big.npy", descr: ">f4", shape: "(1, 1)", data: bytes([Float(1)]))
         assertUserError("big-endian", file: "big.npy") { _ = try NPYFeatures(path: dir + "/big.npy") }
+        // The hint keeps the type: labels stay integers (a float conversion would then be refused).
+        writeNPY(dir + "/bigy.npy", descr: ">i8", shape: "(1,)", data: [UInt8](repeating: 0, count: 8))
+        assertUserError("save it little-endian: astype('<i8')", file: "bigy.npy") { _ = try Labels.load(path: dir + "/bigy.npy") }
         writeNPY(dir + "/fortran.npy", descr: "<f4", shape: "(2, 2)", fortran: true, data: bytes([Float(1), 2, 3, 4]))
         assertUserError("Fortran order", file: "fortran.npy") { _ = try NPYFeatures(path: dir + "/fortran.npy") }
         writeNPY(dir + "/ylabels.npy", descr: "<f4", shape: "(2,)", data: bytes([Float(1), 2]))

@@ -145,6 +145,12 @@ long long oh_hamming_relevant_positions(const uint64_t *queries, size_t nq, cons
                                         const uint8_t *marks, size_t capacity, uint64_t *scratch, int64_t *positions, int64_t *rows,
                                         int64_t *found, const int64_t *cutoffs, size_t ncut, double *ap_sums, int64_t *hits);
 size_t oh_hamming_relevant_scratch(size_t nq, size_t words, size_t capacity);
+/// For each of `nq` queries: all[q * B + d] database rows at Hamming distance d, relevant[q * B + d]
+/// of them relevant (labels[x] == query_labels[q] when `labels` is given, else a class in common
+/// through label_bits and query_bits as above), B = words * 64 + 1. Both are added to.
+void oh_hamming_histograms(const uint64_t *queries, size_t nq, const uint64_t *db, size_t ndb, size_t words,
+                           const int32_t *labels, const int32_t *query_labels, const uint64_t *label_bits, size_t label_words,
+                           const uint64_t *query_bits, uint64_t *all, uint64_t *relevant);
 
 /// Products with a codebook of signs by table lookups (signproducts.c): the fused head's two
 /// GEMMs. R = rows, K = bits, C = classes, G = ceil(K / 4).
