@@ -30,6 +30,11 @@ extension OrthoHashCommand {
         @Option(help: "Ids of the database codes' rows (one per line).") var dbIds: String?
         @Option(help: "Predictions per query that the GLDv2 metrics read (the official 100).") var maxPredictions = 100
         @Option(help: "Also write the figures (JSON) to this file.") var out: String?
+        @Option(help: "With labels: the list of N of the P@N curve (default: 1,10,20,50,100,200,500,1000, up to the database's size).",
+                transform: Parse.positiveIntegers("--curve-n"))
+        var curveN: [Int]?
+        @Option(help: "With labels: write the curves for plotting to this CSV file: curve,x,precision,recall (hamming_radius rows for r = 0..K, top_n rows for each N).")
+        var curves: String?
         @OptionGroup var runtime: RuntimeOptions
 
         func validate() throws {
@@ -49,11 +54,13 @@ extension OrthoHashCommand {
             if let precisionAt, Set(precisionAt).count != precisionAt.count {
                 throw ValidationError("--precision-at lists a cutoff twice: \(precisionAt.map(String.init).joined(separator: ","))")
             }
-            if let out {
-                try OutputFile.check(out, flag: "--out")
+            if official && (curves != nil || curveN != nil) { throw ValidationError("--curves and --curve-n belong to scoring with labels") }
+            let outputs = [("--out", out), ("--curves", curves)].compactMap { flag, path in path.map { (flag: flag, path: $0) } }
+            if !outputs.isEmpty {
+                for (flag, path) in outputs { try OutputFile.check(path, flag: flag) }
                 let inputs = [("--db", db), ("--queries", queries), ("--query-labels", queryLabels), ("--db-labels", dbLabels),
                               ("--solution", solution), ("--query-ids", queryIds), ("--db-ids", dbIds)]
-                try OutputFile.checkDistinct(outputs: [("--out", out)], inputs: inputs.compactMap { flag, path in path.map { ("the input of \(flag)", $0) } })
+                try OutputFile.checkDistinct(outputs: outputs, inputs: inputs.compactMap { flag, path in path.map { ("the input of \(flag)", $0) } })
             }
         }
 
@@ -89,11 +96,31 @@ extension OrthoHashCommand {
                 throw OrthoHashError("query and database labels are of different kinds (class indices, or multi-hot of as many classes)", file: dbLabels!)
             }
             let precisionAt = self.precisionAt ?? [100]
-            let r = retrievalMetrics(query: query.packed(), queryLabels: ql, database: database.packed(), databaseLabels: dl,
-                                     mapAt: mapAt, precisionAt: precisionAt, threads: threads)
+            let q = query.packed(), d = database.packed()
+            let r = retrievalMetrics(query: q, queryLabels: ql, database: d, databaseLabels: dl, mapAt: mapAt, precisionAt: precisionAt, threads: threads)
             var fields: [(String, JSONValue)] = [("queries", .int(query.rows)), ("database", .int(database.rows))]
             for (cutoff, v) in zip(mapAt, r.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }
             for (k, v) in zip(precisionAt, r.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
+            // What papers plot beside mAP: precision within Hamming radius 2, the PR curve over
+            // every radius, and the P@N curve (Curves.swift says how each counts).
+            let pr = hammingCurves(query: q, queryLabels: ql, database: d, databaseLabels: dl, threads: threads)
+            let ns = (curveN ?? [1, 10, 20, 50, 100, 200, 500, 1000]).filter { $0 <= database.rows }
+            let pAtN = ns.isEmpty ? [] : retrievalMetrics(query: q, queryLabels: ql, database: d, databaseLabels: dl, mapAt: [nil],
+                                                          precisionAt: ns, threads: threads).precision
+            let numbers = { (values: [Double]) in JSONValue.array(values.map { .fixed($0, digits: 6) }) }
+            fields.append(("precision_within_radius_2", .fixed(pr.precisionWithinRadius2, digits: 6)))
+            fields.append(("queries_with_nothing_within_radius_2", .int(pr.emptyQueries[min(2, pr.emptyQueries.count - 1)])))
+            fields.append(("pr_curve", .object([("radius", .array(pr.radius.map { .int($0) })), ("precision", numbers(pr.precision)),
+                                                ("recall", numbers(pr.recall)), ("queries_with_nothing_within", .array(pr.emptyQueries.map { .int($0) }))])))
+            fields.append(("p_at_n", .object([("n", .array(ns.map { .int($0) })), ("precision", numbers(pAtN))])))
+            if let curves {
+                var csv = "curve,x,precision,recall\n"
+                for (i, radius) in pr.radius.enumerated() {
+                    csv += "hamming_radius,\(radius),\(String(format: "%.6f", pr.precision[i])),\(String(format: "%.6f", pr.recall[i]))\n"
+                }
+                for (n, p) in zip(ns, pAtN) { csv += "top_n,\(n),\(String(format: "%.6f", p)),\n" }
+                try AtomicFile.write(Data(csv.utf8), to: curves)
+            }
             return .object(fields)
         }
 

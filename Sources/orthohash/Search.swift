@@ -91,6 +91,6 @@ struct PackedCodeFile {
         storage.withUnsafeMutableBytes { out in
             for r in 0..<rows { memcpy(out.baseAddress! + r * W * 8, codes + r * bytes, bytes) }
         }
-        return PackedCodes(count: rows, bits: W * 64, storage: storage)
+        return PackedCodes(count: rows, bits: bytes * 8, storage: storage)
     }
 }

@@ -564,7 +564,26 @@ final class CLITests: XCTestCase {
         for (key, value) in zip(["mAP@all", "mAP@100", "mAP@gt100", "P@1", "P@50"], expected.meanAP + expected.precision) {
             XCTAssertEqual(try XCTUnwrap(json[key] as? Double, key), value, accuracy: 5e-7, key)
         }
+        // The curves: the JSON and --curves' CSV carry hammingCurves' figures and P@N for the N
+        // asked that the database holds (1000 is left out: 700 codes).
+        let curves = hammingCurves(query: signs(q, Q), queryLabels: .single(ql.map(Int32.init)), database: signs(db, M),
+                                   databaseLabels: .single(dl.map(Int32.init)))
+        XCTAssertEqual(try XCTUnwrap(json["precision_within_radius_2"] as? Double), curves.precisionWithinRadius2, accuracy: 5e-7)
+        let pr = try XCTUnwrap(json["pr_curve"] as? [String: Any])
+        XCTAssertEqual(pr["radius"] as? [Int], Array(0...24))
+        for (a, b) in zip(try XCTUnwrap(pr["precision"] as? [Double]), curves.precision) { XCTAssertEqual(a, b, accuracy: 5e-7) }
+        for (a, b) in zip(try XCTUnwrap(pr["recall"] as? [Double]), curves.recall) { XCTAssertEqual(a, b, accuracy: 5e-7) }
+        let curveRun = try orthohash(["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy", "--query-labels", dir + "/ql.npy",
+                                      "--db-labels", dir + "/dl.npy", "--curve-n", "1,50,1000", "--curves", dir + "/c.csv"])
+        XCTAssertEqual(curveRun.status, 0, curveRun.stderr)
+        let csv = try String(contentsOfFile: dir + "/c.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.first, "curve,x,precision,recall")
+        XCTAssertEqual(csv.count, 1 + 25 + 2)
+        XCTAssertEqual(csv[3], Substring("hamming_radius,2," + String(format: "%.6f", curves.precision[2]) + "," + String(format: "%.6f", curves.recall[2])))
+        XCTAssertEqual(csv.last, Substring("top_n,50," + String(format: "%.6f", expected.precision[1]) + ","))
         let base = ["map", "--queries", dir + "/q.npy", "--db", dir + "/db.npy"]
+        assertFails(try orthohash(base + ["--solution", dir + "/s.csv", "--query-ids", dir + "/a", "--db-ids", dir + "/b", "--curves", dir + "/c2.csv"]),
+                    "--curves and --curve-n belong to scoring with labels")
         try NPYWriter.write(path: dir + "/short.npy", shape: [M - 1], int64: Array(dl.prefix(M - 1)))
         assertFails(try orthohash(base + ["--query-labels", dir + "/ql.npy", "--db-labels", dir + "/short.npy"]), "short.npy", "699 labels for 700 database codes")
         try NPYWriter.write(path: dir + "/multi.npy", shape: [M, 6], uint8: (0..<(M * 6)).map { UInt8($0 % 6 == 0 ? 1 : 0) })
