@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what orthohash needs from Debian, if it is missing: OpenBLAS, Open MPI, zlib,
 # libjpeg-turbo and libpng (image decoding), pkg-config and the Fashion-MNIST images. Run as root (or with sudo available).
-#   scripts/setup.sh --scaling   also what deploy/scaling.sh needs: Debian's python3-matplotlib
-#                                (with numpy, for /usr/bin/python3) and iproute2 (ip, tc).
+#   scripts/setup.sh --scaling   also what deploy/scaling.sh and scripts/plots.py need: Debian's
+#                                python3-matplotlib (with numpy, for /usr/bin/python3) and iproute2
+#                                (ip, tc). The tests install these too (the plots are tested).
 set -euo pipefail
 packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev libturbojpeg0-dev libpng-dev pkg-config dataset-fashion-mnist)
 [ "${1:-}" = --scaling ] && packages+=(python3-matplotlib iproute2)

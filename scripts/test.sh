@@ -3,7 +3,7 @@
 # end, mpirun, multi-host over network namespaces and a one-node Slurm when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --scaling
 # The Slurm tests (deploy/slurm.sbatch: time limits, signals, requeue) need a running Slurm. As
 # root, start a one-node one (installing Debian's slurm-wlm and munge if missing); otherwise, or
 # with ORTHOHASH_TEST_SLURM=0, those tests are skipped and say why.

@@ -101,26 +101,7 @@ extension OrthoHashCommand {
             var fields: [(String, JSONValue)] = [("queries", .int(query.rows)), ("database", .int(database.rows))]
             for (cutoff, v) in zip(mapAt, r.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }
             for (k, v) in zip(precisionAt, r.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
-            // What papers plot beside mAP: precision within Hamming radius 2, the PR curve over
-            // every radius, and the P@N curve (Curves.swift says how each counts).
-            let pr = hammingCurves(query: q, queryLabels: ql, database: d, databaseLabels: dl, threads: threads)
-            let ns = (curveN ?? [1, 10, 20, 50, 100, 200, 500, 1000]).filter { $0 <= database.rows }
-            let pAtN = ns.isEmpty ? [] : retrievalMetrics(query: q, queryLabels: ql, database: d, databaseLabels: dl, mapAt: [nil],
-                                                          precisionAt: ns, threads: threads).precision
-            let numbers = { (values: [Double]) in JSONValue.array(values.map { .fixed($0, digits: 6) }) }
-            fields.append(("precision_within_radius_2", .fixed(pr.precisionWithinRadius2, digits: 6)))
-            fields.append(("queries_with_nothing_within_radius_2", .int(pr.emptyQueries[min(2, pr.emptyQueries.count - 1)])))
-            fields.append(("pr_curve", .object([("radius", .array(pr.radius.map { .int($0) })), ("precision", numbers(pr.precision)),
-                                                ("recall", numbers(pr.recall)), ("queries_with_nothing_within", .array(pr.emptyQueries.map { .int($0) }))])))
-            fields.append(("p_at_n", .object([("n", .array(ns.map { .int($0) })), ("precision", numbers(pAtN))])))
-            if let curves {
-                var csv = "curve,x,precision,recall\n"
-                for (i, radius) in pr.radius.enumerated() {
-                    csv += "hamming_radius,\(radius),\(String(format: "%.6f", pr.precision[i])),\(String(format: "%.6f", pr.recall[i]))\n"
-                }
-                for (n, p) in zip(ns, pAtN) { csv += "top_n,\(n),\(String(format: "%.6f", p)),\n" }
-                try AtomicFile.write(Data(csv.utf8), to: curves)
-            }
+            fields += try curveFields(query: q, queryLabels: ql, database: d, databaseLabels: dl, n: curveN, csv: curves, threads: threads)
             return .object(fields)
         }
 
@@ -181,4 +162,30 @@ extension OrthoHashCommand {
                              ("ignored", .int(solution.ignored)), ("queries_without_codes", .int(missing))]), rows.count)
         }
     }
+}
+
+/// What papers plot beside mAP (Curves.swift says how each counts): precision within Hamming
+/// radius 2, the PR curve over every radius and the P@N curve for `n` (default 1..1000, those the
+/// database holds), as JSON fields; with `csv`, the curves written there for plotting
+/// (scripts/plots.py): curve,x,precision,recall.
+func curveFields(query q: PackedCodes, queryLabels ql: Labels, database d: PackedCodes, databaseLabels dl: Labels, n: [Int]?,
+                 csv: String?, threads: Int) throws -> [(String, JSONValue)] {
+    let pr = hammingCurves(query: q, queryLabels: ql, database: d, databaseLabels: dl, threads: threads)
+    let ns = (n ?? [1, 10, 20, 50, 100, 200, 500, 1000]).filter { $0 <= d.count }
+    let pAtN = ns.isEmpty ? [] : retrievalMetrics(query: q, queryLabels: ql, database: d, databaseLabels: dl, mapAt: [nil],
+                                                  precisionAt: ns, threads: threads).precision
+    let numbers = { (values: [Double]) in JSONValue.array(values.map { .fixed($0, digits: 6) }) }
+    if let csv {
+        var text = "curve,x,precision,recall\n"
+        for (i, radius) in pr.radius.enumerated() {
+            text += "hamming_radius,\(radius),\(String(format: "%.6f", pr.precision[i])),\(String(format: "%.6f", pr.recall[i]))\n"
+        }
+        for (n, p) in zip(ns, pAtN) { text += "top_n,\(n),\(String(format: "%.6f", p)),\n" }
+        try AtomicFile.write(Data(text.utf8), to: csv)
+    }
+    return [("precision_within_radius_2", .fixed(pr.precisionWithinRadius2, digits: 6)),
+            ("queries_with_nothing_within_radius_2", .int(pr.emptyQueries[min(2, pr.emptyQueries.count - 1)])),
+            ("pr_curve", .object([("radius", .array(pr.radius.map { .int($0) })), ("precision", numbers(pr.precision)),
+                                  ("recall", numbers(pr.recall)), ("queries_with_nothing_within", .array(pr.emptyQueries.map { .int($0) }))])),
+            ("p_at_n", .object([("n", .array(ns.map { .int($0) })), ("precision", numbers(pAtN))]))]
 }

@@ -193,6 +193,30 @@ final class FailureClassTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: leftover))
     }
 
+    /// scripts/plots.py draws a run and a curves file as PNG (skipped without Debian's
+    /// matplotlib), and names a missing input in one line.
+    func testPlotsFromARunAndItsCurves() throws {
+        let dir = tempDir()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        guard try shell("exec /usr/bin/python3 -c 'import matplotlib'", program: "/bin/true").status == 0 else {
+            throw XCTSkip("no matplotlib for /usr/bin/python3 (scripts/setup.sh --scaling installs it)")
+        }
+        XCTAssertEqual(try orthohash(["train"] + (try writeData(dir)) + ["--epochs", "2", "--eval-every", "1", "--run-dir", dir + "/r"]).status, 0)
+        let eval = try orthohash(["eval", "--run-dir", dir + "/r", "--curves", dir + "/r/curves.csv"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        XCTAssertTrue(eval.stdout.contains("\"precision_within_radius_2\""), eval.stdout)
+        let plots = root + "/scripts/plots.py"
+        let drawn = try shell("exec /usr/bin/python3 \"$0\" --runs \(dir)/r --curves \(dir)/r/curves.csv --out \(dir)", program: plots)
+        XCTAssertEqual(drawn.status, 0, drawn.stderr)
+        for png in ["training.png", "curves.png"] {
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + png))
+            XCTAssertEqual(Array(bytes.prefix(4)), [0x89, 0x50, 0x4E, 0x47], png)
+        }
+        let missing = try shell("exec /usr/bin/python3 \"$0\" --curves \(dir)/none.csv --out \(dir)", program: plots)
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderr, "plots: \(dir)/none.csv: no such file\n")
+    }
+
     /// Runs `script` in bash with the orthohash binary as $0.
     func shell(_ script: String, program: String? = nil) throws -> Run {
         let binary = program ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("orthohash").path
