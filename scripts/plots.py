@@ -56,6 +56,20 @@ def read_curves(path):
     return radius, top_n
 
 
+def save(fig, axes, labels, path):
+    """Titles and axis labels (title, x, y or None) on each panel, a grid and a legend; the PNG."""
+    for ax, (title, x, y) in zip(axes, labels):
+        ax.set_title(title)
+        ax.set_xlabel(x)
+        if y:
+            ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="run directories")
@@ -91,15 +105,8 @@ def main():
                 cutoff = sorted(evaluated[-1]["map"])[0]
                 axes[2].plot([r["epoch"] for r in evaluated], [r["map"][cutoff] for r in evaluated], marker="o", ms=4,
                              label=f"{name} (mAP@{cutoff})")
-        for ax, title in zip(axes, ["training loss", "training accuracy", "mAP (evaluations)"]):
-            ax.set_title(title)
-            ax.set_xlabel("epoch")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(args.out, "training.png")
-        fig.savefig(path, dpi=110)
-        written.append(path)
+        labels = [("training loss", "epoch", None), ("training accuracy", "epoch", None), ("mAP (evaluations)", "epoch", None)]
+        written.append(save(fig, axes, labels, os.path.join(args.out, "training.png")))
     if curves:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for name, (radius, top_n) in curves:
@@ -107,19 +114,8 @@ def main():
                 axes[0].plot([r for _, _, r in radius], [p for _, p, _ in radius], marker="o", ms=3, label=name)
             if top_n:
                 axes[1].plot([n for n, _ in top_n], [p for _, p in top_n], marker="o", ms=3, label=name)
-        axes[0].set_title("precision-recall (Hamming radius 0..K)")
-        axes[0].set_xlabel("recall")
-        axes[0].set_ylabel("precision")
-        axes[1].set_title("precision at N (Hamming ranking)")
-        axes[1].set_xlabel("N")
-        axes[1].set_ylabel("P@N")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(args.out, "curves.png")
-        fig.savefig(path, dpi=110)
-        written.append(path)
+        labels = [("precision-recall (Hamming radius 0..K)", "recall", "precision"), ("precision at N (Hamming ranking)", "N", "P@N")]
+        written.append(save(fig, axes, labels, os.path.join(args.out, "curves.png")))
     for path in written:
         print(f"plots: wrote {path}")
 

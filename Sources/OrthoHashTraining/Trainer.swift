@@ -372,7 +372,18 @@ public final class Trainer {
         var evaluated: RetrievalResult? = nil
         if evaluationDue {
             faults.beforeEvaluation()
-            let result = try evaluate()
+            let result: RetrievalResult
+            do {
+                // With this epoch's checkpoint written above, a stop asked during the evaluation
+                // ends it (the last epoch's would otherwise run on past a preemption's deadline):
+                // the resumed run evaluates again. Other evaluations finish, and the next step stops.
+                result = try evaluate(stoppable: checkpointDue)
+            } catch is EvaluationStopped {
+                try writeTimeline()
+                throw Interruption(reason: options.stopRequested() ?? "a stop request on another rank", step: state.globalStep,
+                                   epoch: epochsDone, epochs: config.epochs, stepInEpoch: steps, stepsPerEpoch: steps,
+                                   checkpoint: runDir.checkpoints.stepPath(state.globalStep))
+            }
             evaluated = result
             if let first = result.meanAP.first, first > (state.bestMAP ?? -1) {
                 state.bestMAP = first; state.bestEpoch = epochsDone
@@ -450,13 +461,15 @@ public final class Trainer {
         }
     }
 
-    /// mAP and precision of the current model on the query and database splits.
-    public func evaluate() throws -> RetrievalResult {
+    /// mAP and precision of the current model on the query and database splits. `stoppable`: a
+    /// stop request ends the encoding early (EvaluationStopped on every rank).
+    public func evaluate(stoppable: Bool = false) throws -> RetrievalResult {
         collective.setActivity("evaluating")
         defer { collective.setActivity("training") }
+        let stop = options.stopRequested
         return try timeline.measure(.evaluation) {
             try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt,
-                                  collective: collective, threads: threads)
+                               collective: collective, threads: threads, stopRequested: stoppable ? { stop() != nil } : nil)
         }
     }
 

@@ -124,6 +124,29 @@ final class FailureClassTests: XCTestCase {
                                    "--db-labels", dir + "/db_y.npy", "--out", dir + "/db_y.npy"]), "is the input of --query-labels")
     }
 
+    /// A stop asked during the last evaluation (a preemption's signal) ends it, with the epoch's
+    /// checkpoint written before it, and status 75; the resumed run evaluates and ends as an
+    /// uninterrupted one.
+    func testStopDuringTheLastEvaluation() throws {
+        let dir = tempDir()
+        let args = try writeData(dir) + ["--epochs", "2"]
+        XCTAssertEqual(try orthohash(["train"] + args + ["--run-dir", dir + "/whole"]).status, 0)
+        let job = try start(["train"] + args + ["--run-dir", dir + "/r"], environment: ["ORTHOHASH_TEST_EVALUATION_PAUSE": "3"])
+        let last = dir + "/r/checkpoints/step-0000000016.ohck", started = Date()
+        while !FileManager.default.fileExists(atPath: last) && Date().timeIntervalSince(started) < 60 { usleep(20_000) }
+        usleep(300_000)
+        kill(job.process.processIdentifier, SIGTERM)
+        let stopped = job.finish()
+        XCTAssertEqual(stopped.status, 75, stopped.stderr)
+        XCTAssertTrue(stopped.stderr.hasPrefix("stopped by SIGTERM after step 16 (step 8 of 8 in epoch 2 of 2): checkpoint \(last)"), stopped.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r/summary.json"))
+        let resumed = try orthohash(["train", "--run-dir", dir + "/r", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let whole = try readJSON(dir + "/whole/summary.json"), again = try readJSON(dir + "/r/summary.json")
+        XCTAssertEqual(again["map"] as? [String: Double], whole["map"] as? [String: Double])
+        XCTAssertEqual(again["final_loss"] as? Double, whole["final_loss"] as? Double)
+    }
+
     /// Training data changed between a stop and the resume (rows appended, or values replaced
     /// in the same shape) is refused, naming what changed: the run would continue mid-epoch
     /// under another permutation.
