@@ -22,6 +22,14 @@ public enum BLAS {
 
     public static func resetTimer() { gemmNanoseconds = 0 }
 
+    /// One GEMM's shape as the wrapper was asked for it (before any split over threads).
+    public struct Shape: Hashable, Sendable {
+        public var transA: Bool, transB: Bool, m: Int, n: Int, k: Int
+    }
+    /// When set (a benchmark listing a step's GEMMs), told every GEMM the step asks for from its
+    /// own thread (`timed`: the fused head's per-thread GEMMs are not among them).
+    public nonisolated(unsafe) static var recorder: ((Shape) -> Void)? = nil
+
     /// Sets OpenBLAS's thread count (ranks x threads should not exceed the cores).
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
@@ -38,6 +46,7 @@ public enum BLAS {
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm shapes m=\(m) n=\(n) k=\(k)")
         if m == 0 || n == 0 { return }
+        if timed, let recorder { recorder(Shape(transA: transA, transB: transB, m: m, n: n, k: k)) }
         if split > 1 {
             // C in `split` parts along its longer side, one GEMM each on our own threads (OpenBLAS
             // at one thread, set by the caller): for steps whose other work runs on those threads,

@@ -91,6 +91,21 @@ public enum Benchmark {
     }
 
     /// GFLOP/s of one GEMM shape (row-major), median of `repeats` timed calls after a warm-up.
+    /// The GEMMs one training step of `config` on `data` asks for (BLAS.recorder over two
+    /// steps, which ask for the same), each shape with how many times a step calls it, in the
+    /// order of their first call: what `bench --gemms` times, for any backbone and the sizes
+    /// the flags give.
+    public static func stepGemms(config: TrainConfig, data: DataSplits, options: TrainerOptions) throws -> [(shape: BLAS.Shape, calls: Int)] {
+        var order: [BLAS.Shape] = [], calls: [BLAS.Shape: Int] = [:]
+        BLAS.recorder = { shape in
+            if calls[shape] == nil { order.append(shape) }
+            calls[shape, default: 0] += 1
+        }
+        defer { BLAS.recorder = nil }
+        _ = try training(config: config, data: data, steps: 1, warmup: 1, options: options)
+        return order.map { ($0, calls[$0]! / 2) }
+    }
+
     public static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, repeats: Int = 30) -> Double {
         let a = FloatBuffer(count: m * k), b = FloatBuffer(count: k * n), c = FloatBuffer(count: m * n)
         var rng = Xoshiro256(seed: 1)

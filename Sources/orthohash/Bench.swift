@@ -56,7 +56,7 @@ extension OrthoHashCommand {
             if allreduce { return try sweep() }
             let config = config()
             let splits = try config.loadData(threads: threads.max() ?? 1)
-            if gemms { printGemms(inputs: splits.inputDim, classes: splits.classes) }
+            if gemms { try printGemms(config: config, data: splits) }
             if loader {
                 // Alone: which side a run waits for is the slower of this and the training's rate.
                 for t in threads {
@@ -84,7 +84,7 @@ extension OrthoHashCommand {
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
                     if let csv, dataParallel.rank == 0 {
                         let n = dataParallel.ranks
-                        try CSVRows.append(to: csv, labels: labels, [
+                        try CSVRows.append(to: csv, labels.map { ($0.key, $0.value) } + [
                             ("nodes", "\(hosts)"), ("ranks", "\(n)"), ("ranks_per_node", n % hosts == 0 ? "\(n / hosts)" : "uneven"),
                             ("threads", "\(t)"), ("global_batch", "\(batchSize)"), ("rank_batch", "\(batchSize / n)"), ("steps", "\(steps)"),
                             ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
@@ -138,7 +138,7 @@ extension OrthoHashCommand {
                     for p in points {
                         print(String(format: "path %-6@ %11ld B  %12.3f us  %8.3f GB/s", path.rawValue, p.bytes, 1e6 * p.seconds, Double(p.bytes) / p.seconds / 1e9))
                         if let csv {
-                            try CSVRows.append(to: csv, labels: labels, [("path", path.rawValue), ("nodes", "\(hosts)"), ("ranks", "\(mpi.ranks)"),
+                            try CSVRows.append(to: csv, labels.map { ($0.key, $0.value) } + [("path", path.rawValue), ("nodes", "\(hosts)"), ("ranks", "\(mpi.ranks)"),
                                                                          ("bytes", "\(p.bytes)"), ("seconds", String(format: "%.9f", p.seconds)),
                                                                          ("repeats", "\(p.repeats)")])
                         }
@@ -150,29 +150,22 @@ extension OrthoHashCommand {
         /// GFLOP/s of each GEMM of the step at its shape (the MLP's, or the linear head's with
         /// the data's inputs and classes: the head's two GEMMs at their full (B, C) shapes), and
         /// the step's GEMMs alone in ms: the floor a step is measured against.
-        func printGemms(inputs D: Int, classes C: Int) {
-            let B = batchSize, K = nbit
-            let shapes: [(String, Bool, Bool, Int, Int, Int)]
-            if backbone == .linear {
-                shapes = [("hash fwd", false, true, B, K, D), ("head fwd", false, true, B, C, K), ("head back", false, false, B, K, C),
-                          ("hash dW", true, false, K, D, B)]
-            } else {
-                shapes = [
-                    ("fc0 fwd", false, true, 256, 1024, 784), ("fc1 fwd", false, true, 256, 1024, 1024),
-                    ("hash fwd", false, true, 256, 64, 1024), ("hash dW", true, false, 64, 1024, 256),
-                    ("hash dx", false, false, 256, 1024, 64), ("fc1 dW", true, false, 1024, 1024, 256),
-                    ("fc1 dx", false, false, 256, 1024, 1024), ("fc0 dW", true, false, 1024, 784, 256)]
-            }
+        /// Each GEMM one step of this configuration asks for, timed alone (the sizes the flags give).
+        func printGemms(config: TrainConfig, data: DataSplits) throws {
+            var options = TrainerOptions()
+            options.threads = threads.max() ?? 1
+            let shapes = try Benchmark.stepGemms(config: config, data: data, options: options)
             for t in threads {
                 BLAS.setThreads(t)
                 var total = 0.0
-                for (name, ta, tb, m, n, k) in shapes {
-                    let rate = Benchmark.gemm(transA: ta, transB: tb, m: m, n: n, k: k, repeats: m * n * k > 100_000_000 ? 10 : 30)
-                    let ms = 2 * Double(m) * Double(n) * Double(k) / rate / 1e6     // rate: FLOP per ns
-                    total += ms
-                    print(String(format: "threads %ld  %-9@ (%5ld x %5ld x %5ld)  %6.1f GFLOP/s  %7.2f ms", t, name, m, n, k, rate, ms))
+                for (s, calls) in shapes {
+                    let rate = Benchmark.gemm(transA: s.transA, transB: s.transB, m: s.m, n: s.n, k: s.k, repeats: s.m * s.n * s.k > 100_000_000 ? 10 : 30)
+                    let ms = 2 * Double(s.m) * Double(s.n) * Double(s.k) / rate / 1e6     // rate: FLOP per ns
+                    total += ms * Double(calls)
+                    print(String(format: "threads %ld  %@%@ (%5ld x %5ld x %5ld) x %ld  %6.1f GFLOP/s  %7.2f ms each", t, s.transA ? "T" : "N",
+                                 s.transB ? "T" : "N", s.m, s.n, s.k, calls, rate, ms))
                 }
-                print(String(format: "threads %ld  the step's GEMMs alone: %.2f ms", t, total))
+                print(String(format: "threads %ld  the step's GEMMs alone (OpenBLAS's threads; the step splits some over its own): %.2f ms", t, total))
             }
         }
     }
@@ -186,34 +179,4 @@ func fixed(_ x: Double, _ digits: Int = 3) -> String { String(format: "%.\(digit
 /// `--label KEY=VALUE`.
 struct Label: Equatable {
     var key: String, value: String
-}
-
-/// Rows appended to a CSV file: the header when the file is new or empty, else the file's header
-/// must be the same columns (a clear error, not a misaligned row). Values are quoted when they
-/// hold a comma or a quote.
-enum CSVRows {
-    static func append(to path: String, labels: [Label], _ fields: [(String, String)]) throws {
-        let columns = labels.map { ($0.key, $0.value) } + fields
-        let header = columns.map { quote($0.0) }.joined(separator: ",")
-        let row = columns.map { quote($0.1) }.joined(separator: ",")
-        // Opened first: refused unless a regular file (a FIFO would block the read below).
-        let file = try AppendFile(path)
-        var text = ""
-        if let existing = FileManager.default.contents(atPath: path), !existing.isEmpty {
-            let first = String(decoding: existing.prefix { $0 != 10 && $0 != 13 }, as: UTF8.self)
-            guard first == header else {
-                throw OrthoHashError("its header is not this table's columns (\(header))", file: path,
-                                     hint: "write this table to a new file, or pass the same --label keys as its other rows")
-            }
-            if existing.last != 10 { text = "\n" }
-        } else {
-            text = header + "\n"
-        }
-        text += row + "\n"
-        try file.write(text)
-    }
-
-    static func quote(_ s: String) -> String {
-        s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-    }
 }

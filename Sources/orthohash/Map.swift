@@ -106,60 +106,27 @@ extension OrthoHashCommand {
         }
 
         /// GLDv2: the solution's queries (those with codes) searched for their nearest
-        /// --max-predictions index rows, named by the ids files, then scored by metrics.py's rules.
+        /// --max-predictions index rows, named by the ids files, then scored by metrics.py's
+        /// rules (GLDv2Protocol).
         func official(query: PackedCodeFile, database: PackedCodeFile, solution path: String, queryIds: String, dbIds: String,
                       threads: Int) throws -> (JSONValue, Int) {
             let solution = try GLDv2Solution(path: path)
-            let queryNames = try readIDs(queryIds, rows: query.rows), indexNames = try readIDs(dbIds, rows: database.rows)
-            var queryRow: [String: Int] = [:]
-            for (row, id) in queryNames.enumerated() {
-                guard queryRow.updateValue(row, forKey: id) == nil else { throw OrthoHashError("query id \(id) names two rows", file: queryIds) }
-            }
-            // Index images as integers; an id on two rows is one image (as metrics.py sees it).
-            var image: [String: Int] = [:]
-            func number(_ id: String) -> Int {
-                if let n = image[id] { return n }
-                image[id] = image.count
-                return image.count - 1
-            }
-            let rowImage = indexNames.map(number)
-            let groundTruth = solution.queries.map { $0.images.map(number) }
-            let rows = solution.queries.compactMap { queryRow[$0.id] }
-            let k = min(maxPredictions, database.rows)
-            var gathered = [UInt8](repeating: 0, count: max(1, rows.count * query.bytes))
-            for (i, row) in rows.enumerated() {
-                for b in 0..<query.bytes { gathered[i * query.bytes + b] = query.codes[row * query.bytes + b] }
-            }
-            let found = try gathered.withUnsafeBufferPointer {
-                try HammingSearch.nearest(queries: $0.baseAddress!, count: rows.count, database: database.codes, count: database.rows,
-                                          codeBytes: database.bytes, k: k, threads: threads)
-            }
-            var predictions: [[Int]?] = [], next = 0
-            for q in solution.queries {
-                if queryRow[q.id] != nil {
-                    predictions.append((0..<k).map { rowImage[Int(found.ids[next * k + $0])] })
-                    next += 1
-                } else {
-                    predictions.append(nil)      // scores 0, as a query missing from a submission does
-                }
-            }
             let precisionAt = self.precisionAt ?? [1, 5, 10, 50, 100].filter { $0 <= maxPredictions }
-            func figures(_ keep: (GLDv2Solution.Query) -> Bool) -> JSONValue {
-                let picked = solution.queries.indices.filter { keep(solution.queries[$0]) }
-                let f = gldv2Figures(predictions: picked.map { predictions[$0] }, solution: picked.map { groundTruth[$0] },
-                                     maxPredictions: maxPredictions, precisionAt: precisionAt)
+            let s = try GLDv2Protocol.score(query: query, database: database, solution: solution,
+                                            queryIds: try readIDs(queryIds, rows: query.rows), indexIds: try readIDs(dbIds, rows: database.rows),
+                                            idsFile: queryIds, maxPredictions: maxPredictions, precisionAt: precisionAt, threads: threads)
+            func json(_ f: GLDv2Figures) -> JSONValue {
                 var fields: [(String, JSONValue)] = [("queries", .int(f.queries)), ("mAP@\(maxPredictions)", .fixed(f.meanAP, digits: 6))]
                 for (k, v) in zip(precisionAt, f.precision) { fields.append(("P@\(k)", .fixed(v, digits: 6))) }
                 fields.append(("mean_position", .fixed(f.meanPosition, digits: 3)))
                 fields.append(("median_position", .fixed(f.medianPosition, digits: 1)))
                 return .object(fields)
             }
-            let missing = solution.queries.count - rows.count
-            if missing > 0 {
-                standardError("warning: \(missing) of the solution's \(solution.queries.count) queries have no codes (not in \(queryIds)); they score 0")
+            if s.queriesWithoutCodes > 0 {
+                standardError("warning: \(s.queriesWithoutCodes) of the solution's \(solution.queries.count) queries have no codes (not in \(queryIds)); they score 0")
             }
-            return (.object([("Public", figures { $0.isPublic }), ("Private", figures { !$0.isPublic }), ("All", figures { _ in true }),
-                             ("ignored", .int(solution.ignored)), ("queries_without_codes", .int(missing))]), rows.count)
+            return (.object([("Public", json(s.publicQueries)), ("Private", json(s.privateQueries)), ("All", json(s.all)),
+                             ("ignored", .int(s.ignored)), ("queries_without_codes", .int(s.queriesWithoutCodes))]), s.scored)
         }
     }
 }

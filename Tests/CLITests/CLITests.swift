@@ -402,6 +402,19 @@ final class CLITests: XCTestCase {
 
     /// `bench --csv` appends one row per thread count under one header, with the --label
     /// columns first; a file whose header has other columns is refused, naming it, and kept.
+    /// `bench --gemms` times the GEMMs a step of this configuration asks for: the sizes follow
+    /// --batch-size, --hidden and --nbit (the mlp 8 -> 16 -> 12 bits at batch 32 here).
+    func testBenchGemmsFollowTheFlags() throws {
+        let dir = tempDir()
+        let data = Array(try writeData(dir).prefix(14))
+        let r = try orthohash(["bench"] + data + ["--backbone", "mlp", "--hidden", "16", "--nbit", "12", "--batch-size", "32", "--steps", "1",
+                                                 "--threads", "1", "--gemms"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for shape in ["NT (   32 x    16 x     8) x 1", "NT (   32 x    12 x    16) x 1", "TN (   16 x     8 x    32) x 1", "the step's GEMMs alone"] {
+            XCTAssertTrue(r.stdout.contains(shape), "'\(shape)' missing from:\n\(r.stdout)")
+        }
+    }
+
     func testBenchCSV() throws {
         let dir = tempDir()
         let data = Array(try writeData(dir).prefix(14))
