@@ -30,9 +30,20 @@ public enum BLAS {
     /// own thread (`timed`: the fused head's per-thread GEMMs are not among them).
     public nonisolated(unsafe) static var recorder: ((Shape) -> Void)? = nil
 
-    /// Sets OpenBLAS's thread count (ranks x threads should not exceed the cores).
+    /// Sets OpenBLAS's thread count (ranks x threads should not exceed the cores): the command
+    /// line, once, for what runs outside a model.
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
     public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// Runs `body` with OpenBLAS at `n` threads, then restores the count: how the numerics use
+    /// the budget they were given (a model's `threads`; 1 where the work is split over threads of
+    /// their own), the only place besides `setThreads` that changes it.
+    public static func withThreads<T>(_ n: Int, _ body: () throws -> T) rethrows -> T {
+        let before = threads, wanted = max(1, n)
+        if wanted != before { setThreads(wanted) }
+        defer { if wanted != before { setThreads(before) } }
+        return try body()
+    }
     /// The kernel OpenBLAS chose for this CPU (OPENBLAS_CORETYPE overrides it), e.g. "Cooperlake".
     public static var kernel: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 

@@ -129,7 +129,7 @@ enum FusedHead {
         codebookUnit cb: UnsafePointer<Float>,       // (C, K)
         patterns: SignPatterns?,
         targets: UnsafePointer<Int32>, B: Int, K: Int, C: Int, N: Int,
-        config: LossConfig, threads: Int = BLAS.threads, workspace: inout FusedHeadWorkspace?
+        config: LossConfig, threads: Int, workspace: inout FusedHeadWorkspace?
     ) -> (loss: Double, correct: Int) {
         if let patterns { precondition(patterns.classes == C && patterns.bits == K, "sign patterns (\(patterns.classes), \(patterns.bits)) for a head of (\(C), \(K))") }
         let Cb = blockClasses(B: B, lookups: patterns != nil)
@@ -144,39 +144,39 @@ enum FusedHead {
         let level = patterns?.level ?? oh_sign_level()   // the exponentials' kernel (the same results on either)
         // Each worker's GEMMs run in its own thread: OpenBLAS at one thread meanwhile. A benchmark
         // timing GEMMs gets the slowest worker's GEMM time (wall time the GEMMs account for).
-        if workers > 1 && patterns == nil { BLAS.setThreads(1) }
         let clock = BLAS.clock
-        parallel(workers) { i in
-            let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
-            let block = w.blocks.pointer + i * B * Cb, acc = w.accumulators.pointer + i * B * K
-            let sums = w.rowSums + i * B, best = w.best.pointer + i * B, bestClass = w.bestClass + i * B
-            acc.update(repeating: 0, count: B * K)
-            sums.update(repeating: 0, count: B)
-            best.update(repeating: -.infinity, count: B)
-            bestClass.update(repeating: 0, count: B)
-            var spent: UInt64 = 0
-            for b in first..<last {
-                let c0 = b * Cb, cols = min(Cb, C - c0)
-                if let patterns {
-                    oh_sign_cosines(block, cols, w.tables.pointer, B, K, patterns.cosines + c0 / 64 * patterns.cosineTile,
-                                    cols, patterns.alpha, patterns.level)
+        BLAS.withThreads(workers > 1 && patterns == nil ? 1 : threads) {
+            parallel(workers) { i in
+                let first = blockCount * i / workers, last = blockCount * (i + 1) / workers
+                let block = w.blocks.pointer + i * B * Cb, acc = w.accumulators.pointer + i * B * K
+                let sums = w.rowSums + i * B, best = w.best.pointer + i * B, bestClass = w.bestClass + i * B
+                acc.update(repeating: 0, count: B * K)
+                sums.update(repeating: 0, count: B)
+                best.update(repeating: -.infinity, count: B)
+                bestClass.update(repeating: 0, count: B)
+                var spent: UInt64 = 0
+                for b in first..<last {
+                    let c0 = b * Cb, cols = min(Cb, C - c0)
+                    if let patterns {
+                        oh_sign_cosines(block, cols, w.tables.pointer, B, K, patterns.cosines + c0 / 64 * patterns.cosineTile,
+                                        cols, patterns.alpha, patterns.level)
+                        oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass, level)
+                        oh_sign_accumulate(acc, K, block, cols, B, cols, patterns.gradient + c0 / 4 * patterns.gradientQuad, patterns.level)
+                        continue
+                    }
+                    let t0 = clock?() ?? 0
+                    BLAS.gemm(transA: false, transB: true, m: B, n: cols, k: K, vn, lda: K, cb + c0 * K, ldb: K,
+                              beta: 0, block, ldc: cols, timed: false)
+                    let t1 = clock?() ?? 0
                     oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass, level)
-                    oh_sign_accumulate(acc, K, block, cols, B, cols, patterns.gradient + c0 / 4 * patterns.gradientQuad, patterns.level)
-                    continue
+                    let t2 = clock?() ?? 0
+                    BLAS.gemm(transA: false, transB: false, m: B, n: K, k: cols, block, lda: cols, cb + c0 * K, ldb: K,
+                              beta: 1, acc, ldc: K, timed: false)
+                    if let clock { spent &+= (t1 - t0) + (clock() - t2) }
                 }
-                let t0 = clock?() ?? 0
-                BLAS.gemm(transA: false, transB: true, m: B, n: cols, k: K, vn, lda: K, cb + c0 * K, ldb: K,
-                          beta: 0, block, ldc: cols, timed: false)
-                let t1 = clock?() ?? 0
-                oh_head_block(block, B, cols, c0, targets, s, m, sums, w.targetCosines.pointer, best, bestClass, level)
-                let t2 = clock?() ?? 0
-                BLAS.gemm(transA: false, transB: false, m: B, n: K, k: cols, block, lda: cols, cb + c0 * K, ldb: K,
-                          beta: 1, acc, ldc: K, timed: false)
-                if let clock { spent &+= (t1 - t0) + (clock() - t2) }
+                w.gemmNanoseconds[i] = spent
             }
-            w.gemmNanoseconds[i] = spent
         }
-        if workers > 1 && patterns == nil { BLAS.setThreads(threads) }
         if clock != nil {
             var slowest: UInt64 = 0
             for i in 0..<workers { slowest = max(slowest, w.gemmNanoseconds[i]) }

@@ -56,10 +56,10 @@ func marginLoss(
     _ u: UnsafeMutablePointer<Float>,        // (B, C) in: cosines, out: gradient
     scratch: UnsafeMutablePointer<Float>?,   // (B, C) needed for arc
     targets: BatchTargets, B: Int, C: Int, N: Int,
-    config: LossConfig, statistics: StatisticsReducer
+    config: LossConfig, statistics: StatisticsReducer, threads: Int = 1
 ) -> (loss: Double, correct: Int) {
     if case .single(let t) = targets, config.marginType == .cos, C >= manyClasses {
-        return cosMarginSoftmaxCE(u, targets: t, B: B, C: C, N: N, config: config)
+        return cosMarginSoftmaxCE(u, targets: t, B: B, C: C, N: N, config: config, threads: threads)
     }
     // Accuracy, on the cosines as the reference does.
     let correct = countCorrect(u, targets: targets, B: B, C: C)
@@ -216,12 +216,12 @@ let manyClasses = 256
 
 /// The single-label, cosine-margin case of `marginLoss` for many classes (GLDv2: 81,313): one C
 /// kernel (vectorised exponentials, sums in double) over blocks of rows, the blocks spread over
-/// the BLAS threads. Results depend on the thread count only through the order in which the
-/// blocks' losses are added.
+/// `threads` (the model's budget). Results depend on the thread count only through the order in
+/// which the blocks' losses are added.
 func cosMarginSoftmaxCE(_ u: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, B: Int, C: Int, N: Int,
-                        config: LossConfig) -> (loss: Double, correct: Int) {
+                        config: LossConfig, threads: Int) -> (loss: Double, correct: Int) {
     let gradScale = config.ce * config.scale / Float(N)
-    let parts = B * C >= 1 << 16 ? max(1, min(BLAS.threads, B)) : 1
+    let parts = B * C >= 1 << 16 ? max(1, min(threads, B)) : 1
     // Per-block results on the stack: the training loop allocates nothing.
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { loss in
         withUnsafeTemporaryAllocation(of: Int64.self, capacity: parts) { correct in

@@ -167,12 +167,10 @@ public final class HashModel {
     /// slower than 2 ranks before for the linear head; the cnn 0.86x slower than with its GEMMs split).
     var ownThreads = 1
 
-    /// Runs `body` with OpenBLAS at one thread when the step's threads are ours.
+    /// Runs `body` with OpenBLAS at the model's thread budget, or at one thread when the step's
+    /// threads are ours (`own` > 1).
     private func withOwnThreads(_ own: Int, _ body: () -> Void) {
-        guard own > 1 else { return body() }
-        BLAS.setThreads(1)
-        body()
-        BLAS.setThreads(threads)
+        BLAS.withThreads(own > 1 ? 1 : threads, body)
     }
     var lastForwardFused = false
     let logitScratch: FloatBuffer?           // (B, C) arc margin only
@@ -189,7 +187,7 @@ public final class HashModel {
     /// (`Head`).
     public init(config: ModelConfig, loss: LossConfig, codebook: Codebook, batchSize: Int,
                 store: ParameterStore? = nil, statistics: StatisticsReducer = LocalStatistics(),
-                head: HeadPath = .fused, products: HeadProducts = .available, threads: Int = BLAS.threads) {
+                head: HeadPath = .fused, products: HeadProducts = .available, threads: Int = 1) {
         precondition(codebook.classes == config.classes && codebook.bits == config.nbit,
                      "codebook (\(codebook.classes), \(codebook.bits)) does not match model (\(config.classes), \(config.nbit))")
         let layout = ParameterLayout(config)
@@ -297,7 +295,7 @@ public final class HashModel {
         } else {
             cosineForward(logits.pointer, unitCodes.pointer, norms.pointer, codes.pointer, codebookUnit.pointer, B: B, K: K, C: C)
             (lossValue, correct) = marginLoss(logits.pointer, scratch: logitScratch?.pointer, targets: targets,
-                                              B: B, C: C, N: N, config: loss, statistics: statistics)
+                                              B: B, C: C, N: N, config: loss, statistics: statistics, threads: threads)
             lastForwardFused = false
         }
         if loss.quan != 0 {

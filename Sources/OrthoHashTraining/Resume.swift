@@ -118,10 +118,10 @@ public enum Resume {
     }
 
     /// A model (no optimizer state) with the checkpoint's parameters and BatchNorm statistics,
-    /// its workspace sized for `batchSize` rows at a time.
-    public static func model(from ck: Checkpoint, batchSize: Int = 256) throws -> HashModel {
+    /// its workspace sized for `batchSize` rows at a time, computing on `threads` threads.
+    public static func model(from ck: Checkpoint, batchSize: Int = 256, threads: Int = 1) throws -> HashModel {
         try checkMemory(ck.state.model, batch: batchSize, moments: 0, arcMargin: ck.state.config.loss.marginType == .arc)
-        let model = HashModel(config: ck.state.model, loss: ck.state.config.loss, codebook: ck.codebook, batchSize: batchSize)
+        let model = HashModel(config: ck.state.model, loss: ck.state.config.loss, codebook: ck.codebook, batchSize: batchSize, threads: threads)
         ck.restore(into: model)
         return model
     }

@@ -36,7 +36,7 @@ extension OrthoHashCommand {
             let (config, ck, path) = try source.load()
             let threads = runtime.resolvedThreads(ranks: 1)
             BLAS.setThreads(threads)
-            let model = try Resume.model(from: ck)
+            let model = try Resume.model(from: ck, threads: threads)
             let x: FeatureSource
             if let images {
                 guard let shape = model.config.inputShape, shape.channels == 3 else {

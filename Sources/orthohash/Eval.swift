@@ -30,7 +30,7 @@ extension OrthoHashCommand {
             let data = try config.loadData(threads: threads)
             try Resume.check(ck, file: path, config: config, model: config.model(for: data),
                              runDir: source.runDir)
-            let model = try Resume.model(from: ck)
+            let model = try Resume.model(from: ck, threads: threads)
             let result = try Evaluation.run(model: model, data: data, mapAt: config.mapAt, precisionAt: config.precisionAt, threads: threads)
             var fields: [(String, JSONValue)] = [("checkpoint", .string(path)), ("epoch", .int(ck.state.epoch))]
             for (cutoff, v) in zip(config.mapAt, result.meanAP) { fields.append(("mAP@\(cutoff.text)", .fixed(v, digits: 6))) }

@@ -23,8 +23,9 @@ extension OrthoHashCommand {
 
         func run() throws {
             let (_, ck, path) = try source.load()
-            BLAS.setThreads(runtime.resolvedThreads(ranks: 1))
-            let model = try Resume.model(from: ck)
+            let threads = runtime.resolvedThreads(ranks: 1)
+            BLAS.setThreads(threads)
+            let model = try Resume.model(from: ck, threads: threads)
             let q = try openFeatures(queryFeatures, for: model, checkpoint: path)
             let db = try openFeatures(dbFeatures, for: model, checkpoint: path)
             let gt = try loadRevisitedGroundTruth(groundTruth, queries: q.rows, databaseRows: db.rows)
