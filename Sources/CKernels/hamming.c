@@ -315,7 +315,7 @@ static void chunk_avx2_four(topk_state *s, size_t q, const uint64_t *query, cons
     case 4: avx2_four_body(s, q, query, chunk, n, T, first, 4); break;
     case 8: avx2_four_body(s, q, query, chunk, n, T, first, 8); break;
     default:
-        // Byte counts of up to 31 words fit in a byte; longer codes go 31 words at a time.
+        // Byte counts of up to 31 words fit in a byte; longer codes take the POPCNT kernel.
         if (s->words <= 31) avx2_four_body(s, q, query, chunk, n, T, first, s->words);
         else chunk_popcnt_four(s, q, query, chunk, n, T, first);
         break;

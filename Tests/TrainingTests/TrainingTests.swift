@@ -166,9 +166,12 @@ final class TrainingTests: XCTestCase {
         let full = try train(config, dir: dir + "/full")
         for stop in [11, 16] {                     // 8 steps per epoch: mid-epoch 2, end of epoch 2
             let run = dir + "/cut\(stop)"
-            var calls = 0
+            // The signal arrives during step `stop`: from then on the flag is up, however often
+            // it is read (every step, and between an evaluation's chunks).
+            let signal = SignalDuring(step: stop)
             var options = TrainerOptions.quiet
-            options.stopRequested = { calls += 1; return calls >= stop ? "SIGTERM" : nil }
+            options.faults = signal
+            options.stopRequested = { signal.arrived ? "SIGTERM" : nil }
             let t = try Trainer(config: config, data: try config.loadData(), runDir: run, options: options)
             do {
                 try t.run()
@@ -377,4 +380,16 @@ final class AgreementTests: XCTestCase {
         try AtomicFile.write(JSON.encode(stored), to: dir + "/run/config.json")
         assertUserError("has more parameters than can be counted", file: path) { _ = try Resume.loadRun(dir + "/run", checkpoint: .last) }
     }
+}
+
+/// A stop signal that arrives during global step `step` (set before it starts).
+final class SignalDuring: FaultInjection {
+    let step: Int
+    private(set) var arrived = false
+    init(step: Int) { self.step = step }
+    func beforeStep(rank: Int, step: Int) { if step == self.step { arrived = true } }
+    func afterBackward(_ gradients: FloatBuffer, step: Int) -> Bool { false }
+    func beforeCheckpointRename() {}
+    func beforeEvaluation() {}
+    var stopAfterSteps: Int? { nil }
 }
