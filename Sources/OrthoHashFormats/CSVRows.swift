@@ -28,6 +28,19 @@ public enum CSVRows {
         try file.write(text)
     }
 
+    /// The column names of an existing, non-empty CSV file's first line (nil: no such file, or
+    /// empty). Unquoted names, as `append` writes them.
+    public static func header(of path: String) throws -> [String]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        try InputFile.check(path)
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw OrthoHashError("cannot read", file: path) }
+        defer { try? handle.close() }
+        let start = (try? handle.read(upToCount: 1 << 16)) ?? nil ?? Data()
+        guard !start.isEmpty else { return nil }
+        let line = String(decoding: start.prefix { $0 != 10 && $0 != 13 }, as: UTF8.self)
+        return line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+    }
+
     public static func quote(_ s: String) -> String {
         s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }

@@ -43,7 +43,17 @@ extension OrthoHashCommand {
 
         func validate() throws {
             guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
-            if let csv { try OutputFile.check(csv, flag: "--csv") }
+            if let csv {
+                try OutputFile.check(csv, flag: "--csv")
+                // Rows go under the file's header: one whose first columns are not this table's
+                // (other --label keys, the other table) is refused now, not after the run.
+                let leading = labels.map(\.key) + [allreduce ? "path" : "nodes"]
+                if let header = try CSVRows.header(of: csv), Array(header.prefix(leading.count)) != leading {
+                    throw OrthoHashError("its header is not this table's columns (it starts \(header.prefix(leading.count).joined(separator: ",")), "
+                                         + "this table \(leading.joined(separator: ",")))", file: csv,
+                                         hint: "write this table to a new file, or pass the same --label keys as its other rows")
+                }
+            }
             if allreduce {
                 guard allreduceMax >= 4 else { throw ValidationError("--allreduce-max must be at least 4 bytes") }
                 return

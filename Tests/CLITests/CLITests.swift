@@ -430,7 +430,9 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(lines[2].hasPrefix("tiny,\"a,b\",1,1,1,2,32,32,2,"), lines[2])
         XCTAssertTrue(lines[4].hasPrefix("tiny,c,1,1,1,2,"), lines[4])
         XCTAssertTrue(lines[1].hasSuffix(",none (one rank)"), lines[1])
-        assertFails(try orthohash(["bench"] + bench + ["--label", "other=x"]), "\(dir)/b.csv", "its header is not this table's columns")
+        let refused = try orthohash(["bench"] + bench + ["--label", "other=x"])
+        assertFails(refused, "\(dir)/b.csv", "its header is not this table's columns (it starts workload,note, this table other,nodes)")
+        XCTAssertEqual(refused.stdout, "", "refused before the benchmark ran")
         XCTAssertEqual(try String(contentsOfFile: dir + "/b.csv", encoding: .utf8), text, "the file is as it was")
         assertFails(try orthohash(["bench"] + data + ["--hidden", "16", "--batch-size", "32", "--steps", "1", "--threads", "1", "--csv", dir + "/no/b.csv"]),
                     "--csv \(dir)/no/b.csv: the directory \(dir)/no does not exist")
