@@ -4,6 +4,25 @@
 import Foundation
 import OrthoHashNumerics
 
+/// Writes all of `bytes` to `fd`, again after a short write or an interrupted call; 0, or the
+/// errno of the write that failed (EIO for one that wrote nothing).
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+    var offset = 0
+    while offset < bytes.count {
+        let n = Foundation.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return n == 0 ? EIO : errno }
+        offset += n
+    }
+    return 0
+}
+
+/// `writeAll` of a string's UTF-8 bytes.
+public func writeAll(_ fd: Int32, _ text: String) -> Int32 {
+    var text = text
+    return text.withUTF8 { writeAll(fd, UnsafeRawBufferPointer($0)) }
+}
+
 /// Whole-file writes that never leave a partial file under the final name: write a temporary
 /// file `.NAME.tmp-PID` in the same directory, fsync it, rename it over the target, fsync the
 /// directory. A target that exists and is not a regular file (a directory, a device, a FIFO) is
@@ -19,15 +38,7 @@ public enum AtomicFile {
         removeDeadTemporaries(of: url.lastPathComponent, in: directory)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw OrthoHashError("cannot write: \(String(cString: strerror(errno)))", file: path) }
-        var failure: Int32 = 0
-        data.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { failure = n == 0 ? EIO : errno; break }
-                offset += n
-            }
-        }
+        var failure = data.withUnsafeBytes { writeAll(fd, $0) }
         if failure == 0 && fsync(fd) != 0 { failure = errno }
         close(fd)
         guard failure == 0 else {
@@ -144,17 +155,7 @@ public final class AppendFile {
 
     /// Appends `text`; throws naming the file when the system refuses (ENOSPC, EIO, ...).
     public func write(_ text: String) throws {
-        var failure: Int32 = 0
-        text.utf8CString.withUnsafeBufferPointer { buffer in
-            let count = buffer.count - 1     // without the terminating NUL
-            var offset = 0
-            while offset < count {
-                let n = Foundation.write(fd, buffer.baseAddress! + offset, count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { failure = n == 0 ? EIO : errno; return }
-                offset += n
-            }
-        }
+        let failure = writeAll(fd, text)
         if failure != 0 { throw OrthoHashError("cannot write: \(String(cString: strerror(failure)))", file: path) }
     }
 

@@ -4,6 +4,7 @@
 
 import Foundation
 import OrthoHashNumerics
+import OrthoHashFormats
 
 /// Communication primitives among the ranks of a job. Every rank calls each of them in the same
 /// order; they also sum statistics (StatisticsReducer) for BatchNorm and the loss.
@@ -93,13 +94,5 @@ public final class SingleProcess: Collective {
 /// A line on stderr, unbuffered (not held behind the progress bar). A stderr that cannot be
 /// written (closed, /dev/full) loses the line: nothing else can be told.
 public func standardError(_ line: String) {
-    (line + "\n").utf8CString.withUnsafeBufferPointer { buffer in
-        var offset = 0
-        while offset < buffer.count - 1 {
-            let n = write(2, buffer.baseAddress! + offset, buffer.count - 1 - offset)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            offset += n
-        }
-    }
+    _ = writeAll(2, line + "\n")
 }
