@@ -201,9 +201,11 @@ public enum OutputFile {
         return url.standardizedFileURL.path
     }
 
-    /// Refuses an output that is one of the command's inputs, or another of its outputs: writing
-    /// it would destroy what the command reads, or one output the other.
-    public static func checkDistinct(outputs: [(flag: String, path: String)], inputs: [(what: String, path: String)]) throws {
+    /// Checks each of a command's outputs (`check`), and refuses one that is one of its inputs or
+    /// another of its outputs: writing it would destroy what the command reads, or one output
+    /// the other.
+    public static func check(outputs: [(flag: String, path: String)], inputs: [(what: String, path: String)]) throws {
+        for (flag, path) in outputs { try check(path, flag: flag) }
         var seen: [String: String] = [:]
         let read = Dictionary(inputs.map { (identity($0.path), $0.what) }, uniquingKeysWith: { a, _ in a })
         for (flag, path) in outputs {

@@ -40,7 +40,7 @@ public struct RunDirectory {
     /// The files a run writes here (besides its checkpoints): what `clear` removes.
     var runFiles: [String] { [configPath, codebookPath, metricsPath, stepsPath, summaryPath] }
     /// The run's files and checkpoints, named for messages: what a command that reads the run
-    /// must not write over (OutputFile.checkDistinct).
+    /// must not write over (OutputFile.check(outputs:inputs:)).
     public var ownFiles: [(what: String, path: String)] {
         runFiles.map { ("a file of the run in \(path)", $0) }
             + (checkpoints.stepCheckpoints() + [checkpoints.bestPath]).map { ("a checkpoint of the run in \(path)", $0) }

@@ -56,12 +56,9 @@ extension OrthoHashCommand {
             }
             if official && (curves != nil || curveN != nil) { throw ValidationError("--curves and --curve-n belong to scoring with labels") }
             let outputs = [("--out", out), ("--curves", curves)].compactMap { flag, path in path.map { (flag: flag, path: $0) } }
-            if !outputs.isEmpty {
-                for (flag, path) in outputs { try OutputFile.check(path, flag: flag) }
-                let inputs = [("--db", db), ("--queries", queries), ("--query-labels", queryLabels), ("--db-labels", dbLabels),
-                              ("--solution", solution), ("--query-ids", queryIds), ("--db-ids", dbIds)]
-                try OutputFile.checkDistinct(outputs: outputs, inputs: inputs.compactMap { flag, path in path.map { ("the input of \(flag)", $0) } })
-            }
+            let inputs = [("--db", db), ("--queries", queries), ("--query-labels", queryLabels), ("--db-labels", dbLabels),
+                          ("--solution", solution), ("--query-ids", queryIds), ("--db-ids", dbIds)]
+            try OutputFile.check(outputs: outputs, inputs: inputs.compactMap { flag, path in path.map { ("the input of \(flag)", $0) } })
         }
 
         func run() throws {

@@ -195,10 +195,9 @@ struct RunCheckpointOptions: ParsableArguments {
     /// Checks the command's outputs before any work: each writable, none a file of the run (its
     /// checkpoints included) or one of `inputs`, no two the same file.
     func checkOutputs(_ outputs: [(flag: String, path: String)], inputs: [(what: String, path: String)] = []) throws {
-        for (flag, path) in outputs { try OutputFile.check(path, flag: flag) }
         let checkpointFile: [(what: String, path: String)]
         if case .file(let name) = checkpoint { checkpointFile = [("the checkpoint read (--checkpoint)", name)] } else { checkpointFile = [] }
-        try OutputFile.checkDistinct(outputs: outputs, inputs: RunDirectory(runDir).ownFiles + checkpointFile + inputs)
+        try OutputFile.check(outputs: outputs, inputs: RunDirectory(runDir).ownFiles + checkpointFile + inputs)
     }
 }
 

@@ -24,8 +24,7 @@ extension OrthoHashCommand {
                 throw ValidationError("--kernel \(kernel.rawValue) needs a CPU this one is not (it runs \(HammingSearch.kernelName))")
             }
             let outputs = [("--out", out)] + (distances.map { [("--distances", $0)] } ?? [])
-            for (flag, path) in outputs { try OutputFile.check(path, flag: flag) }
-            try OutputFile.checkDistinct(outputs: outputs, inputs: [("the database (--db)", db), ("the queries (--queries)", queries)])
+            try OutputFile.check(outputs: outputs, inputs: [("the database (--db)", db), ("the queries (--queries)", queries)])
         }
 
         func run() throws {
