@@ -2,12 +2,9 @@
 #include "clones.h"
 #include <math.h>
 
-// One body for both entry points; `zero_grad` is a constant at each call site, so the compiler
-// emits two loops, neither with a branch inside.
-static inline __attribute__((always_inline))
-void adam_body(float *restrict p, float *restrict grad, float *restrict m, float *restrict v, size_t n,
-               float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt,
-               int zero_grad) {
+OH_CLONES
+void oh_adam_zero_grad(float *restrict p, float *restrict grad, float *restrict m, float *restrict v, size_t n,
+                       float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
     const float inv_bc2 = 1.0f / bc2_sqrt;
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] + weight_decay * p[i];
@@ -16,20 +13,8 @@ void adam_body(float *restrict p, float *restrict grad, float *restrict m, float
         m[i] = mi;
         v[i] = vi;
         p[i] -= step_size * mi / (sqrtf(vi) * inv_bc2 + eps);
-        if (zero_grad) grad[i] = 0.0f;
+        grad[i] = 0.0f;
     }
-}
-
-OH_CLONES
-void oh_adam(float *restrict p, const float *restrict grad, float *restrict m, float *restrict v, size_t n,
-             float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
-    adam_body(p, (float *)grad, m, v, n, step_size, beta1, beta2, weight_decay, eps, bc2_sqrt, 0);
-}
-
-OH_CLONES
-void oh_adam_zero_grad(float *restrict p, float *restrict grad, float *restrict m, float *restrict v, size_t n,
-                       float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt) {
-    adam_body(p, grad, m, v, n, step_size, beta1, beta2, weight_decay, eps, bc2_sqrt, 1);
 }
 
 OH_CLONES
@@ -95,9 +80,7 @@ uint32_t oh_relu_backward_clear(float *restrict dy, float *restrict y, size_t n)
 }
 
 OH_CLONES
-void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols, int accumulate) {
-    if (!accumulate)
-        for (size_t c = 0; c < cols; c++) db[c] = 0;
+void oh_column_sums_clear(float *restrict db, float *restrict dy, size_t rows, size_t cols) {
     for (size_t r = 0; r < rows; r++) {
         float *row = dy + r * cols;
         for (size_t c = 0; c < cols; c++) {

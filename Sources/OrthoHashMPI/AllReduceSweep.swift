@@ -33,7 +33,8 @@ public enum AllReduceSweep {
     /// Times every size on `path`; every rank calls it. Each size runs enough back-to-back sums to
     /// fill about `budget` seconds (at least 3, at most 1000), after a barrier and two untimed sums.
     /// Nil when `path` is `shared` and the ranks cannot share a window (one rank per node, uneven nodes).
-    public static func run(_ mpi: MPICollective, path: Path, sizes: [Int], budget: Double = 0.2) -> [Point]? {
+    public static func run(_ dataParallel: MPIDataParallel, path: Path, sizes: [Int], budget: Double = 0.2) -> [Point]? {
+        let mpi = dataParallel.mpi
         let maxCount = sizes.map { $0 / 4 }.max() ?? 1
         var buffer: UnsafeMutablePointer<Float>
         var privateBuffer: UnsafeMutablePointer<Float>? = nil
@@ -42,32 +43,32 @@ public enum AllReduceSweep {
             privateBuffer = .allocate(capacity: maxCount)
             buffer = privateBuffer!
         case .shared:
-            guard let shared = ohmpi_shared_buffer(maxCount) else { return nil }
-            buffer = shared
+            guard let lent = dataParallel.window.lend(count: maxCount) else { return nil }
+            buffer = lent.gradients
         }
         defer {
             privateBuffer?.deallocate()
-            if path == .shared { ohmpi_shared_release() }
+            if path == .shared { dataParallel.window.giveBack() }
         }
         buffer.initialize(repeating: 1, count: maxCount)
         let what = "all-reduce sweep"
-        func once(_ count: Int) {
-            switch path {
-            case .mpi: ohmpi_allreduce_sum_f32(buffer, count, what)
-            case .shared:
-                var lo = 0, hi = 0
-                ohmpi_reduce_shard_f32(buffer, count, &lo, &hi, what)
-                // The parameters' half of the window stands in for the updated shards.
-                ohmpi_gather_shards_f32(buffer + maxCount, count, what)
-            }
+        // Each size's plan made before it is timed, as training makes its store's.
+        func plan(_ count: Int) -> GradientSumPlan {
+            GradientSumPlan(path: path == .shared ? .window : .allReduce, count: count, node: dataParallel.window.node)
+        }
+        func once(_ plan: GradientSumPlan) {
+            plan.sumWhole(buffer, what: what)
+            // The parameters' half of the window stands in for the updated shards.
+            if plan.path == .window { plan.gatherParameters(what: what) }
         }
         var points: [Point] = []
         for bytes in sizes {
             let count = max(1, bytes / 4)
+            let sizePlan = plan(count)
             // The first rank's estimate of one sum decides the repeats for all.
             ohmpi_barrier(what)
             var start = Timeline.now()
-            once(count); once(count)
+            once(sizePlan); once(sizePlan)
             var estimate = [Double(Timeline.now() - start) / 2e9]
             mpi.broadcastDouble(&estimate)
             let repeats = max(3, min(1000, Int(budget / max(estimate[0], 1e-7))))
@@ -75,7 +76,7 @@ public enum AllReduceSweep {
             for _ in 0..<3 {
                 ohmpi_barrier(what)
                 start = Timeline.now()
-                for _ in 0..<repeats { once(count) }
+                for _ in 0..<repeats { once(sizePlan) }
                 var mean = Double(Timeline.now() - start) / 1e9 / Double(repeats)
                 mpi.maxDouble(&mean)
                 trials.append(mean)
@@ -83,19 +84,5 @@ public enum AllReduceSweep {
             points.append(Point(bytes: count * 4, seconds: trials.sorted()[1], repeats: repeats))
         }
         return points
-    }
-}
-
-extension MPICollective {
-    /// Rank 0's value on every rank.
-    func broadcastDouble(_ value: inout [Double]) {
-        if rank != 0 { value[0] = 0 }
-        value.withUnsafeMutableBufferPointer { ohmpi_allreduce_sum_f64($0.baseAddress!, 1, "broadcast of one float64") }
-    }
-
-    /// The largest of the ranks' values, on every rank.
-    func maxDouble(_ value: inout Double) {
-        let all = allGather(withUnsafeBytes(of: value) { Array($0) })
-        value = all.map { $0.withUnsafeBytes { $0.loadUnaligned(as: Double.self) } }.max()!
     }
 }

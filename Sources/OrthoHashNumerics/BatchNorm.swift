@@ -82,14 +82,10 @@ func batchNormTrainBackward(
     _ dy: UnsafePointer<Float>,              // (B, K)
     _ xhat: UnsafePointer<Float>,            // (B, K)
     _ gamma: UnsafePointer<Float>,           // (K)
-    _ state: BatchNormState, B: Int, statistics: StatisticsReducer, mode: GradientMode = .accumulate
+    _ state: BatchNormState, B: Int, statistics: StatisticsReducer
 ) {
     let K = state.K, s = state.sums
     let N = B * statistics.ranks
-    if mode == .overwrite {
-        dGamma.update(repeating: 0, count: K)
-        dBeta.update(repeating: 0, count: K)
-    }
     s.update(repeating: 0, count: 2 * K)
     for r in 0..<B {
         let dr = dy + r * K, hr = xhat + r * K

@@ -127,12 +127,11 @@ final class Conv2dLayer: Layer {
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness) {
         let CHW = input.count, OP = output.count, threads = self.threads.count, split = self.threads.gemmSplit
         let (C, H, W, Ho, Wo, k, s, pad) = (input.channels, input.height, input.width, output.height, output.width, kernel, stride, padding)
         let cols = columns.pointer, prods = products.pointer, y = activations.pointer, P = P, O = O, relu: Int32 = relu ? 1 : 0
         let dWeight = g + offset, dBias = g + offset + O * fanIn
-        if mode == .overwrite { dBias.update(repeating: 0, count: O) }
         var dyTop: UInt32 = 0
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
@@ -150,9 +149,8 @@ final class Conv2dLayer: Layer {
                     return 0
                 }
             }
-            let beta: Float = mode == .overwrite && first == 0 ? 0 : 1
             BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, prods, lda: n * P,
-                      forwardColumns, ldb: n * P, beta: beta, dWeight, ldc: fanIn, split: split)
+                      forwardColumns, ldb: n * P, beta: 1, dWeight, ldc: fanIn, split: split)
             if let dx {
                 BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
                           prods, ldb: n * P, beta: 0, cols, ldc: n * P, split: split)

@@ -55,7 +55,7 @@ final class DropoutLayer: Layer {
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness) {
         let F = input.count
         guard let dx else { return dy.update(repeating: 0, count: B * F) }
         let r = randomness, (threshold, scale, index) = (threshold, scale, index)

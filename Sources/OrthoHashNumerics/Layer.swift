@@ -7,8 +7,7 @@
 // - forward writes its whole output into a buffer of its own and keeps it for backward;
 // - backward reads dy, the gradient of its output, and leaves it all zeros (its last read);
 //   it adds the gradient of its input into dx, which holds zeros on entry (nil for the first
-//   layer: no input gradient is needed), and adds its parameter gradients into the store's
-//   (`.overwrite`: replaces them);
+//   layer: no input gradient is needed), and adds its parameter gradients into the store's;
 // - backward checks its slice of the gradients for finiteness (GradientFiniteness), proving it
 //   from magnitude bounds where it can.
 //
@@ -71,7 +70,7 @@ protocol Layer: AnyObject {
     /// Backward of the last `forward` (x its input, `inputBound` the largest |x| if known).
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness)
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness)
 }
 
 extension Layer {

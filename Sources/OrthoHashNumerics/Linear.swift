@@ -1,6 +1,6 @@
 // Linear layers (PyTorch layout: weight (O, I)), with and without bias and ReLU: each forward
 // beside its backward. Backward adds into the input gradient `dx` and into the parameter
-// gradients (or overwrites the latter, `GradientMode.overwrite`).
+// gradients.
 //
 // The training step spends no pass on clearing buffers: every GEMM of the step adds into a
 // buffer that holds zeros (beta = 1), because the last pass that reads each workspace buffer in
@@ -10,13 +10,6 @@
 // Dimensions: B = rows, I = input features of a layer, O = its outputs.
 
 import CKernels
-
-/// Whether a backward pass adds into the parameter gradients (the training loop: they start at
-/// zero, ParameterStore) or overwrites them (whatever they held).
-public enum GradientMode: Sendable {
-    case accumulate, overwrite
-    var beta: Float { self == .accumulate ? 1 : 0 }
-}
 
 /// `y = x W^T + b`.
 func linearForward(
@@ -59,13 +52,13 @@ func linearBackward(
     _ dy: UnsafeMutablePointer<Float>,       // (B, O) cleared when there is a bias
     _ x: UnsafePointer<Float>,               // (B, I)
     _ weight: UnsafePointer<Float>,          // (O, I)
-    B: Int, I: Int, O: Int, mode: GradientMode = .accumulate, split: Int = 1
+    B: Int, I: Int, O: Int, split: Int = 1
 ) {
-    BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I, beta: mode.beta, dWeight, ldc: I, split: split)
+    BLAS.gemm(transA: true, transB: false, m: O, n: I, k: B, dy, lda: O, x, ldb: I, beta: 1, dWeight, ldc: I, split: split)
     if let dx {
         BLAS.gemm(transA: false, transB: false, m: B, n: I, k: O, dy, lda: O, weight, ldb: I, beta: 1, dx, ldc: I, split: split)
     }
-    if let dBias { oh_column_sums_clear(dBias, dy, B, O, mode == .accumulate ? 1 : 0) }
+    if let dBias { oh_column_sums_clear(dBias, dy, B, O) }
 }
 
 /// ReLU backward in place over `dy` (`dx = dy * (y > 0)`, y the forward output), then `y = 0`:
@@ -121,10 +114,10 @@ final class LinearLayer: Layer {
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness) {
         // The activations are read for the last time here (the layer above used them as its input).
         let dyBound = reluBackwardClearing(dy, activations.pointer, count: B * O)
-        linearBackward(dx, g + offset, g + offset + O * I, dy, x, p + offset, B: B, I: I, O: O, mode: mode, split: threads.gemmSplit)
+        linearBackward(dx, g + offset, g + offset + O * I, dy, x, p + offset, B: B, I: I, O: O, split: threads.gemmSplit)
         // Weight (O, I) then bias (O): one contiguous slice.
         let rows = check.rows
         check.slice(offset, count: O * (I + 1)) {

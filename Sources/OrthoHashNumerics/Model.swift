@@ -249,18 +249,6 @@ public final class HashModel {
         batchesTracked = 0
     }
 
-    /// Forward (BatchNorm in training mode) and backward for one local batch of `batchSize` rows.
-    /// The gradients are this rank's share of the gradient of the global-batch loss: summing
-    /// them over the ranks gives it. Returns this rank's share of the global loss, its count of
-    /// correct rows, and what the backward pass knows of the gradients' finiteness.
-    @discardableResult
-    public func trainStep(_ x: UnsafePointer<Float>,   // (B, D)
-                          targets: BatchTargets, mode: GradientMode = .accumulate,
-                          randomness: StepRandomness? = nil) -> (loss: Double, correct: Int, gradients: GradientReport) {
-        let (loss, correct) = forward(x, targets: targets, randomness: randomness)
-        return (loss, correct, backward(x, mode: mode))
-    }
-
     /// Backbone, hash layer (BatchNorm's statistics over the global batch, running statistics
     /// updated), cosines to the codebook, and the loss, whose gradient w.r.t. the cosines it
     /// leaves in `logits` for `backward`. Returns this rank's share of the loss (with the
@@ -305,9 +293,9 @@ public final class HashModel {
     }
 
     /// From the loss gradient `forward` left back to the parameters: adds their gradients into
-    /// the store (`.overwrite`: replaces them). `x` is the batch `forward` saw. The slices of the
-    /// gradients are checked for finiteness on the way (GradientFiniteness): proven from the
-    /// largest magnitudes of each GEMM's inputs where the gradients started at zero, read where not.
+    /// the store. `x` is the batch `forward` saw. The slices of the gradients are checked for
+    /// finiteness on the way (GradientFiniteness): proven from the largest magnitudes of each
+    /// GEMM's inputs where the gradients started at zero, read where not.
     ///
     /// `bucketReady` is told each range of the gradients as soon as it is final (and checked),
     /// in the order the pass finishes them: the hash layer with its BatchNorm, then the backbone's
@@ -315,11 +303,11 @@ public final class HashModel {
     /// sum over the ranks can start on each while the pass goes on (overlap).
     @discardableResult
     public func backward(_ x: UnsafePointer<Float>,   // (B, D)
-                         mode: GradientMode = .accumulate, bucketReady: ((Range<Int>) -> Void)? = nil) -> GradientReport {
+                         bucketReady: ((Range<Int>) -> Void)? = nil) -> GradientReport {
         let B = batchSize, K = config.nbit, C = config.classes, F = featureDim, D = config.inputDim
         let N = B * statistics.ranks
         let p = parameters.pointer, g = gradients.pointer
-        var check = GradientFiniteness(gradients: g, provable: mode == .overwrite || store.gradientsAreZero, rows: N, ranks: statistics.ranks)
+        var check = GradientFiniteness(gradients: g, provable: store.gradientsAreZero, rows: N, ranks: statistics.ranks)
         store.noteGradientsWritten()
         if lastForwardFused {
             unitRowsBackward(dCodes.pointer, dScratch.pointer, unitCodes.pointer, norms.pointer, B: B, K: K)
@@ -331,7 +319,7 @@ public final class HashModel {
             quantizationBackward(dCodes.pointer, codes.pointer, B: B, K: K, N: N, type: loss.quanType, weight: loss.quan)
         }
         batchNormTrainBackward(dScratch.pointer, g + bnGamma, g + bnBeta, dCodes.pointer, xhat.pointer,
-                               p + bnGamma, bn, B: B, statistics: statistics, mode: mode)
+                               p + bnGamma, bn, B: B, statistics: statistics)
         check.read(bnGamma, count: 2 * K)     // gamma and beta: adjacent, few, always read
         // max|x| of the input rows costs a pass over B x D values: taken only where it spares
         // reading a larger slice (the first layer's parameters, or the hash layer's weight for the
@@ -343,7 +331,7 @@ public final class HashModel {
         var dOut = dActA.pointer, dSpare = dActB.pointer
         withOwnThreads(ownThreads) {
             linearBackward(layers.isEmpty ? nil : dOut, g + hashWeight, nil, dScratch.pointer, features,
-                           p + hashWeight, B: B, I: F, O: K, mode: mode, split: ownThreads)
+                           p + hashWeight, B: B, I: F, O: K, split: ownThreads)
         }
         check.slice(hashWeight, count: K * F) {
             featureBound.map { GradientFiniteness.proven(dy: MagnitudeBound(of: dScratch.pointer, count: B * K), x: $0, bias: false, rows: N) } ?? false
@@ -353,7 +341,7 @@ public final class HashModel {
             for i in stride(from: layers.count - 1, through: 0, by: -1) {
                 let layer = layers[i]
                 layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
-                               dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, mode: mode, check: &check)
+                               dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, check: &check)
                 if let range = layerRanges[i] { bucketReady?(range) }
                 swap(&dOut, &dSpare)
             }

@@ -62,9 +62,9 @@ public final class Optimizer {
     ///       p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     /// SGD:  buf = mu buf + g (buf = g at t = 1);  d = nesterov ? g + mu buf : buf;  p -= lr d
     /// ```
-    /// With `clearingGradients` the gradients are set to 0 in the same pass (the training loop,
-    /// through `ParameterStore.update`: the next backward pass adds into them).
-    func update(_ store: ParameterStore, lr: Float, range r: Range<Int>, threads: Int = 1, clearingGradients: Bool = false) {
+    /// The gradients of `range` are set to 0 in the same pass: the next backward pass adds into
+    /// them (ParameterStore.update, which notes it).
+    func update(_ store: ParameterStore, lr: Float, range r: Range<Int>, threads: Int = 1) {
         let count = store.count, backboneCount = store.layout.backboneCount
         precondition(store.moment1.count == count && store.moment2.count == (config.kind == .adam ? count : 0),
                      "optimizer \(config.kind) over a store of \(count) parameters with moments of \(store.moment1.count)/\(store.moment2.count)")
@@ -80,11 +80,7 @@ public final class Optimizer {
             guard lo < hi else { return }
             switch c.kind {
             case .adam:
-                if clearingGradients {
-                    oh_adam_zero_grad(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
-                } else {
-                    oh_adam(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
-                }
+                oh_adam_zero_grad(p + lo, g + lo, mp + lo, vp + lo, hi - lo, lr / bc1, c.beta1, c.beta2, c.weightDecay, c.eps, bc2Sqrt)
             case .sgd:
                 let mu = c.momentum, wd = c.weightDecay
                 for i in lo..<hi {
@@ -96,7 +92,7 @@ public final class Optimizer {
                         d = c.nesterov ? grad + mu * buf : buf
                     }
                     p[i] -= lr * d
-                    if clearingGradients { g[i] = 0 }
+                    g[i] = 0
                 }
             }
         }

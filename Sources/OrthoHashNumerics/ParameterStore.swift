@@ -112,17 +112,11 @@ public final class ParameterStore {
         unclearedGradients = kept.isEmpty ? nil : kept
     }
 
-    /// Sets every gradient to zero.
-    public func clearGradients() {
-        gradients.zero()
-        unclearedGradients = nil
-    }
-
     /// One optimizer step over the elements `shard` (all of them in one process) with the hash
     /// layer's learning rate `lr`, clearing their gradients in the same pass.
     public func update(with optimizer: Optimizer, lr: Float, shard: Range<Int>? = nil, threads: Int = 1) {
         let range = shard ?? 0..<count
-        optimizer.update(self, lr: lr, range: range, threads: threads, clearingGradients: true)
+        optimizer.update(self, lr: lr, range: range, threads: threads)
         if let dirty = unclearedGradients, range.lowerBound <= dirty.lowerBound && dirty.upperBound <= range.upperBound {
             unclearedGradients = nil
         }

@@ -63,7 +63,7 @@ final class MaxPool2dLayer: Layer {
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness) {
         guard let dx else { return dy.update(repeating: 0, count: B * output.count) }
         let HW = input.height * input.width, P = output.height * output.width, argmax = argmax
         forEachPart(B * input.channels, threads: threads.count) { r in
@@ -113,7 +113,7 @@ final class AdaptiveAvgPool2dLayer: Layer {
 
     func backward(_ dy: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, inputBound: MagnitudeBound?,
                   dx: UnsafeMutablePointer<Float>?, B: Int, parameters p: UnsafePointer<Float>,
-                  gradients g: UnsafeMutablePointer<Float>, mode: GradientMode, check: inout GradientFiniteness) {
+                  gradients g: UnsafeMutablePointer<Float>, check: inout GradientFiniteness) {
         guard let dx else { return dy.update(repeating: 0, count: B * output.count) }
         oh_adaptive_avgpool_backward_clear(dx, dy, B * input.channels, input.height, input.width, output.height, output.width)
     }

@@ -37,9 +37,9 @@ public protocol DataParallel: AnyObject {
     /// clock) and its bytes.
     var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { get }
     /// After every rank updated its shard: the other ranks' shards of `parameters` copied in.
-    func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>)
+    func gatherParameterShards(_ parameters: FloatBuffer)
     /// The same for optimizer moments, which only checkpoints need whole.
-    func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>)
+    func gatherMomentShards(_ moments: FloatBuffer)
 }
 
 /// The precision of gradient sums over the network (`--gradient-sum`), like Horovod's
@@ -134,14 +134,14 @@ public extension DataParallel {
     /// Every rank's parameters whole again after a sharded update.
     func gatherParameters(_ store: ParameterStore, shard: Range<Int>) {
         guard shard != 0..<store.count else { return }
-        gatherParameterShards(store.parameters, updated: shard)
+        gatherParameterShards(store.parameters)
     }
 
     /// Every rank's optimizer moments whole (before a checkpoint); all ranks call it.
     func gatherOptimizerState(_ store: ParameterStore) {
-        guard let shard = store.momentShard else { return }
-        gatherMomentShards(store.moment1, updated: shard)
-        gatherMomentShards(store.moment2, updated: shard)
+        guard store.momentShard != nil else { return }
+        gatherMomentShards(store.moment1)
+        gatherMomentShards(store.moment2)
         store.noteMomentsWhole()
     }
 }
@@ -155,10 +155,10 @@ public final class OneProcess: DataParallel {
         ParameterStore(layout: layout, optimizer: optimizer)
     }
     public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> { 0..<gradients.count }
-    public func gatherParameterShards(_ parameters: FloatBuffer, updated: Range<Int>) {
+    public func gatherParameterShards(_ parameters: FloatBuffer) {
         preconditionFailure("one process does not shard the update")
     }
-    public func gatherMomentShards(_ moments: FloatBuffer, updated: Range<Int>) {
+    public func gatherMomentShards(_ moments: FloatBuffer) {
         preconditionFailure("one process does not shard the update")
     }
 }

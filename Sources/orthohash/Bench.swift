@@ -133,14 +133,14 @@ extension OrthoHashCommand {
         /// `--allreduce`: the sweep on both paths (the shared window where the ranks can share one).
         func sweep() throws {
             try onRanks(collectiveTimeout: 300) { dataParallel in
-                guard let mpi = dataParallel.collective as? MPICollective, mpi.ranks > 1 else {
+                guard let mpiDataParallel = dataParallel as? MPIDataParallel, let mpi = dataParallel.collective as? MPICollective, mpi.ranks > 1 else {
                     throw OrthoHashError("bench --allreduce needs at least 2 ranks under mpirun", hint: "mpirun -np 2 orthohash bench --allreduce")
                 }
                 let hosts = hostCount(mpi)
                 let sizes = AllReduceSweep.sizes(upTo: allreduceMax)
                 if mpi.rank == 0 { print("all-reduce of float32 over \(mpi.ranks) ranks on \(hosts) host(s): seconds per sum (slowest rank's mean, median of 3 trials)") }
                 for path in AllReduceSweep.Path.allCases {
-                    guard let points = AllReduceSweep.run(mpi, path: path, sizes: sizes) else {
+                    guard let points = AllReduceSweep.run(mpiDataParallel, path: path, sizes: sizes) else {
                         if mpi.rank == 0 { print("path \(path.rawValue): not available (the ranks do not share nodes evenly)") }
                         continue
                     }

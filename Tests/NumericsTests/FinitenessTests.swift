@@ -58,14 +58,13 @@ final class FinitenessTests: XCTestCase {
         return (model, x, (0..<B).map { Int32($0 % 4) })
     }
 
-    /// A step that accumulates (or overwrites); `clear` says the gradients hold zeros, which the
-    /// store must know (otherwise they count as written, as after a step).
+    /// A step that accumulates (or first clears the gradients); `clear` says the gradients hold
+    /// zeros, which the store must know (otherwise they count as written, as after a step).
     @discardableResult
     private func step(_ model: HashModel, _ x: FloatBuffer, _ labels: [Int32], accumulate: Bool, clear: Bool) -> GradientReport {
         if clear { XCTAssertTrue(model.store.gradientsAreZero, "the test means gradients that are zero") } else { model.store.noteGradientsWritten() }
-        return labels.withUnsafeBufferPointer {
-            model.trainStep(x.pointer, targets: .single($0.baseAddress!), mode: accumulate ? .accumulate : .overwrite).gradients
-        }
+        if !accumulate { model.store.clearGradients() }
+        return labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!)).gradients }
     }
 
     /// Gradients that start at zero are proven finite without reading them; otherwise every
@@ -86,7 +85,8 @@ final class FinitenessTests: XCTestCase {
             r = step(m, x, labels, accumulate: true, clear: false)
             XCTAssertTrue(r.finite)
             XCTAssertEqual(r.slicesRead, 1 + hidden.count, what)
-            // Overwriting: whatever was there does not matter, so the bound suffices again.
+            // Cleared (as the optimizer's update clears them): whatever was there does not
+            // matter, so the bound suffices again.
             for i in 0..<m.parameterCount { m.gradients[i] = .nan }
             r = step(m, x, labels, accumulate: false, clear: false)
             XCTAssertTrue(r.finite)

@@ -131,6 +131,8 @@ final class HandComputedTests: XCTestCase {
         // g' = 0.2 + 0.5 * 1 = 0.7; m = 0.07, v = 0.00049; mhat = 0.7, vhat = 0.49 -> step = 0.1 * 0.7 / (0.7 + 1e-8)
         XCTAssertEqual(Double(p[0]), 1 - 0.1 * 0.7 / (0.7 + 1e-8), accuracy: 1e-6)
         let p1 = Double(p[0])
+        XCTAssertEqual(s.gradients[0], 0, "the update clears the gradient it read")
+        s.gradients[0] = 0.2
         opt.update(s, lr: 0.1, range: 0..<1)
         let g2 = 0.2 + 0.5 * p1
         let m = 0.9 * 0.07 + 0.1 * g2, v = 0.999 * 0.00049 + 0.001 * g2 * g2
@@ -147,38 +149,52 @@ final class HandComputedTests: XCTestCase {
         // buf = g = 1; d = g + 0.5 * buf = 1.5; backbone lr 0.1
         XCTAssertEqual(p[0], -0.15, accuracy: 1e-7)
         XCTAssertEqual(p[1], -1.5, accuracy: 1e-7)
+        XCTAssertEqual(s.gradients.array, [0, 0], "the update clears the gradients it read")
+        s.gradients[0] = 1; s.gradients[1] = 1
         opt.update(s, lr: 1, range: 0..<2)
         // buf = 0.5 + 1 = 1.5; d = 1 + 0.75 = 1.75
         XCTAssertEqual(p[1], -3.25, accuracy: 1e-6)
     }
 
-    /// The update that clears the gradients (the training loop's, `ParameterStore.update`) gives
-    /// bitwise the same parameters and moments as the plain update, and leaves every gradient at
-    /// 0, for Adam and SGD, over a buffer long enough to take the vectorised and the threaded paths.
-    func testUpdateThatClearsGradientsMatchesPlainUpdate() {
+    /// The update (vectorised, threaded, clearing the gradients in the same pass) gives bitwise
+    /// the parameters and moments of its formula evaluated element by element in the same float
+    /// operations, and leaves every gradient at 0, for Adam and SGD, over a buffer long enough to
+    /// take the vectorised and the threaded paths, with the backbone's learning-rate group.
+    func testUpdateMatchesItsFormulaAndClearsGradients() {
         for kind in [OptimizerKind.adam, .sgd] {
             var c = OptimizerConfig()
-            c.kind = kind; c.lr = 0.01
+            c.kind = kind; c.lr = 0.01; c.weightDecay = 1e-4
             let n = 300_001, backbone = 123_457
             var rng = Xoshiro256(seed: 7)
-            let start = (0..<n).map { _ in Float(rng.gaussian()) }
+            var p = (0..<n).map { _ in Float(rng.gaussian()) }
             let grads = (0..<n).map { _ in Float(rng.gaussian()) }
-            let plain = Optimizer(config: c), clearing = Optimizer(config: c)
-            let s1 = store(start, gradients: grads, backbone: backbone, optimizer: kind)
-            let s2 = store(start, gradients: grads, backbone: backbone, optimizer: kind)
-            for _ in 0..<3 {
-                grads.withUnsafeBufferPointer { s1.gradients.pointer.update(from: $0.baseAddress!, count: n) }
-                grads.withUnsafeBufferPointer { s2.gradients.pointer.update(from: $0.baseAddress!, count: n) }
-                s2.noteGradientsWritten()
-                plain.update(s1, lr: 0.01, range: 0..<n, threads: 1)
-                s2.update(with: clearing, lr: 0.01, threads: 2)
-                XCTAssertEqual(s1.gradients.array, grads, "\(kind): the plain update must not touch the gradients")
-                XCTAssertTrue(s2.gradients.array.allSatisfy { $0 == 0 }, "\(kind): gradients not cleared")
-                XCTAssertTrue(s2.gradientsAreZero, "\(kind): the store knows")
+            var m = [Float](repeating: 0, count: n), v = [Float](repeating: 0, count: n)
+            let optimizer = Optimizer(config: c)
+            let s = store(p, gradients: grads, backbone: backbone, optimizer: kind)
+            for t in 1...3 {
+                grads.withUnsafeBufferPointer { s.gradients.pointer.update(from: $0.baseAddress!, count: n) }
+                s.noteGradientsWritten()
+                s.update(with: optimizer, lr: 0.01, threads: 2)
+                XCTAssertTrue(s.gradients.array.allSatisfy { $0 == 0 }, "\(kind): gradients not cleared")
+                XCTAssertTrue(s.gradientsAreZero, "\(kind): the store knows")
+                let bc1 = 1 - pow(c.beta1, Float(t)), invBC2 = 1 / (1 - pow(c.beta2, Float(t))).squareRoot()
+                for i in 0..<n {
+                    let lr: Float = i < backbone ? 0.01 * c.backboneLRScale : 0.01
+                    let g = grads[i] + c.weightDecay * p[i]
+                    switch kind {
+                    case .adam:
+                        m[i] = c.beta1 * m[i] + (1 - c.beta1) * g
+                        v[i] = c.beta2 * v[i] + (1 - c.beta2) * g * g
+                        p[i] -= lr / bc1 * m[i] / (v[i].squareRoot() * invBC2 + c.eps)
+                    case .sgd:
+                        m[i] = t == 1 ? g : c.momentum * m[i] + g
+                        p[i] -= lr * (c.nesterov ? g + c.momentum * m[i] : m[i])
+                    }
+                }
             }
-            XCTAssertEqual(s1.parameters.array, s2.parameters.array, "\(kind)")
-            XCTAssertEqual(s1.moment1.array, s2.moment1.array, "\(kind)")
-            XCTAssertEqual(s1.moment2.array, s2.moment2.array, "\(kind)")
+            XCTAssertEqual(s.parameters.array, p, "\(kind)")
+            XCTAssertEqual(s.moment1.array, m, "\(kind)")
+            XCTAssertEqual(s.moment2.array, kind == .adam ? v : [], "\(kind)")
         }
     }
 
@@ -285,7 +301,7 @@ final class FusedHeadTests: XCTestCase {
                                   head: fused ? .fused : .logits, products: products)
             XCTAssertEqual(model.head, fused ? .fused(products) : .logits)
             let step = x.withUnsafeBufferPointer { xs in
-                targets.withUnsafeBufferPointer { model.trainStep(xs.baseAddress!, targets: .single($0.baseAddress!), mode: .overwrite) }
+                targets.withUnsafeBufferPointer { model.trainStep(xs.baseAddress!, targets: .single($0.baseAddress!)) }
             }
             XCTAssertEqual(model.logitsBuffer == nil, fused)
             results.append((step.loss, step.correct, Array(UnsafeBufferPointer(start: model.gradients.pointer, count: model.parameterCount))))

@@ -33,14 +33,14 @@ final class LayerTests: XCTestCase {
         }
 
         /// (dx, parameter gradients) of one backward pass, checking the rules on the way.
-        func backward(mode: GradientMode = .accumulate, into gradients: FloatBuffer? = nil) -> (dx: [Float], dp: [Float]) {
+        func backward(into gradients: FloatBuffer? = nil) -> (dx: [Float], dp: [Float]) {
             _ = layer.forward(x.pointer, B: B, parameters: parameters.pointer, randomness: nil)
             let dy = FloatBuffer(r.array)
             let dx = FloatBuffer(count: B * layer.input.count)
             let g = gradients ?? FloatBuffer(count: max(1, layer.parameterCount))
             var check = GradientFiniteness(gradients: g.pointer, provable: true, rows: B, ranks: 1)
             layer.backward(dy.pointer, x: x.pointer, inputBound: MagnitudeBound(of: x.pointer, count: x.count), dx: dx.pointer, B: B,
-                           parameters: parameters.pointer, gradients: g.pointer, mode: mode, check: &check)
+                           parameters: parameters.pointer, gradients: g.pointer, check: &check)
             XCTAssertTrue(dy.array.allSatisfy { $0 == 0 }, "\(type(of: layer)): backward must leave dy at zero")
             XCTAssertTrue(check.report.finite)
             return (dx.array, Array(g.array.prefix(layer.parameterCount)))
@@ -139,15 +139,17 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    /// Backward adds into dx and into the parameter gradients; `.overwrite` replaces the latter.
-    func testConv2dAccumulatesAndOverwrites() {
+    /// Backward adds into the parameter gradients: a second pass doubles them, and a pass into
+    /// cleared gradients gives the first pass's again.
+    func testConv2dAccumulates() {
         let bench = Bench(conv(SampleShape(channels: 2, height: 5, width: 5), outputs: 3, kernel: 3, padding: 1, relu: true), B: 2, seed: 4)
         let g = FloatBuffer(count: bench.layer.parameterCount)
         let once = bench.backward(into: g).dp
         let twice = bench.backward(into: g).dp
         for i in 0..<once.count { XCTAssertEqual(twice[i], 2 * once[i], accuracy: 1e-5 * max(1, abs(once[i]))) }
         for i in 0..<g.count { g[i] = .nan }
-        XCTAssertEqual(bench.backward(mode: .overwrite, into: g).dp, once)
+        g.zero()
+        XCTAssertEqual(bench.backward(into: g).dp, once)
     }
 
     func testMaxPoolGradients() {
@@ -175,21 +177,21 @@ final class LayerTests: XCTestCase {
         let dy = FloatBuffer([1, 10]), dx = FloatBuffer(count: 15)
         var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: 1, ranks: 1)
         layer.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: 1, parameters: none.pointer,
-                       gradients: none.pointer, mode: .accumulate, check: &check)
+                       gradients: none.pointer, check: &check)
         XCTAssertEqual(dx.array, [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10])
         // All zeros: each window's first element.
         let zeros = FloatBuffer(count: 15)
         _ = layer.forward(zeros.pointer, B: 1, parameters: none.pointer, randomness: nil)
         let dy2 = FloatBuffer([1, 10]), dx2 = FloatBuffer(count: 15)
         layer.backward(dy2.pointer, x: zeros.pointer, inputBound: nil, dx: dx2.pointer, B: 1, parameters: none.pointer,
-                       gradients: none.pointer, mode: .accumulate, check: &check)
+                       gradients: none.pointer, check: &check)
         XCTAssertEqual(dx2.array, [1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
         // The largest value in the column both windows share: both gradients add there.
         zeros[7] = 5
         _ = layer.forward(zeros.pointer, B: 1, parameters: none.pointer, randomness: nil)
         let dy3 = FloatBuffer([1, 10]), dx3 = FloatBuffer(count: 15)
         layer.backward(dy3.pointer, x: zeros.pointer, inputBound: nil, dx: dx3.pointer, B: 1, parameters: none.pointer,
-                       gradients: none.pointer, mode: .accumulate, check: &check)
+                       gradients: none.pointer, check: &check)
         XCTAssertEqual(dx3[7], 11)
         XCTAssertEqual(dx3.array.reduce(0, +), 11)
     }
@@ -226,7 +228,7 @@ final class LayerTests: XCTestCase {
             } } }
             var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: 2, ranks: 1)
             layer.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: 2, parameters: none.pointer,
-                           gradients: none.pointer, mode: .accumulate, check: &check)
+                           gradients: none.pointer, check: &check)
             XCTAssertEqual(dx.array, expected, "\(k)/\(s) pad \(pad): the gradient goes to the first largest value")
         }
     }
@@ -357,7 +359,7 @@ final class LayerTests: XCTestCase {
         let r = randomBuffer(B * F, seed: 81), dy = FloatBuffer(r.array), dx = FloatBuffer(count: B * F)
         var check = GradientFiniteness(gradients: none.pointer, provable: true, rows: B, ranks: 1)
         whole.backward(dy.pointer, x: x.pointer, inputBound: nil, dx: dx.pointer, B: B, parameters: none.pointer,
-                       gradients: none.pointer, mode: .accumulate, check: &check)
+                       gradients: none.pointer, check: &check)
         for i in 0..<(B * F) { XCTAssertEqual(dx[i], y[i] == 0 ? 0 : 2 * r[i]) }
         XCTAssertTrue(dy.array.allSatisfy { $0 == 0 })
         XCTAssertEqual(whole.infer(x.pointer, B: B, parameters: none.pointer), UnsafePointer(x.pointer))

@@ -22,7 +22,8 @@ final class TrainStepTests: XCTestCase {
         @discardableResult
         func step(accumulate: Bool) -> GradientReport {
             labels.withUnsafeBufferPointer {
-                model.trainStep(x.pointer, targets: .single($0.baseAddress!), mode: accumulate ? .accumulate : .overwrite).gradients
+                if !accumulate { model.store.clearGradients() }
+                return model.trainStep(x.pointer, targets: .single($0.baseAddress!)).gradients
             }
         }
     }

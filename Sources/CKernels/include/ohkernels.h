@@ -15,12 +15,10 @@ static inline void oh_cpu_relax(void) {
 #endif
 }
 
-/// PyTorch's Adam with coupled L2 over [0, n):
+/// PyTorch's Adam with coupled L2 over [0, n), and grad = 0 afterwards in the same pass:
 /// g = grad + wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
-void oh_adam(float *p, const float *grad, float *m, float *v, size_t n,
-             float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
-/// oh_adam, and grad = 0 afterwards in the same pass: the next backward pass accumulates into it
-/// (GEMMs with beta = 1, which skips BLAS's separate pass to clear the output).
+/// The next backward pass accumulates into grad (GEMMs with beta = 1, which skips BLAS's
+/// separate pass to clear the output).
 void oh_adam_zero_grad(float *p, float *grad, float *m, float *v, size_t n,
                        float step_size, float beta1, float beta2, float weight_decay, float eps, float bc2_sqrt);
 /// 1 if every value is finite.
@@ -35,8 +33,8 @@ uint32_t oh_max_magnitude_bits(const float *x, size_t n);
 /// clear for the next step's GEMM to accumulate into (beta = 1, no clearing pass). Returns the
 /// largest magnitude of the new dy as in oh_max_magnitude_bits.
 uint32_t oh_relu_backward_clear(float *dy, float *y, size_t n);
-/// db (+)= column sums of dy (rows, cols), then dy = 0 (the last read of dy in the step, as above).
-void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols, int accumulate);
+/// db += column sums of dy (rows, cols), then dy = 0 (the last read of dy in the step, as above).
+void oh_column_sums_clear(float *db, float *dy, size_t rows, size_t cols);
 /// Single-label softmax cross-entropy over cosine-margin logits z = s (u - m y), rows at a time:
 /// on return u holds grad_scale * (softmax(z) - y) (grad_scale = ce * s / N gives dL/du), `correct`
 /// the rows whose largest cosine is the target. Returns sum over rows of lse(z) - z_target.

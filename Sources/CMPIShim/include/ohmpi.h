@@ -3,15 +3,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The mechanisms of the MPI back end. Which of them a run uses (the path of the gradient sums,
+// the shards, the buckets, bfloat16) is decided in Swift (OrthoHashMPI's GradientSumPlan).
+// Every call that waits for other ranks is watched against the collective timeout; every MPI
+// error ends the whole job with `[rank r] error: ...`.
+
+// ---- world.c: lifecycle, communicators, this rank's place -----------------------------------
+
 /// 1 if this process was started by an MPI launcher (mpirun, srun --mpi=pmix, ...).
 int ohmpi_launched(void);
-/// MPI_Init_thread, duplicates COMM_WORLD for collectives and for the watchdog's notes, and
-/// starts the watchdog thread when the library offers MPI_THREAD_MULTIPLE (otherwise collectives
-/// are non-blocking and polled against the deadline). Returns 0 on success (failures abort).
+/// MPI_Init_thread; duplicates COMM_WORLD for collectives and for the watchdog's notes; splits
+/// it into nodes and across nodes; starts the watchdog thread and the gradient worker when the
+/// library offers MPI_THREAD_MULTIPLE (otherwise collectives are non-blocking and polled against
+/// the deadline, and there is no worker). Returns 0 (failures abort).
 int ohmpi_init(void);
 void ohmpi_finalize(void);
 int ohmpi_rank(void);
 int ohmpi_size(void);
+/// This rank's place: its rank on its node, the node's ranks, the number of nodes (ranks that
+/// hold this node rank), and whether every node runs the same number of ranks.
+void ohmpi_node_layout(int *node_rank, int *node_size, int *nodes, int *uniform);
+/// Prints `[rank r] message` on stderr and ends every rank of the job.
+void ohmpi_abort(const char *message, int code) __attribute__((noreturn));
+
+// ---- watchdog.c: deadlines and the ranks' notes to each other --------------------------------
+
 /// Seconds a collective may wait before the job is aborted (<= 0: forever).
 void ohmpi_set_timeout(double seconds);
 /// The next collective this rank enters may wait this long instead (if longer): a wait for work
@@ -22,42 +38,12 @@ void ohmpi_set_activity(const char *what);
 /// A label for messages: the current training step (-1: none).
 void ohmpi_set_step(int64_t step);
 
-/// In-place sums over all ranks. `what` names the collective in error messages.
-void ohmpi_allreduce_sum_f32(float *buffer, size_t count, const char *what);
+// ---- collectives.c: the job's collectives -----------------------------------------------------
+
+/// The groups of ranks a collective spans.
+enum { OHMPI_WORLD = 0, OHMPI_NODE = 1, OHMPI_CROSS = 2 };
+/// In-place sums over the world. `what` names the collective in error messages.
 void ohmpi_allreduce_sum_f64(double *buffer, size_t count, const char *what);
-/// This rank's segment of a node-wide shared-memory window: 2 x `count` zeroed float32, the
-/// gradients then the parameters. Valid until ohmpi_finalize and lent until ohmpi_shared_release.
-/// NULL when ranks do not share nodes evenly, when rank 0's environment has
-/// ORTHOHASH_SHARED_MEMORY_REDUCE=0, while the window is lent, or when `count` exceeds the first
-/// request. Every rank must call it (collective).
-float *ohmpi_shared_buffer(size_t count);
-/// Sums `gradients` over all ranks, but only the shard [lo, hi) this rank updates: the whole
-/// buffer (lo = 0, hi = count) unless it is the window's gradients. Outside the shard the buffer
-/// still holds this rank's addends, which the other ranks have summed (the caller clears them).
-void ohmpi_reduce_shard_f32(float *gradients, size_t count, size_t *lo, size_t *hi, const char *what);
-/// Copies into the window's `parameters` the shards the node's other ranks updated.
-void ohmpi_gather_shards_f32(float *parameters, size_t count, const char *what);
-/// The same for a private buffer (optimizer state) updated shard-wise: MPI_Allgatherv on the node.
-void ohmpi_gather_node_shards_f32(float *buffer, size_t count, const char *what);
-void ohmpi_shared_release(void);
-/// 1 when gradient buffers are placed in shared memory; fills ranks per node and nodes.
-int ohmpi_shared_layout(int *ranks_per_node, int *nodes);
-/// From now on, gradient sums that cross the network (MPI_Allreduce of the whole buffer, or of the
-/// shards across nodes; not the node's shared-memory sum) round to bfloat16 and sum in it. Every
-/// rank must set the same (collective only in that the first call creates the reduction).
-void ohmpi_set_gradient_bf16(int on);
-/// 1 when gradient buckets can be summed by the background worker while the backward pass runs
-/// (the library gives MPI_THREAD_MULTIPLE; every rank agrees).
-int ohmpi_overlap_available(void);
-/// Hands [lo, hi) of `gradients` (`count` elements: the window's gradients or a private buffer)
-/// to the background worker, which sums it over the ranks as ohmpi_reduce_shard_f32 sums the
-/// whole buffer. Every rank begins the same buckets in the same order; together they cover it.
-void ohmpi_bucket_begin(float *gradients, size_t count, size_t lo, size_t hi);
-/// Waits (watched against the collective timeout) until every bucket begun is summed, and gives
-/// the shard this rank updates as ohmpi_reduce_shard_f32 does. Fills each bucket's start and end
-/// (CLOCK_MONOTONIC seconds) and bytes, up to `capacity`, and returns how many buckets there were.
-int ohmpi_buckets_finish(float *gradients, size_t count, size_t *lo, size_t *hi, double *starts, double *ends,
-                         size_t *bytes, int capacity, const char *what);
 /// Returns when every rank has called it.
 void ohmpi_barrier(const char *what);
 /// Root's `count` bytes into every rank's buffer.
@@ -68,7 +54,47 @@ void ohmpi_allgather_counts(int64_t my_count, int64_t *counts, const char *what)
 /// Every rank's `my_count` bytes (counts from ohmpi_allgather_counts), concatenated in rank order
 /// into `receive`.
 void ohmpi_allgatherv_bytes(const void *send, int64_t my_count, void *receive, const int64_t *counts, const char *what);
-/// Prints `[rank r] message` on stderr and ends every rank of the job.
-void ohmpi_abort(const char *message, int code) __attribute__((noreturn));
+/// Node rank k's elements [bounds[k], bounds[k + 1]) of `buffer` from it to every rank of the node.
+void ohmpi_node_allgatherv_f32(float *buffer, const size_t *bounds, const char *what);
+
+// ---- window.c: the node's shared-memory window ------------------------------------------------
+
+/// Allocates the node's window (collective over the node, once per job): per node rank 2 x
+/// `count` float32, the gradients then the parameters, each segment on its own pages. Returns
+/// this rank's segment, zeroed; it lives until ohmpi_finalize. Failures abort.
+float *ohmpi_window_allocate(size_t count);
+/// Adds node ranks 1..L-1's gradients over [lo, hi) to node rank 0's, in node-rank order, into
+/// this rank's gradient segment: the same additions in the same order on every rank and run.
+void ohmpi_window_add(size_t lo, size_t hi);
+/// Copies [lo, hi) of node rank k's parameters into this rank's.
+void ohmpi_window_copy_parameters(int k, size_t lo, size_t hi);
+/// A barrier of the node that also orders the ranks' accesses to the window.
+void ohmpi_window_barrier(const char *what);
+
+// ---- sums.c: one gradient sum, by the main thread or the gradient worker ----------------------
+
+/// One sum of float32 gradients over the ranks, as the plan describes it.
+typedef struct {
+    float *buffer;  // the gradients (with `window`: this rank's gradient segment)
+    size_t lo, hi;  // the elements this rank sums (may be empty)
+    int window;     // 1: first a barrier of the node, then the node's addends added over [lo, hi)
+    int group;      // then [lo, hi) summed over this group (OHMPI_WORLD or OHMPI_CROSS; -1: none)
+    int bf16;       // that sum rounded to bfloat16 and summed in it
+} ohmpi_sum;
+/// Runs `sum` on the main thread, watched.
+void ohmpi_sum_f32(const ohmpi_sum *sum, const char *what);
+
+// ---- worker.c: gradient sums behind the backward pass -----------------------------------------
+
+/// 1 when the gradient worker runs (the library gives MPI_THREAD_MULTIPLE; every rank agrees).
+int ohmpi_worker_available(void);
+/// Room for `buckets` sums a step. Only between steps (no sum begun and not finished).
+void ohmpi_worker_reserve(int buckets);
+/// Hands `sum` to the worker, which runs it on its own communicators while this thread goes on.
+/// Every rank begins the same sums in the same order.
+void ohmpi_worker_begin(const ohmpi_sum *sum);
+/// Waits (watched against the collective timeout) until every sum begun is done; fills each one's
+/// start and end (CLOCK_MONOTONIC seconds), up to `capacity`, and returns how many there were.
+int ohmpi_worker_finish(double *starts, double *ends, int capacity, const char *what);
 
 #endif

@@ -1,0 +1,114 @@
+// Data-parallel training over MPI: the store in the node's window or in private memory, and its
+// gradient sums run as the store's GradientSumPlan says.
+
+import CMPIShim
+import Foundation
+import OrthoHashNumerics
+import OrthoHashTraining
+
+/// Data-parallel training over MPI. Each store gets a `GradientSumPlan` when it is made: the
+/// node's shared-memory window where the job can use one, one MPI_Allreduce otherwise.
+public final class MPIDataParallel: DataParallel {
+    let mpi: MPICollective
+    public var collective: Collective { mpi }
+    let window: NodeWindow
+    /// The newest store's plan (nil: no store made yet).
+    public private(set) var plan: GradientSumPlan?
+    private var precision = GradientPrecision.float32
+
+    /// Every rank calls it.
+    public init(_ mpi: MPICollective) {
+        self.mpi = mpi
+        window = NodeWindow(mpi)
+    }
+
+    public func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore {
+        let count = layout.count
+        let lent = window.lend(count: count)
+        var plan = GradientSumPlan(path: mpi.ranks == 1 ? .none : lent != nil ? .window : .allReduce, count: count, node: window.node)
+        plan.precision = precision
+        self.plan = plan
+        // At most one bucket per tensor (the backward pass hands over whole layers).
+        buckets.reserveCapacity(layout.tensors.count)
+        bucketStarts = [Double](repeating: 0, count: layout.tensors.count)
+        bucketEnds = bucketStarts
+        if overlapsBackward { ohmpi_worker_reserve(Int32(layout.tensors.count)) }
+        guard let lent else { return ParameterStore(layout: layout, optimizer: optimizer) }
+        // The window goes back when both buffers are gone.
+        final class Lease {
+            let window: NodeWindow
+            init(_ window: NodeWindow) { self.window = window }
+            deinit { window.giveBack() }
+        }
+        let lease = Lease(window)
+        return ParameterStore(layout: layout, optimizer: optimizer,
+                              parameters: FloatBuffer(borrowing: lent.parameters, count: count, release: { _ = lease }),
+                              gradients: FloatBuffer(borrowing: lent.gradients, count: count, release: { _ = lease }))
+    }
+
+    private func currentPlan(_ buffer: FloatBuffer) -> GradientSumPlan {
+        guard let plan, plan.count == buffer.count else { preconditionFailure("a gradient sum of a buffer that is not the newest store's") }
+        return plan
+    }
+
+    public func reduceGradients(_ gradients: FloatBuffer) -> Range<Int> {
+        let plan = currentPlan(gradients)
+        lastBuckets.removeAll(keepingCapacity: true)
+        guard plan.path != .none else { return plan.shard }
+        guard !buckets.isEmpty else {
+            plan.sumWhole(gradients.pointer, what: "all-reduce of \(gradients.count) float32 (gradients)")
+            return plan.shard
+        }
+        let what = "waiting for the gradient buckets' sums (\(gradients.count) float32)"
+        do {
+            let n = Int(ohmpi_worker_finish(&bucketStarts, &bucketEnds, Int32(bucketStarts.count), what))
+            precondition(n == buckets.count, "the gradient worker summed \(n) buckets of \(buckets.count)")
+            for (i, range) in buckets.enumerated() {
+                lastBuckets.append((start: UInt64(bucketStarts[i] * 1e9), end: UInt64(bucketEnds[i] * 1e9), bytes: range.count * 4))
+            }
+            buckets.removeAll(keepingCapacity: true)
+        }
+        plan.finishSums(what: what)
+        return plan.shard
+    }
+
+    /// The buckets begun this step, in order, and where the worker reports their times.
+    private var buckets: [Range<Int>] = []
+    private var bucketStarts: [Double] = [], bucketEnds: [Double] = []
+
+    /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
+    public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_worker_available() != 0 }
+
+    public func setGradientPrecision(_ precision: GradientPrecision) {
+        self.precision = precision
+        plan?.precision = precision
+    }
+    public private(set) var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] = []
+
+    public func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {
+        let plan = currentPlan(gradients)
+        guard plan.path != .none, !range.isEmpty else { return }
+        precondition(buckets.count < bucketStarts.count, "more gradient buckets in a step than the layout has tensors")
+        buckets.append(range)
+        var sum = plan.sum(of: range, in: gradients.pointer)
+        ohmpi_worker_begin(&sum)
+    }
+
+    public func gatherParameterShards(_ parameters: FloatBuffer) {
+        currentPlan(parameters).gatherParameters(what: "gather of the updated parameter shards")
+    }
+
+    public func gatherMomentShards(_ moments: FloatBuffer) {
+        guard moments.count > 0, let plan, plan.path == .window else { return }
+        precondition(plan.count == moments.count, "optimizer moments of another store")
+        plan.bounds.withUnsafeBufferPointer { ohmpi_node_allgatherv_f32(moments.pointer, $0.baseAddress!, "gather of the optimizer state shards") }
+    }
+
+    /// What the newest store's gradient sums go through (before there is one: what they would).
+    public var gradientReduction: String {
+        if let plan { return plan.description }
+        var prospective = GradientSumPlan(path: mpi.ranks == 1 ? .none : window.enabled ? .window : .allReduce, count: 0, node: window.node)
+        prospective.precision = precision
+        return prospective.description
+    }
+}
