@@ -29,8 +29,9 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         // JPEG and PNG to RGB, and the transforms of torchvision on PIL images (Pillow's bilinear resampling).
         .target(name: "CImage", dependencies: ["CTurboJPEG", "CPNG"], exclude: ["README.md"], cSettings: [.unsafeFlags(["-O3"])]),
-        // Plain-C functions over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends).
-        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // The MPI mechanisms in C over <mpi.h> (Swift cannot import MPI_COMM_WORLD and friends),
+        // a file per concern; the policy that drives them is OrthoHashMPI's.
+        .target(name: "CMPIShim", dependencies: ["CMPI"], exclude: ["README.md"]),
         // Stop requests: signal handlers that record SIGTERM, SIGINT and SIGUSR1 for the trainer.
         .target(name: "CStop", exclude: ["README.md"]),
         // Vectorised elementwise kernels with run-time CPU dispatch (no MPI, no BLAS).
