@@ -79,9 +79,11 @@ final class LayerTests: XCTestCase {
     /// The forward pass against the definition, with chunks of 1, 2 and all images per GEMM
     /// (the batch folded into the GEMM must not change what each image gets).
     /// Also "same" padding with stride 1, whose im2col is a shifted copy of each plane, on planes
-    /// smaller than the kernel too.
+    /// smaller than the kernel too; and strides above 1 with kernels wider than the stride
+    /// (AlexNet's 11/4), as wide, and narrower.
     func testConv2dAgainstDefinitionInChunks() {
-        for (H, W, k, s, pad) in [(6, 5, 3, 2, 1), (6, 5, 3, 1, 1), (4, 7, 5, 1, 2), (2, 3, 5, 1, 2)] {
+        for (H, W, k, s, pad) in [(6, 5, 3, 2, 1), (6, 5, 3, 1, 1), (4, 7, 5, 1, 2), (2, 3, 5, 1, 2),
+                                  (12, 13, 11, 4, 2), (13, 15, 5, 4, 2), (9, 11, 3, 3, 0), (7, 8, 2, 3, 1)] {
             let input = SampleShape(channels: 2, height: H, width: W)
             let O = 3, B = 5
             let reference: [Float] = {
@@ -120,6 +122,8 @@ final class LayerTests: XCTestCase {
     /// gives: each element is computed the same way (the GEMMs' parts may add in another order).
     func testThreadsGiveTheSameResults() {
         for layer in [{ self.conv(SampleShape(channels: 3, height: 9, width: 8), outputs: 5, kernel: 3, stride: 2, padding: 1, relu: true) as Layer },
+                      // 50 rows of columns in parts of 16, 17 and 17: parts that start and end inside a kernel row
+                      { self.conv(SampleShape(channels: 2, height: 11, width: 13), outputs: 4, kernel: 5, stride: 4, padding: 2, relu: true) },
                       { MaxPool2dLayer(input: SampleShape(channels: 3, height: 9, width: 8), kernel: 3, stride: 2) },
                       { LinearLayer(name: "fc", inputs: 30, outputs: 20) }] {
             var results: [([Float], [Float], [Float])] = []
