@@ -91,12 +91,18 @@ void oh_im2col(float *restrict col, size_t row_length, const float *restrict x, 
     }
 }
 
+// col2im's last read of channel c's k k rows of image n: zeros, while they are in the cache, so
+// that the next GEMM into the columns adds into them (beta = 1) without a pass to clear them.
+static inline void clear_channel(float *col, size_t row_length, size_t c, size_t k, size_t n, size_t P) {
+    for (size_t r = c * k * k; r < (c + 1) * k * k; r++) memset(col + r * row_length + n * P, 0, P * sizeof(float));
+}
+
 // Stride 1 (every layer that needs an input gradient in these backbones): per image and channel,
 // per kernel row and output row, the k kernel columns' rows added into one input row, which stays
 // in L1; with k a constant (3, 5) the kernel columns' loop unrolls. 1.25x the loop over (ki, kj)
 // then rows (below, kept for strided layers) on the cnn's second layer. Each input element
 // receives its terms in (ki, kj) order either way, so the sums are the same bits.
-static inline __attribute__((always_inline)) void col2im_stride1(float *restrict dx, const float *restrict col, size_t row_length,
+static inline __attribute__((always_inline)) void col2im_stride1(float *restrict dx, float *restrict col, size_t row_length,
                                                                  size_t images, size_t C, size_t H, size_t W, size_t k, size_t pad,
                                                                  size_t Ho, size_t Wo, size_t c0, size_t c1) {
     const size_t P = Ho * Wo;
@@ -118,12 +124,13 @@ static inline __attribute__((always_inline)) void col2im_stride1(float *restrict
                         for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow + offset] += src[ow];
                     }
                 }
+            clear_channel(col, row_length, c, k, n, P);
         }
 }
 
 OH_CLONES
-void oh_col2im_add(float *restrict dx, const float *restrict col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
-                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_channel, size_t channels) {
+void oh_col2im_add_clear(float *restrict dx, float *restrict col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
+                         size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_channel, size_t channels) {
     const size_t c0 = first_channel, c1 = first_channel + channels;
     if (stride == 1) {
         // The common kernels with k a constant: the kernel columns' loop unrolled.
@@ -148,22 +155,24 @@ void oh_col2im_add(float *restrict dx, const float *restrict col, size_t row_len
                         for (ptrdiff_t ow = lo; ow < hi; ow++) d[ow * (ptrdiff_t)stride] += src[ow];
                     }
                 }
+            clear_channel(col, row_length, c, k, n, P);
         }
 }
 
 OH_CLONES
-uint32_t oh_conv_output(float *restrict y, const float *restrict columns, size_t row_length, const float *restrict bias,
-                        size_t images, size_t O, size_t P, int relu, size_t first_channel, size_t channels) {
+uint32_t oh_conv_output_clear(float *restrict y, float *restrict columns, size_t row_length, const float *restrict bias,
+                              size_t images, size_t O, size_t P, int relu, size_t first_channel, size_t channels) {
     uint32_t top = 0;
     for (size_t n = 0; n < images; n++)
         for (size_t o = first_channel; o < first_channel + channels; o++) {
-            const float *src = columns + o * row_length + n * P;
+            float *src = columns + o * row_length + n * P;
             float *dst = y + (n * O + o) * P;
             const float b = bias[o];
             for (size_t p = 0; p < P; p++) {
                 float v = src[p] + b;
                 if (relu) v = v > 0.0f ? v : (v != v ? v : 0.0f);
                 dst[p] = v;
+                src[p] = 0.0f;
                 uint32_t m = magnitude_bits(v);
                 top = m > top ? m : top;
             }

@@ -12,6 +12,11 @@
 //                                                        else made again)
 //            columns = W^T products,  dx += col2im(columns)
 // ```
+// The last pass to read `products` in forward (bias and ReLU) and `columns` in backward (col2im)
+// leaves zeros behind it, so that the next GEMM into them adds into zeros (beta = 1) instead of
+// clearing them first: the rule Linear.swift states for the whole step. A buffer another pass
+// filled (backward's gradient gather, im2col into the scratch columns) is cleared by the GEMM
+// wrapper's memset once, before the next GEMM into it.
 // Folding the chunk's images into one GEMM gives the late layers (13 x 13 in AlexNet, 7 x 7 here)
 // a wide N instead of one narrow GEMM per image. The chunk is as many images as keep the columns
 // within `columnBudget` floats.
@@ -35,6 +40,9 @@ final class Conv2dLayer: Layer {
     private var activations = FloatBuffer(count: 0)   // (B, O, P)
     private var evaluation = FloatBuffer(count: 0)    // (B, O, P) for `infer`
     private(set) var outputBound: MagnitudeBound? = nil
+    /// Floats at the start of `products` and `columns` that may not be zero (0: all zeros): what
+    /// the next GEMM into them must clear first.
+    private var productsDirty = 0, columnsDirty = 0
     private var threads = LayerThreads()
 
     /// Floats of im2col's columns per chunk (4 MB): small enough that the columns im2col writes are
@@ -80,6 +88,7 @@ final class Conv2dLayer: Layer {
         self.offset = offset
         chunk = Self.chunk(batch: B, fanIn: fanIn, positions: P)
         columns = FloatBuffer(count: fanIn * chunk * P)
+        productsDirty = 0; columnsDirty = 0
         kept = FloatBuffer(count: B * fanIn * P <= Self.keptColumnsBudget ? B * fanIn * P : 0)
         products = FloatBuffer(count: O * chunk * P)
         activations = FloatBuffer(count: B * O * P)
@@ -116,11 +125,13 @@ final class Conv2dLayer: Layer {
                 oh_im2col(cols, n * P, x + first * CHW, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
                 return 0
             }
+            if !keeping { columnsDirty = max(columnsDirty, fanIn * n * P) }
             BLAS.gemm(transA: false, transB: false, m: O, n: n * P, k: fanIn, p + offset, lda: fanIn,
-                      cols, ldb: n * P, beta: 0, prods, ldc: n * P, split: split)
+                      cols, ldb: n * P, beta: productsDirty == 0 ? 1 : 0, prods, ldc: n * P, split: split)
             top = max(top, forEachPart(O, threads: threads) { r in
-                oh_conv_output(y + first * OP, prods, n * P, bias, n, O, P, relu, r.lowerBound, r.count)
+                oh_conv_output_clear(y + first * OP, prods, n * P, bias, n, O, P, relu, r.lowerBound, r.count)
             })
+            if O * n * P >= productsDirty { productsDirty = 0 }
         }
         return top
     }
@@ -138,6 +149,7 @@ final class Conv2dLayer: Layer {
             dyTop = max(dyTop, forEachPart(O, threads: threads) { r in
                 oh_conv_gather_gradient(prods, n * P, dy + first * OP, y + first * OP, n, O, P, relu, r.lowerBound, r.count)
             })
+            productsDirty = max(productsDirty, O * n * P)
             forEachPart(O, threads: threads) { r in
                 oh_row_sums_add(dBias + r.lowerBound, prods + r.lowerBound * n * P, r.count, n * P)
                 return 0
@@ -148,16 +160,18 @@ final class Conv2dLayer: Layer {
                     oh_im2col(cols, n * P, x + first * CHW, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
                     return 0
                 }
+                columnsDirty = max(columnsDirty, fanIn * n * P)
             }
             BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, prods, lda: n * P,
                       forwardColumns, ldb: n * P, beta: 1, dWeight, ldc: fanIn, split: split)
             if let dx {
                 BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
-                          prods, ldb: n * P, beta: 0, cols, ldc: n * P, split: split)
+                          prods, ldb: n * P, beta: columnsDirty == 0 ? 1 : 0, cols, ldc: n * P, split: split)
                 forEachPart(C, threads: threads) { r in
-                    oh_col2im_add(dx + first * CHW, cols, n * P, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
+                    oh_col2im_add_clear(dx + first * CHW, cols, n * P, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
                     return 0
                 }
+                if fanIn * n * P >= columnsDirty { columnsDirty = 0 }
             }
         }
         // Each weight gradient sums N P products of dy and x (every rank's rows, every position),

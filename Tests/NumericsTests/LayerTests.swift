@@ -326,6 +326,43 @@ final class LayerTests: XCTestCase {
                        loss: { model.store.clearGradients(); return run() })
     }
 
+    /// The passes that read a convolution's products and columns last leave zeros for the next
+    /// GEMM to add into; buffers other passes filled are cleared before it. Steps repeated with
+    /// evaluations of fewer rows between them (a shorter last chunk), in chunks of 4 and 2 images
+    /// or all 6, with forward's columns kept or made again, give bitwise the first step's loss
+    /// and gradients.
+    func testConvolutionBuffersClearedBetweenPasses() {
+        let config = ModelConfig(inputDim: 2 * 8 * 8, backbone: .cnn, hidden: [3, 4, 6], nbit: 6, classes: 4,
+                                 inputShape: SampleShape(channels: 2, height: 8, width: 8))
+        let B = 6
+        let x = randomBuffer(B * config.inputDim, seed: 17)
+        let labels: [Int32] = [0, 1, 2, 3, 0, 1]
+        for (budget, keep) in [(nil, true), (nil, false), (4 * 50 * 64, true), (4 * 50 * 64, false)] as [(Int?, Bool)] {
+            Conv2dLayer.columnBudgetOverride = budget
+            let keptBudget = Conv2dLayer.keptColumnsBudget
+            Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
+            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
+            let model = HashModel(config: config, loss: LossConfig(), codebook: try! Codebook.generate(method: .B, classes: 4, bits: 6, seed: 3),
+                                  batchSize: B)
+            model.resetParameters(seed: 5)
+            func step() -> (Double, [Float]) {
+                model.store.clearGradients()
+                let loss = labels.withUnsafeBufferPointer { model.trainStep(x.pointer, targets: .single($0.baseAddress!)).loss }
+                return (loss, model.gradients.array)
+            }
+            let first = step()
+            let what = "budget \(budget.map(String.init) ?? "default"), columns \(keep ? "kept" : "made again")"
+            for rows in [5, 1, 6] {
+                let codes = FloatBuffer(count: rows * 6)
+                model.encode(x.pointer, rows: rows, into: codes.pointer)
+                let again = step()
+                XCTAssertEqual(again.0, first.0, "\(what), after encoding \(rows) rows")
+                XCTAssertEqual(again.1, first.1, "\(what), after encoding \(rows) rows")
+            }
+            XCTAssertEqual(step().1, first.1, what)
+        }
+    }
+
     /// Dropout's masks depend on (seed, step, layer, global row) only: rows split between two
     /// "ranks" get the masks one process draws; about half the values are kept, scaled by 2;
     /// backward applies the forward pass's mask; evaluation is the identity.

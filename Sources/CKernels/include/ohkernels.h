@@ -68,14 +68,16 @@ void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *tabl
 void oh_im2col(float *col, size_t row_length, const float *x, size_t images, size_t C, size_t H, size_t W,
                size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_row, size_t rows);
 /// The transpose of oh_im2col, added: dx (n, C, H, W) += col2im(col), for the input channels
-/// [first_channel, first_channel + channels).
-void oh_col2im_add(float *dx, const float *col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
-                   size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_channel, size_t channels);
+/// [first_channel, first_channel + channels); then those channels' rows of col (their n P
+/// columns) = 0 (its last read: the next GEMM into col adds into zeros).
+void oh_col2im_add_clear(float *dx, float *col, size_t row_length, size_t images, size_t C, size_t H, size_t W,
+                         size_t k, size_t stride, size_t pad, size_t Ho, size_t Wo, size_t first_channel, size_t channels);
 /// y (n, O, P) = columns (O, n P; rows `row_length` apart) + bias per channel, then ReLU when
-/// `relu` (NaN stays NaN), for the output channels [first_channel, first_channel + channels).
-/// Returns the largest magnitude of y as in oh_max_magnitude_bits.
-uint32_t oh_conv_output(float *y, const float *columns, size_t row_length, const float *bias, size_t images, size_t O, size_t P, int relu,
-                        size_t first_channel, size_t channels);
+/// `relu` (NaN stays NaN), for the output channels [first_channel, first_channel + channels);
+/// then those rows of columns = 0 (their last read, as above). Returns the largest magnitude of
+/// y as in oh_max_magnitude_bits.
+uint32_t oh_conv_output_clear(float *y, float *columns, size_t row_length, const float *bias, size_t images, size_t O, size_t P, int relu,
+                              size_t first_channel, size_t channels);
 /// columns (O, n P; rows `row_length` apart) = dy (n, O, P), times (y > 0) when `relu`; then
 /// dy = 0 (its last read in the step); for the output channels [first_channel, first_channel +
 /// channels). Returns the largest magnitude written.
