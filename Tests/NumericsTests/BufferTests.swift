@@ -20,10 +20,13 @@ final class BufferTests: XCTestCase {
 
     /// Every transpose combination, beta 0 over old content and beta 1, and a C wider than n
     /// (ldc > n: only the n columns of each row are touched); in one call and split in 2 and 3
-    /// parts on our own threads, along the columns (m < n) and along the rows (m > n).
+    /// parts on our own threads, along the columns (m < n), along the rows (m > n), and along k
+    /// (a small C over a long k: BLAS.kSplitDepth per part or more).
     func testGemmAgainstTripleLoop() {
-      for (m, n, split) in [(5, 7, 1), (5, 7, 2), (5, 7, 3), (8, 3, 2), (8, 3, 3)] {
-        let k = 9, ldc = n + 3
+      let longK = BLAS.kSplitDepth
+      for (m, n, split, k) in [(5, 7, 1, 9), (5, 7, 2, 9), (5, 7, 3, 9), (8, 3, 2, 9), (8, 3, 3, 9),
+                               (5, 7, 2, 2 * longK + 5), (8, 3, 3, 3 * longK + 7)] {
+        let ldc = n + 3
         for transA in [false, true] {
             for transB in [false, true] {
                 let a = randomBuffer(m * k, seed: 1), b = randomBuffer(k * n, seed: 2)
@@ -47,7 +50,11 @@ final class BufferTests: XCTestCase {
                             want = 0.5 * want + (beta == 0 ? 0 : Double(old[i * ldc + j]))
                             // float32 sums of 9 products of N(0, 1) values: 1e-5 is well above
                             // their rounding error (~1e-6) and far below any indexing mistake.
-                            XCTAssertEqual(Double(got), want, accuracy: 1e-5, "\(m)x\(n) in \(split), transA \(transA) transB \(transB) beta \(beta) (\(i), \(j))")
+                            // Of 16-25 thousand: sums of magnitude ~150, whose float32 rounding
+                            // (a few 1e-4 in blocked sums) stays far below 5e-3; a wrong slice of
+                            // k moves them by whole units.
+                            XCTAssertEqual(Double(got), want, accuracy: k > 9 ? 5e-3 : 1e-5,
+                                           "\(m)x\(n)x\(k) in \(split), transA \(transA) transB \(transB) beta \(beta) (\(i), \(j))")
                         }
                     }
                 }
