@@ -12,8 +12,10 @@ public final class MPIDataParallel: DataParallel {
     let mpi: MPICollective
     public var collective: Collective { mpi }
     let window: NodeWindow
-    /// The newest store's plan (nil: no store made yet).
+    /// The newest store's plan (nil: no store made yet), and that store's buffers: the sums and
+    /// gathers are for them only.
     public private(set) var plan: GradientSumPlan?
+    private var planned: (gradients: UnsafeMutablePointer<Float>, parameters: UnsafeMutablePointer<Float>)?
     private var precision = GradientPrecision.float32
 
     /// Every rank calls it.
@@ -33,21 +35,30 @@ public final class MPIDataParallel: DataParallel {
         bucketStarts = [Double](repeating: 0, count: layout.tensors.count)
         bucketEnds = bucketStarts
         if overlapsBackward { ohmpi_worker_reserve(Int32(layout.tensors.count)) }
-        guard let lent else { return ParameterStore(layout: layout, optimizer: optimizer) }
-        // The window goes back when both buffers are gone.
-        final class Lease {
-            let window: NodeWindow
-            init(_ window: NodeWindow) { self.window = window }
-            deinit { window.giveBack() }
+        let store: ParameterStore
+        if let lent {
+            // The window goes back when both buffers are gone.
+            final class Lease {
+                let window: NodeWindow
+                init(_ window: NodeWindow) { self.window = window }
+                deinit { window.giveBack() }
+            }
+            let lease = Lease(window)
+            store = ParameterStore(layout: layout, optimizer: optimizer,
+                                   parameters: FloatBuffer(borrowing: lent.parameters, count: count, release: { _ = lease }),
+                                   gradients: FloatBuffer(borrowing: lent.gradients, count: count, release: { _ = lease }))
+        } else {
+            store = ParameterStore(layout: layout, optimizer: optimizer)
         }
-        let lease = Lease(window)
-        return ParameterStore(layout: layout, optimizer: optimizer,
-                              parameters: FloatBuffer(borrowing: lent.parameters, count: count, release: { _ = lease }),
-                              gradients: FloatBuffer(borrowing: lent.gradients, count: count, release: { _ = lease }))
+        planned = (store.gradients.pointer, store.parameters.pointer)
+        return store
     }
 
-    private func currentPlan(_ buffer: FloatBuffer) -> GradientSumPlan {
-        guard let plan, plan.count == buffer.count else { preconditionFailure("a gradient sum of a buffer that is not the newest store's") }
+    /// The plan, for the newest store's gradients (or parameters) only.
+    private func currentPlan(_ buffer: FloatBuffer, parameters: Bool = false) -> GradientSumPlan {
+        guard let plan, let planned, buffer.pointer == (parameters ? planned.parameters : planned.gradients), buffer.count == plan.count else {
+            preconditionFailure("a sum or gather of a buffer that is not the newest store's")
+        }
         return plan
     }
 
@@ -95,7 +106,7 @@ public final class MPIDataParallel: DataParallel {
     }
 
     public func gatherParameterShards(_ parameters: FloatBuffer) {
-        currentPlan(parameters).gatherParameters(what: "gather of the updated parameter shards")
+        currentPlan(parameters, parameters: true).gatherParameters(what: "gather of the updated parameter shards")
     }
 
     public func gatherMomentShards(_ moments: FloatBuffer) {
