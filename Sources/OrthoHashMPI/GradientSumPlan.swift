@@ -33,7 +33,11 @@ public struct NodeLayout: Equatable, Sendable {
 /// With `bf16`, the part of a sum that crosses the network (MPI_Allreduce) is in bfloat16; the
 /// window's sums stay float32.
 public struct GradientSumPlan: Equatable, Sendable {
-    public enum Path: Equatable, Sendable { case none, allReduce, window }
+    public enum Path: Equatable, Sendable {
+        case none, allReduce, window
+        /// The path of a job of `ranks` ranks whose store does or does not live in the node's window.
+        public static func of(ranks: Int, window: Bool) -> Path { ranks == 1 ? .none : window ? .window : .allReduce }
+    }
     public let path: Path
     public let count: Int
     public let node: NodeLayout
@@ -140,22 +144,22 @@ final class NodeWindow {
     func lend(count: Int) -> (gradients: UnsafeMutablePointer<Float>, parameters: UnsafeMutablePointer<Float>)? {
         guard enabled, count > 0 else { return nil }
         let usable = !lent && (segment == nil || count <= capacity)
-        var room: (free: Double, needed: Double)? = nil
+        // Bytes of the node's segments (gradients and parameters of every node rank), with margin.
+        let needed = Double(node.nodeSize) * 2 * Double(count) * 4 * 1.25 + Double(16 << 20)
+        var free: Double? = nil
         let directory = ProcessInfo.processInfo.environment["OMPI_MCA_osc_sm_backing_directory"].flatMap { $0.isEmpty ? nil : $0 } ?? "/dev/shm"
         if usable && segment == nil {
-            let needed = Double(node.nodeSize) * 2 * Double(count) * 4 * 1.25 + Double(16 << 20)
             var fs = statvfs()
-            if statvfs(directory, &fs) == 0 { room = (Double(fs.f_bavail) * Double(fs.f_frsize), needed) }
+            if statvfs(directory, &fs) == 0 { free = Double(fs.f_bavail) * Double(fs.f_frsize) }
         }
-        let cramped = room.map { $0.free < $0.needed } ?? false
+        let cramped = free.map { $0 < needed } ?? false
         var votes = [usable ? 0.0 : 1.0, cramped ? 1.0 : 0.0]
         votes.withUnsafeMutableBufferPointer { mpi.sum($0.baseAddress!, count: 2) }
         if votes[1] > 0 {
             // The least room among the cramped ranks, for the warning.
-            var least = cramped ? -room!.free : -Double.infinity
+            var least = cramped ? -free! : -Double.infinity
             mpi.maxDouble(&least)
             if mpi.rank == 0 {
-                let needed = Double(node.nodeSize) * 2 * Double(count) * 4 * 1.25 + Double(16 << 20)
                 standardError(String(format: "[rank 0] warning: %@ has %ld MB free on a node; the shared-memory gradient window needs about %.0f MB per node, so gradients are summed with MPI_Allreduce (enlarge it, e.g. docker --shm-size, or set OMPI_MCA_osc_sm_backing_directory)",
                                      directory, Int(-least / 1048576), needed / 1048576))
             }

@@ -27,7 +27,7 @@ public final class MPIDataParallel: DataParallel {
     public func makeStore(layout: ParameterLayout, optimizer: OptimizerKind) -> ParameterStore {
         let count = layout.count
         let lent = window.lend(count: count)
-        var plan = GradientSumPlan(path: mpi.ranks == 1 ? .none : lent != nil ? .window : .allReduce, count: count, node: window.node)
+        var plan = GradientSumPlan(path: .of(ranks: mpi.ranks, window: lent != nil), count: count, node: window.node)
         plan.precision = precision
         self.plan = plan
         // At most one bucket per tensor (the backward pass hands over whole layers).
@@ -118,7 +118,7 @@ public final class MPIDataParallel: DataParallel {
     /// What the newest store's gradient sums go through (before there is one: what they would).
     public var gradientReduction: String {
         if let plan { return plan.description }
-        var prospective = GradientSumPlan(path: mpi.ranks == 1 ? .none : window.enabled ? .window : .allReduce, count: 0, node: window.node)
+        var prospective = GradientSumPlan(path: .of(ranks: mpi.ranks, window: window.enabled), count: 0, node: window.node)
         prospective.precision = precision
         return prospective.description
     }
