@@ -25,6 +25,9 @@
 // Ho x Wo output, P = Ho Wo.
 
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
 final class Conv2dLayer: Layer {
     let input: SampleShape, output: SampleShape
@@ -44,6 +47,8 @@ final class Conv2dLayer: Layer {
     /// the next GEMM into them must clear first.
     private var productsDirty = 0, columnsDirty = 0
     private var threads = LayerThreads()
+    /// The weights packed for oh_conv_gemm_forward (when `packsColumns`), packed by each forward.
+    private var packedWeights = FloatBuffer(count: 0)
 
     /// Floats of im2col's columns per chunk (4 MB): small enough that the columns im2col writes are
     /// still in the cache when the GEMM packs them, large enough that the late layers' GEMMs are
@@ -55,6 +60,22 @@ final class Conv2dLayer: Layer {
     /// its im2col (the cnn's 40M at 256 images are kept; AlexNet's first two layers at 64 images,
     /// 70M and 75M, are made again). Tests set 0 to take the other path.
     nonisolated(unsafe) static var keptColumnsBudget = 1 << 26
+    /// Tests set it to take one forward path or the other (nil: `packsColumns`'s own choice).
+    nonisolated(unsafe) static var packColumnsOverride: Bool? = nil
+
+    /// Whether forward's GEMM gathers its columns from the images (oh_conv_gemm_forward: no im2col
+    /// pass, no copy of the columns, the weights packed once per forward instead of once per
+    /// chunk) rather than im2col then OpenBLAS: where the CPU has orthohash's own GEMM (AVX-512)
+    /// and the columns come from masked loads, which needs stride 1 and an output as large as
+    /// the input (AlexNet's conv2-5, VGG's, the cnn's). Stride 4 (AlexNet's conv1) would gather
+    /// each float: measured slower than im2col + OpenBLAS (0.89x), so it keeps that path.
+    var packsColumns: Bool {
+        // A chunk's images are addressed with 32-bit offsets.
+        let images = max(1, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, fanIn * P))
+        let fits = kernel <= 32 && checkedProduct([input.count, images]).map { $0 < 1 << 31 } == true
+        if let forced = Self.packColumnsOverride { return forced && fits && oh_gemm_available() != 0 }
+        return fits && oh_gemm_available() != 0 && stride == 1 && output.height == input.height && output.width == input.width
+    }
 
     /// `name`: the PyTorch module's name, e.g. "features.0".
     init(name: String, input: SampleShape, outputs O: Int, kernel k: Int, stride: Int = 1, padding: Int = 0, relu: Bool) {
@@ -80,8 +101,12 @@ final class Conv2dLayer: Layer {
         let n = Self.chunk(batch: B, fanIn: fanIn, positions: P)
         guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, n, P]), let a = checkedProduct([B, O, P, 2]),
               let k = checkedProduct([B, fanIn, P]) else { return nil }
-        return c + y + a + (k <= Self.keptColumnsBudget ? k : 0)
+        return c + y + a + (keeps(batch: B) ? k : 0) + (packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
     }
+
+    /// Whether training's forward keeps its columns for backward: when they fit the budget, and
+    /// forward makes them (not when it packs them straight from the images).
+    func keeps(batch B: Int) -> Bool { !packsColumns && B * fanIn * P <= Self.keptColumnsBudget }
 
     func bind(offset: Int, batch B: Int, threads: LayerThreads) {
         self.threads = threads
@@ -89,7 +114,8 @@ final class Conv2dLayer: Layer {
         chunk = Self.chunk(batch: B, fanIn: fanIn, positions: P)
         columns = FloatBuffer(count: fanIn * chunk * P)
         productsDirty = 0; columnsDirty = 0
-        kept = FloatBuffer(count: B * fanIn * P <= Self.keptColumnsBudget ? B * fanIn * P : 0)
+        kept = FloatBuffer(count: keeps(batch: B) ? B * fanIn * P : 0)
+        packedWeights = FloatBuffer(count: packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
         products = FloatBuffer(count: O * chunk * P)
         activations = FloatBuffer(count: B * O * P)
         evaluation = FloatBuffer(count: B * O * P)
@@ -117,17 +143,34 @@ final class Conv2dLayer: Layer {
         let (C, H, W, Ho, Wo, k, s, pad) = (input.channels, input.height, input.width, output.height, output.width, kernel, stride, padding)
         let scratch = columns.pointer, prods = products.pointer, bias = p + offset + O * fanIn, P = P, O = O, relu: Int32 = relu ? 1 : 0
         var top: UInt32 = 0
+        let packs = packedWeights.count > 0
+        var geometry = oh_conv_geometry(C: C, H: H, W: W, k: k, stride: s, pad: pad, Ho: Ho, Wo: Wo)
+        if packs { oh_gemm_pack_a(0, O, fanIn, p + offset, fanIn, packedWeights.pointer) }
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
-            // Training keeps each chunk's columns at its first image's place, for backward.
-            let cols = keeping ? kept.pointer + first * fanIn * P : scratch
-            forEachPart(fanIn, threads: threads) { r in
-                oh_im2col(cols, n * P, x + first * CHW, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
-                return 0
+            if packs {
+                if productsDirty > 0 { memset(prods, 0, O * n * P * MemoryLayout<Float>.stride) }
+                // The columns in parts of whole 32-column panels, one per thread.
+                let panels = (n * P + 31) / 32, parts = max(1, min(threads, panels))
+                let packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
+                parallel(parts) { i in
+                    let lo = min(n * P, panels * i / parts * 32), hi = min(n * P, panels * (i + 1) / parts * 32)
+                    if hi > lo {
+                        let done = oh_conv_gemm_forward(prods, n * P, packed, O, images, &geometry, n, lo, hi - lo)
+                        precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
+                    }
+                }
+            } else {
+                // Training keeps each chunk's columns at its first image's place, for backward.
+                let cols = keeping ? kept.pointer + first * fanIn * P : scratch
+                forEachPart(fanIn, threads: threads) { r in
+                    oh_im2col(cols, n * P, x + first * CHW, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
+                    return 0
+                }
+                if !keeping { columnsDirty = max(columnsDirty, fanIn * n * P) }
+                BLAS.gemm(transA: false, transB: false, m: O, n: n * P, k: fanIn, p + offset, lda: fanIn,
+                          cols, ldb: n * P, beta: productsDirty == 0 ? 1 : 0, prods, ldc: n * P, split: split)
             }
-            if !keeping { columnsDirty = max(columnsDirty, fanIn * n * P) }
-            BLAS.gemm(transA: false, transB: false, m: O, n: n * P, k: fanIn, p + offset, lda: fanIn,
-                      cols, ldb: n * P, beta: productsDirty == 0 ? 1 : 0, prods, ldc: n * P, split: split)
             top = max(top, forEachPart(O, threads: threads) { r in
                 oh_conv_output_clear(y + first * OP, prods, n * P, bias, n, O, P, relu, r.lowerBound, r.count)
             })

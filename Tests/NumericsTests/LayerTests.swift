@@ -70,9 +70,15 @@ final class LayerTests: XCTestCase {
             (SampleShape(channels: 2, height: 4, width: 5), 2, 2, 1, 0, false),    // no padding, even kernel
         ]
         for (i, (input, O, k, s, p, relu)) in cases.enumerated() {
-            let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: p, relu: relu), B: 3, seed: UInt64(10 + i))
-            bench.assertGradients("conv \(input) -> \(O), \(k)x\(k)/\(s) pad \(p)\(relu ? " relu" : "")", h: relu ? 1e-3 : 1e-2,
-                                  tolerance: relu ? 5e-3 : 2e-3)
+            // Forward's columns gathered from the images by orthohash's GEMM (where the CPU has it),
+            // and im2col + OpenBLAS.
+            for packs in [false, true] {
+                Conv2dLayer.packColumnsOverride = packs
+                defer { Conv2dLayer.packColumnsOverride = nil }
+                let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: p, relu: relu), B: 3, seed: UInt64(10 + i))
+                bench.assertGradients("conv \(input) -> \(O), \(k)x\(k)/\(s) pad \(p)\(relu ? " relu" : "")\(packs ? ", columns gathered" : "")",
+                                      h: relu ? 1e-3 : 1e-2, tolerance: relu ? 5e-3 : 2e-3)
+            }
         }
     }
 
@@ -104,16 +110,19 @@ final class LayerTests: XCTestCase {
                 return out
             }()
             let perImage = 2 * k * k * ((H + 2 * pad - k) / s + 1) * ((W + 2 * pad - k) / s + 1)
-            for (budget, keep) in [(1, true), (2 * perImage + 1, true), (2 * perImage + 1, false), (1 << 20, true), (1 << 20, false)] {
-                // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made again.
+            for (budget, keep, packs) in [(1, true, false), (2 * perImage + 1, true, false), (2 * perImage + 1, false, false), (1 << 20, true, false),
+                                          (1 << 20, false, false), (1, false, true), (2 * perImage + 1, false, true), (1 << 20, false, true)] {
+                // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made
+                // again; or gathered from the images by orthohash's GEMM (where the CPU has it).
                 Conv2dLayer.columnBudgetOverride = budget
                 let keptBudget = Conv2dLayer.keptColumnsBudget
                 Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
-                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
+                Conv2dLayer.packColumnsOverride = packs
+                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; Conv2dLayer.packColumnsOverride = nil }
                 let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
                 let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
                 for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
-                bench.assertGradients("conv \(H)x\(W) \(k)/\(s) pad \(pad) with a budget of \(budget) floats\(keep ? "" : ", columns made again")")
+                bench.assertGradients("conv \(H)x\(W) \(k)/\(s) pad \(pad) with a budget of \(budget) floats\(packs ? ", columns gathered" : keep ? "" : ", columns made again")")
             }
         }
     }
@@ -124,6 +133,8 @@ final class LayerTests: XCTestCase {
         for layer in [{ self.conv(SampleShape(channels: 3, height: 9, width: 8), outputs: 5, kernel: 3, stride: 2, padding: 1, relu: true) as Layer },
                       // 50 rows of columns in parts of 16, 17 and 17: parts that start and end inside a kernel row
                       { self.conv(SampleShape(channels: 2, height: 11, width: 13), outputs: 4, kernel: 5, stride: 4, padding: 2, relu: true) },
+                      // stride 1, "same": forward gathers its columns (orthohash's GEMM, where the CPU has it), in parts of whole panels
+                      { self.conv(SampleShape(channels: 3, height: 7, width: 9), outputs: 10, kernel: 3, stride: 1, padding: 1, relu: true) },
                       { MaxPool2dLayer(input: SampleShape(channels: 3, height: 9, width: 8), kernel: 3, stride: 2) },
                       { LinearLayer(name: "fc", inputs: 30, outputs: 20) }] {
             var results: [([Float], [Float], [Float])] = []
@@ -337,11 +348,13 @@ final class LayerTests: XCTestCase {
         let B = 6
         let x = randomBuffer(B * config.inputDim, seed: 17)
         let labels: [Int32] = [0, 1, 2, 3, 0, 1]
-        for (budget, keep) in [(nil, true), (nil, false), (4 * 50 * 64, true), (4 * 50 * 64, false)] as [(Int?, Bool)] {
+        for (budget, keep, packs) in [(nil, true, false), (nil, false, false), (4 * 50 * 64, true, false), (4 * 50 * 64, false, false),
+                                      (nil, false, true), (4 * 50 * 64, false, true)] as [(Int?, Bool, Bool)] {
             Conv2dLayer.columnBudgetOverride = budget
             let keptBudget = Conv2dLayer.keptColumnsBudget
             Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
-            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget }
+            Conv2dLayer.packColumnsOverride = packs
+            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; Conv2dLayer.packColumnsOverride = nil }
             let model = HashModel(config: config, loss: LossConfig(), codebook: try! Codebook.generate(method: .B, classes: 4, bits: 6, seed: 3),
                                   batchSize: B)
             model.resetParameters(seed: 5)
@@ -351,7 +364,7 @@ final class LayerTests: XCTestCase {
                 return (loss, model.gradients.array)
             }
             let first = step()
-            let what = "budget \(budget.map(String.init) ?? "default"), columns \(keep ? "kept" : "made again")"
+            let what = "budget \(budget.map(String.init) ?? "default"), columns \(packs ? "gathered" : keep ? "kept" : "made again")"
             for rows in [5, 1, 6] {
                 let codes = FloatBuffer(count: rows * 6)
                 model.encode(x.pointer, rows: rows, into: codes.pointer)

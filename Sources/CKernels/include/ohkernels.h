@@ -59,6 +59,33 @@ int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *table);
 
 
+// orthohash's own GEMM (gemm.c), for AVX-512 CPUs; BLAS.swift chooses between it and OpenBLAS.
+/// 1 if oh_gemm runs on this CPU (AVX-512), else 0.
+int oh_gemm_available(void);
+/// C (m, n; rows ldc apart) += op(A) op(B), row-major, op(X) = X or (trans) its transpose: A is
+/// (m, k), or (k, m) when trans_a, rows lda apart; B (k, n), or (n, k) when trans_b. One thread.
+/// Returns 0, having done nothing, where oh_gemm_available() is 0.
+int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
+            const float *b, size_t ldb, float *c, size_t ldc);
+
+/// Floats of op(A) (m, k) packed by oh_gemm_pack_a (0 where oh_gemm_available() is 0).
+size_t oh_gemm_packed_a_floats(size_t m, size_t k);
+/// Packs all of op(A) (m, k) as oh_gemm's kernel reads it: for a matrix that several GEMMs share
+/// (a convolution's weights, for every chunk of its images).
+void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out);
+/// oh_gemm with op(A) packed by oh_gemm_pack_a (`packed`, m x k).
+int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
+                   float *c, size_t ldc);
+/// A convolution's shape: C channels of H x W in, k x k kernel, stride, zero padding, Ho x Wo out.
+struct oh_conv_geometry { size_t C, H, W, k, stride, pad, Ho, Wo; };
+/// A convolution's forward GEMM with the columns gathered from the images instead of an im2col
+/// pass: c (O, n P; rows ldc apart) += W (O, C k k) im2col(x) over the columns
+/// [first_column, first_column + columns) of n P (column (image, oh, ow)), W packed by
+/// oh_gemm_pack_a(0, O, C k k, ...), x the n images (n, C, H, W). One thread; returns 0, having
+/// done nothing, where oh_gemm_available() is 0 or x exceeds 2^31 floats.
+int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, const float *x,
+                         const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns);
+
 // Convolution and pooling over NCHW (conv.c). n images, C channels, H x W in, k x k kernel,
 // Ho x Wo out, P = Ho x Wo, O output channels.
 /// col (C k k, n P) from x (n, C, H, W): row (c, ki, kj), column (image, oh, ow) holds

@@ -1,0 +1,366 @@
+// orthohash's own single-precision GEMM for AVX-512 CPUs (BLAS.swift says when it is used):
+// C (m, n) += op(A) (m, k) op(B) (k, n), row-major, one thread per call (the caller splits C over
+// its threads). The design is the one of BLIS and OpenBLAS: op(B) is packed into panels of NR
+// columns a block of KC rows at a time, op(A) into panels of MR rows, and a 12 x 32 micro-kernel
+// keeps its 24 accumulators in registers over the KC rows. The reason to have one besides
+// OpenBLAS is what OpenBLAS cannot do: pack a convolution's columns straight from the image
+// (oh_conv_gemm_forward), with no im2col pass and no copy of the columns.
+//
+// Each C element is the sum over k in blocks of KC, each block's products summed in k order into
+// the accumulator and the block added to C: the order depends on k only, not on how the caller
+// splits C, so results do not change with the number of threads.
+
+#include "ohkernels.h"
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define MR 8
+#define NR 32
+#define KC 256
+#define MC 192      // 24 panels of A: MC x KC floats (192 KB) stay in L2 while B's panels pass
+#ifndef PREFETCH
+#define PREFETCH 2
+#endif
+#define NC 256      // B's block: KC x NC floats (256 KB); C's block MC x NC stays in L2 over the k blocks
+
+#if defined(__x86_64__)
+
+int oh_gemm_available(void) {
+    static int level = -1;
+    if (level < 0) level = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return level;
+}
+
+// Per-thread packing buffers, allocated on a thread's first call and kept: no allocation per step.
+static _Thread_local float *packed_a, *packed_b;
+static _Thread_local size_t packed_a_capacity;
+
+// The buffer for B's block, and one for all of A of at least `a_floats` (grown when a larger A
+// comes: the step's GEMMs reach their largest within the first step).
+static int workspace(size_t a_floats) {
+    if (!packed_b) packed_b = aligned_alloc(64, (size_t)(NC + NR) * KC * sizeof(float));
+    if (a_floats > packed_a_capacity) {
+        free(packed_a);
+        size_t bytes = (a_floats * sizeof(float) + 63) / 64 * 64;
+        packed_a = aligned_alloc(64, bytes);
+        packed_a_capacity = packed_a ? a_floats : 0;
+    }
+    return packed_a_capacity >= a_floats && packed_b;
+}
+
+// 16 x 16 transpose in registers: r[i][j] -> r[j][i].
+__attribute__((target("avx512f"), always_inline))
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // u[4g + q]: column 4L + q of rows 4g..4g+3, in each 128-bit lane L.
+    for (int g = 0; g < 4; g++) {
+        u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512 v = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88), w = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88), w2 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
+        r[q] = _mm512_shuffle_f32x4(v, v2, 0x88);
+        r[8 + q] = _mm512_shuffle_f32x4(v, v2, 0xDD);
+        r[4 + q] = _mm512_shuffle_f32x4(w, w2, 0x88);
+        r[12 + q] = _mm512_shuffle_f32x4(w, w2, 0xDD);
+    }
+}
+
+// The micro-kernel: C (mr <= MR rows, nr <= 16 NV columns, ldc apart) += the kc-long products of
+// an A panel (kc x MR) and a B panel (kc x NR, of which the first 16 NV columns are read). NV = 1
+// serves a last panel of at most 16 columns at half the work.
+__attribute__((target("avx512f"), always_inline))
+static inline void kernel_nv(const int NV, size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                             size_t ldc, size_t mr, size_t nr) {
+    __m512 acc[MR][2];
+    for (size_t i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        if (NV == 2) _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
+    for (int i = 0; i < MR; i++) { acc[i][0] = _mm512_setzero_ps(); acc[i][1] = _mm512_setzero_ps(); }
+#pragma clang loop unroll_count(4)
+    for (size_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = NV == 2 ? _mm512_load_ps(b + 16) : b0;
+        for (int i = 0; i < MR; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            if (NV == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += MR; b += NR;
+    }
+    if (mr == MR && nr == 16 * NV) {
+        for (int i = 0; i < MR; i++) {
+            float *ci = c + i * ldc;
+            _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+            if (NV == 2) _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+        }
+    } else {
+        __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+        __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xffff : (__mmask16)((1u << (nr - 16)) - 1);
+        for (size_t i = 0; i < mr; i++) {
+            float *ci = c + i * ldc;
+            _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc[i][0]));
+            if (NV == 2) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc[i][1]));
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void kernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c, size_t ldc,
+                   size_t mr, size_t nr) {
+    if (nr > 16) kernel_nv(2, kc, a, b, c, ldc, mr, nr);
+    else kernel_nv(1, kc, a, b, c, ldc, mr, nr);
+}
+
+// op(A)'s rows [0, mc) and columns [0, kc) (a points at its first element) into panels of MR rows,
+// kc x MR each, rows past mc zero.
+__attribute__((target("avx512f")))
+static void pack_a(int trans, const float *a, size_t lda, size_t mc, size_t kc, float *restrict out) {
+    for (size_t i0 = 0; i0 < mc; i0 += MR, out += MR * kc) {
+        size_t mr = mc - i0 < MR ? mc - i0 : MR;
+        if (trans) {
+            // op(A)[i, p] = a[p lda + i]: MR contiguous floats per p.
+            __mmask16 mask = (__mmask16)((1u << mr) - 1);
+            for (size_t p = 0; p < kc; p++) {
+                __m512 v = _mm512_maskz_loadu_ps(mask, a + p * lda + i0);
+                _mm256_storeu_ps(out + p * MR, _mm512_castps512_ps256(v));
+            }
+        } else {
+            // op(A)[i, p] = a[i lda + p]: rows are contiguous in p; blocks of MR rows x 16 are
+            // transposed in registers (the other 8 rows zero).
+            for (size_t p = 0; p < kc; p += 16) {
+                size_t cols = kc - p < 16 ? kc - p : 16;
+                __mmask16 mask = cols == 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+                __m512 r[16];
+                for (size_t i = 0; i < 16; i++)
+                    r[i] = i < mr ? _mm512_maskz_loadu_ps(mask, a + (i0 + i) * lda + p) : _mm512_setzero_ps();
+                transpose16(r);
+                for (size_t q = 0; q < cols; q++) _mm256_storeu_ps(out + (p + q) * MR, _mm512_castps512_ps256(r[q]));
+            }
+        }
+    }
+}
+
+// op(B)'s rows [0, kc) and columns [0, nc) into panels of NR columns, kc x NR each, columns past
+// nc zero.
+__attribute__((target("avx512f")))
+static void pack_b(int trans, const float *b, size_t ldb, size_t kc, size_t nc, float *restrict out) {
+    for (size_t j0 = 0; j0 < nc; j0 += NR, out += NR * kc) {
+        size_t nr = nc - j0 < NR ? nc - j0 : NR;
+        if (!trans) {
+            // op(B)[p, j] = b[p ldb + j]: NR contiguous floats per p.
+            __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+            __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xffff : (__mmask16)((1u << (nr - 16)) - 1);
+            for (size_t p = 0; p < kc; p++) {
+                const float *row = b + p * ldb + j0;
+                _mm512_store_ps(out + p * NR, _mm512_maskz_loadu_ps(m0, row));
+                _mm512_store_ps(out + p * NR + 16, _mm512_maskz_loadu_ps(m1, row + 16));
+            }
+        } else {
+            // op(B)[p, j] = b[j ldb + p]: columns of op(B) are contiguous in p; 16 x 16 blocks
+            // are transposed in registers.
+            for (size_t h = 0; h < NR; h += 16) {
+                size_t cols = nr > h ? (nr - h < 16 ? nr - h : 16) : 0;
+                size_t p = 0;
+                if (cols == 16) {
+                    for (; p + 16 <= kc; p += 16) {
+                        __m512 r[16];
+                        for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(b + (j0 + h + j) * ldb + p);
+                        transpose16(r);
+                        for (int q = 0; q < 16; q++) _mm512_store_ps(out + (p + q) * NR + h, r[q]);
+                    }
+                }
+                for (; p < kc; p++)
+                    for (size_t j = 0; j < 16; j++)
+                        out[p * NR + h + j] = j < cols ? b[(j0 + h + j) * ldb + p] : 0.0f;
+            }
+        }
+    }
+}
+
+// Packs op(B)'s rows [pc, pc + kc) and columns [jc, jc + nc) into panels (pack_b's layout).
+typedef void (*pack_b_block)(const void *context, size_t pc, size_t kc, size_t jc, size_t nc, float *out);
+
+// C's columns [n0, n1) += op(A) op(B), all of op(A) (m, k) packed as oh_gemm_pack_a lays it out,
+// op(B)'s blocks packed by `pack`.
+__attribute__((target("avx512f")))
+static void gemm_packed(const float *pa, size_t m, size_t n0, size_t n1, size_t k, pack_b_block pack, const void *context,
+                        float *c, size_t ldc) {
+    const size_t mpad = (m + MR - 1) / MR * MR;
+    float *pb = packed_b;
+    for (size_t jc = n0; jc < n1; jc += NC) {
+        size_t nc = n1 - jc < NC ? n1 - jc : NC;
+        for (size_t pc = 0; pc < k; pc += KC) {
+            size_t kc = k - pc < KC ? k - pc : KC;
+            pack(context, pc, kc, jc, nc, pb);
+            for (size_t ic = 0; ic < m; ic += MC) {
+                size_t mc = m - ic < MC ? m - ic : MC;
+                const float *a = pa + pc * mpad + ic * kc;
+                for (size_t jr = 0; jr < nc; jr += NR)
+                    for (size_t ir = 0; ir < mc; ir += MR)
+                        kernel(kc, a + ir * kc, pb + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc,
+                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR);
+            }
+        }
+    }
+}
+
+struct matrix_b { const float *b; size_t ldb; int trans; };
+
+static void pack_b_matrix(const void *context, size_t pc, size_t kc, size_t jc, size_t nc, float *out) {
+    const struct matrix_b *m = context;
+    pack_b(m->trans, m->trans ? m->b + jc * m->ldb + pc : m->b + pc * m->ldb + jc, m->ldb, kc, nc, out);
+}
+
+int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
+            const float *b, size_t ldb, float *c, size_t ldc) {
+    if (!oh_gemm_available() || !workspace(oh_gemm_packed_a_floats(m, k))) return 0;
+    oh_gemm_pack_a(trans_a, m, k, a, lda, packed_a);
+    struct matrix_b context = { b, ldb, trans_b };
+    gemm_packed(packed_a, m, 0, n, k, pack_b_matrix, &context, c, ldc);
+    return 1;
+}
+
+int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
+                   float *c, size_t ldc) {
+    if (!oh_gemm_available() || !workspace(0)) return 0;
+    struct matrix_b context = { b, ldb, trans_b };
+    gemm_packed(packed, m, 0, n, k, pack_b_matrix, &context, c, ldc);
+    return 1;
+}
+
+size_t oh_gemm_packed_a_floats(size_t m, size_t k) { return (m + MR - 1) / MR * MR * k; }
+
+void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out) {
+    const size_t mpad = (m + MR - 1) / MR * MR;
+    for (size_t pc = 0; pc < k; pc += KC) {
+        size_t kc = k - pc < KC ? k - pc : KC;
+        pack_a(trans_a, trans_a ? a + pc * lda : a + pc, lda, m, kc, out + pc * mpad);
+    }
+}
+
+// Columns [j0, j0 + nc) of a convolution's im2col columns (row r = (c, ki, kj) of C k k, column
+// (image, oh, ow) of n P) for the rows [r0, r0 + kc), gathered from the images x into panels as
+// pack_b lays them out. A group of 16 columns reads, for each row, the lanes whose input pixel
+// lies inside the image (the mask of the kernel row ki and of the kernel column kj); with stride
+// 1 and an output as large as the input (AlexNet's and VGG's 3 x 3 and 5 x 5 layers, the cnn's)
+// the lanes of one image read consecutive floats: a masked load, or two where the group straddles
+// two images; otherwise a gather.
+__attribute__((target("avx512f")))
+static void pack_b_conv(const float *x, const struct oh_conv_geometry *g, size_t r0, size_t kc, size_t j0, size_t nc,
+                        size_t columns_end, float *restrict out) {
+    const size_t P = g->Ho * g->Wo, k = g->k, kk = k * k;
+    const ptrdiff_t HW = (ptrdiff_t)(g->H * g->W), W = (ptrdiff_t)g->W, CHW = (ptrdiff_t)(g->C * g->H * g->W);
+    const __m512i Hv = _mm512_set1_epi32((int32_t)g->H), Wv = _mm512_set1_epi32((int32_t)g->W);
+    const int same = g->stride == 1 && g->Ho == g->H && g->Wo == g->W;
+    for (size_t p0 = j0; p0 < j0 + nc; p0 += NR, out += NR * kc) {
+        for (size_t h = 0; h < NR; h += 16) {
+            // Each lane's column: the offset of its kernel's corner (image, row ih0, column iw0).
+            int32_t base[16], ih0[16], iw0[16];
+            __mmask16 valid = 0;
+            size_t col = p0 + h, img = col / P, oh = col % P / g->Wo, ow = col % g->Wo;
+            for (int l = 0; l < 16; l++, col++) {
+                if (col < columns_end) {
+                    ih0[l] = (int32_t)(oh * g->stride) - (int32_t)g->pad;
+                    iw0[l] = (int32_t)(ow * g->stride) - (int32_t)g->pad;
+                    base[l] = (int32_t)((ptrdiff_t)img * CHW + (ptrdiff_t)ih0[l] * W + iw0[l]);
+                    valid |= (__mmask16)(1u << l);
+                } else {
+                    ih0[l] = iw0[l] = -(1 << 20); base[l] = 0;
+                }
+                if (++ow == g->Wo) { ow = 0; if (++oh == g->Ho) { oh = 0; img++; } }
+            }
+            const __m512i basev = _mm512_loadu_si512(base), ih0v = _mm512_loadu_si512(ih0), iw0v = _mm512_loadu_si512(iw0);
+            __mmask16 row_mask[32], col_mask[32];      // k <= 32 (checked by the caller)
+            for (size_t i = 0; i < k; i++) {
+                row_mask[i] = valid & _mm512_cmplt_epu32_mask(_mm512_add_epi32(ih0v, _mm512_set1_epi32((int32_t)i)), Hv);
+                col_mask[i] = _mm512_cmplt_epu32_mask(_mm512_add_epi32(iw0v, _mm512_set1_epi32((int32_t)i)), Wv);
+            }
+            // Same: the lanes `first` are lane 0's image, the rest (if any) the next one's, whose
+            // sources lie `next` floats further on than lane 0's plus the lane number.
+            __mmask16 first = valid;
+            ptrdiff_t next = 0;
+            int consecutive = same;
+            if (same) {
+                int second = 0;
+                for (int l = 1; l < 16 && consecutive; l++) {
+                    if (!((valid >> l) & 1)) break;
+                    if (!second && base[l] != base[0] + l) {
+                        second = l;
+                        first = (__mmask16)((1u << l) - 1);
+                        next = (ptrdiff_t)base[l] - (ptrdiff_t)(base[0] + l);
+                    } else if (second && base[l] != base[second] + (l - second)) {
+                        consecutive = 0;     // a third image (planes smaller than 16 positions): gather
+                    }
+                }
+            }
+            size_t r = r0, end = r0 + kc;
+            float *o = out + h;
+            while (r < end) {
+                size_t c = r / kk, t = r % kk, ki = t / k, kj = t % k;
+                for (; ki < k && r < end; ki++, kj = 0) {
+                    const __mmask16 rm = row_mask[ki];
+                    const ptrdiff_t row = (ptrdiff_t)c * HW + (ptrdiff_t)ki * W;
+                    if (consecutive) {
+                        const float *src = x + base[0] + row;
+                        // The same rows PREFETCH channels on (strided by H W: not a pattern the
+                        // hardware prefetcher follows).
+                        _mm_prefetch((const char *)(src + PREFETCH * HW), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(src + PREFETCH * HW + 15 + k), _MM_HINT_T0);
+                        for (; kj < k && r < end; kj++, r++, o += NR) {
+                            __mmask16 m = rm & col_mask[kj];
+                            __m512 v = _mm512_maskz_loadu_ps(m & first, src + kj);
+                            if (m & ~first) v = _mm512_mask_loadu_ps(v, m & ~first, src + kj + next);
+                            _mm512_store_ps(o, v);
+                        }
+                    } else {
+                        const __m512i rowv = _mm512_add_epi32(basev, _mm512_set1_epi32((int32_t)row));
+                        for (; kj < k && r < end; kj++, r++, o += NR) {
+                            __m512i idx = _mm512_add_epi32(rowv, _mm512_set1_epi32((int32_t)kj));
+                            _mm512_store_ps(o, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rm & col_mask[kj], idx, x, 4));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct conv_b { const float *x; const struct oh_conv_geometry *g; size_t end; };
+
+static void pack_b_image(const void *context, size_t pc, size_t kc, size_t jc, size_t nc, float *out) {
+    const struct conv_b *cb = context;
+    pack_b_conv(cb->x, cb->g, pc, kc, jc, nc, cb->end, out);
+}
+
+int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, const float *x,
+                         const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns) {
+    if (!oh_gemm_available() || !workspace(0) || images * g->C * g->H * g->W >= (size_t)1 << 31 || g->k > 32) return 0;
+    struct conv_b context = { x, g, first_column + columns };
+    gemm_packed(packed_w, O, first_column, first_column + columns, g->C * g->k * g->k, pack_b_image, &context, c, ldc);
+    return 1;
+}
+
+#else
+
+int oh_gemm_available(void) { return 0; }
+int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
+            const float *b, size_t ldb, float *c, size_t ldc) { return 0; }
+size_t oh_gemm_packed_a_floats(size_t m, size_t k) { return 0; }
+int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
+                   float *c, size_t ldc) { return 0; }
+void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out) {}
+int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, const float *x,
+                         const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns) { return 0; }
+
+#endif
