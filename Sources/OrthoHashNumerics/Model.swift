@@ -125,6 +125,27 @@ public final class HashModel {
     let layerRanges: [Range<Int>?]
     /// Each layer's output of the last forward pass (its own buffer).
     private var layerOutputs: [UnsafePointer<Float>]
+    /// Nanoseconds each backbone layer's forward and backward took, added up while `BLAS.clock`
+    /// is set (a benchmark timing the step: `orthohash bench --layers`).
+    public private(set) var layerNanoseconds: [(forward: UInt64, backward: UInt64)]
+    public func resetLayerTimes() { layerNanoseconds = layers.map { _ in (0, 0) } }
+    /// Each backbone layer: what it is (a convolution's kernel, a pooling's window, ...) and the
+    /// floating-point operations of its GEMMs in one row's forward pass.
+    public var layerDescriptions: [(name: String, forwardFlops: Double)] {
+        layers.map { layer in
+            let shape = "\(layer.input.channels)x\(layer.input.height)x\(layer.input.width) -> \(layer.output.channels)x\(layer.output.height)x\(layer.output.width)"
+            switch layer {
+            case let c as Conv2dLayer:
+                return ("\(c.tensors[0].name.dropLast(7)) conv \(c.kernel)x\(c.kernel)/\(c.stride) \(shape)", 2 * Double(c.O * c.P * c.fanIn))
+            case let l as LinearLayer:
+                return ("\(l.tensors[0].name.dropLast(7)) linear \(l.I) -> \(l.O)", 2 * Double(l.I * l.O))
+            case is MaxPool2dLayer: return ("max pool \(shape)", 0)
+            case is AdaptiveAvgPool2dLayer: return ("adaptive average pool \(shape)", 0)
+            case is DropoutLayer: return ("dropout \(layer.input.count)", 0)
+            default: return ("\(type(of: layer)) \(shape)", 0)
+            }
+        }
+    }
     /// F: the backbone's output per row, the hash layer's input.
     let featureDim: Int
     let hashWeight: Int                      // (K, F)
@@ -206,6 +227,7 @@ public final class HashModel {
             layer.bind(offset: range?.lowerBound ?? 0, batch: B, threads: layerThreads)
         }
         layerOutputs = layers.map { _ in UnsafePointer(bitPattern: 1)! }
+        layerNanoseconds = layers.map { _ in (0, 0) }
         featureDim = layers.last?.output.count ?? config.inputDim
         hashWeight = layout["hash_fc.0.weight"].offset
         bnGamma = layout["hash_fc.1.weight"].offset
@@ -264,9 +286,12 @@ public final class HashModel {
         ownThreads = convolutional || (patterns != nil && layers.isEmpty) ? threads : 1
         var input = x
         withOwnThreads(ownThreads) {
+            let clock = BLAS.clock
             for (i, layer) in layers.enumerated() {
+                let start = clock?() ?? 0
                 input = layer.forward(input, B: B, parameters: p, randomness: randomness)
                 layerOutputs[i] = input
+                if let clock { layerNanoseconds[i].forward &+= clock() - start }
             }
             linearForward(preNorm.pointer, input, p + hashWeight, nil, B: B, I: F, O: K, split: ownThreads)
         }
@@ -338,8 +363,10 @@ public final class HashModel {
         }
         bucketReady?(hashWeight..<store.count)     // the hash layer's weight, then BatchNorm's gamma and beta
         withOwnThreads(convolutional ? threads : 1) {
+            let clock = BLAS.clock
             for i in stride(from: layers.count - 1, through: 0, by: -1) {
-                let layer = layers[i]
+                let layer = layers[i], start = clock?() ?? 0
+                defer { if let clock { layerNanoseconds[i].backward &+= clock() - start } }
                 layer.backward(dOut, x: i == 0 ? x : layerOutputs[i - 1], inputBound: i == 0 ? inputBound : layers[i - 1].outputBound,
                                dx: i == 0 ? nil : dSpare, B: B, parameters: p, gradients: g, check: &check)
                 if let range = layerRanges[i] { bucketReady?(range) }

@@ -130,3 +130,23 @@ final class ThreadTeam: @unchecked Sendable {
 func parallel(_ parts: Int, _ body: (Int) -> Void) {
     ThreadTeam.shared.run(parts, body)
 }
+
+/// body(unit) for each unit in 0..<units on up to `threads` of the step's threads, each thread
+/// taking the next unit no thread has taken: a thread the machine slows down (another process on
+/// its core, an interrupt) takes fewer units instead of holding the others at the pass's end.
+/// Which thread runs a unit must not change its result.
+func parallelUnits(_ units: Int, threads: Int, _ body: (Int) -> Void) {
+    let parts = max(1, min(threads, units))
+    if parts == 1 {
+        for unit in 0..<units { body(unit) }
+        return
+    }
+    let next = Atomic<Int>(0)
+    parallel(parts) { _ in
+        while true {
+            let unit = next.add(1, ordering: .relaxed).oldValue
+            if unit >= units { return }
+            body(unit)
+        }
+    }
+}

@@ -17,6 +17,9 @@ public enum Benchmark {
         public var phaseMilliseconds: [Timeline.Phase: Double]
         /// BatchNorm's (and the loss's) sums over the ranks per step.
         public var bnSyncCalls: Double
+        /// Each backbone layer (as HashModel.layerDescriptions names it) with its forward and
+        /// backward milliseconds per step.
+        public var layers: [(name: String, forwardFlops: Double, forwardMilliseconds: Double, backwardMilliseconds: Double)] = []
 
         public func ms(_ phase: Timeline.Phase) -> Double { phaseMilliseconds[phase] ?? 0 }
         /// The gradient sum with the step's control word and the gather of updated shards (with
@@ -52,16 +55,20 @@ public enum Benchmark {
         BLAS.clock = { DispatchTime.now().uptimeNanoseconds }
         defer { BLAS.clock = nil }
         trainer.timeline.resetTotals()
+        trainer.model.resetLayerTimes()
         try trainer.continueRun(until: warmup + steps)
         let seconds = trainer.trainSeconds - before
         let timed = trainer.stepSeconds.suffix(steps).map { 1000 * $0 }.sorted()
         func percentile(_ p: Double) -> Double { timed[min(timed.count - 1, Int((p * Double(timed.count - 1)).rounded()))] }
         var phases: [Timeline.Phase: Double] = [:]
         for phase in Timeline.Phase.allCases { phases[phase] = 1000 * trainer.timeline.seconds(phase) / Double(steps) }
+        let layers = zip(trainer.model.layerDescriptions, trainer.model.layerNanoseconds).map { d, t in
+            (d.name, d.forwardFlops, Double(t.forward) / 1e6 / Double(steps), Double(t.backward) / 1e6 / Double(steps))
+        }
         return Result(samplesPerSecond: Double(steps * c.batchSize) / seconds, millisecondsPerStep: 1000 * seconds / Double(steps),
                       p50Milliseconds: percentile(0.5), p95Milliseconds: percentile(0.95),
                       gemmShare: Double(BLAS.gemmNanoseconds) / 1e9 / seconds, phaseMilliseconds: phases,
-                      bnSyncCalls: Double(trainer.timeline.count(.bnSync)) / Double(steps))
+                      bnSyncCalls: Double(trainer.timeline.count(.bnSync)) / Double(steps), layers: layers)
     }
 
     /// Rows per second of the data loader alone: `batches` local batches of `batch` rows of the

@@ -17,6 +17,8 @@ extension OrthoHashCommand {
         @Option(help: "Timed steps per setting (after 5 warm-up steps).") var steps: Int = 100
         @Option(help: "Thread counts to compare (default: 1,2).", transform: Parse.positiveIntegers("--threads")) var threads: [Int] = [1, 2]
         @Flag(help: "Also time each GEMM of the step.") var gemms = false
+        @Flag(help: "Also print each backbone layer's forward and backward time per step (and GFLOP/s per core where it has GEMMs).")
+        var layers = false
         @OptionGroup var path: StepPathOptions
         @Option(help: "Append one row per thread count (or, with --allreduce, per size) to this CSV file (header when new).")
         var csv: String?
@@ -92,6 +94,18 @@ extension OrthoHashCommand {
                     say(String(format: "%5ld  %7ld  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
+                    if layers {
+                        // Per core: the layer's GEMM work over its time and the threads (backward: twice forward's).
+                        let rows = Double(batchSize / dataParallel.ranks)
+                        for l in r.layers {
+                            let rate = { (flops: Double, ms: Double) in l.forwardFlops > 0 && ms > 0 ? String(format: "%6.0f", flops * rows / ms / 1e6 / Double(t)) : "     -" }
+                            say("    " + l.name.padding(toLength: max(52, l.name.count), withPad: " ", startingAt: 0)
+                                + String(format: "  forward %8.2f ms %@ GFLOP/s  backward %8.2f ms %@ GFLOP/s", l.forwardMilliseconds,
+                                         rate(l.forwardFlops, l.forwardMilliseconds), l.backwardMilliseconds, rate(2 * l.forwardFlops, l.backwardMilliseconds)))
+                        }
+                        say(String(format: "    the rest of the step (hash layer, loss, update, data): %.2f ms",
+                                   r.millisecondsPerStep - r.layers.reduce(0) { $0 + $1.forwardMilliseconds + $1.backwardMilliseconds }))
+                    }
                     if let csv, dataParallel.rank == 0 {
                         let n = dataParallel.ranks
                         try CSVRows.append(to: csv, labels.map { ($0.key, $0.value) } + [
