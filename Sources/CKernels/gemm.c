@@ -21,9 +21,6 @@
 #define NR 32
 #define KC 256
 #define MC 192      // 24 panels of A: MC x KC floats (192 KB) stay in L2 while B's panels pass
-#ifndef PREFETCH
-#define PREFETCH 2
-#endif
 #define NC 256      // B's block: KC x NC floats (256 KB); C's block MC x NC stays in L2 over the k blocks
 
 #if defined(__x86_64__)
@@ -249,45 +246,98 @@ void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda,
     }
 }
 
+// The masks of the `stride` loads of strided_row: the floats of [first, first + 16 stride) that
+// lie in the row [0, W).
+static inline void strided_masks(ptrdiff_t first, ptrdiff_t W, int stride, __mmask16 *masks) {
+    for (int i = 0; i < stride; i++) {
+        const ptrdiff_t start = first + 16 * i;
+        ptrdiff_t lo = -start, hi = W - start;
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > 16 ? 16 : hi;
+        masks[i] = hi > lo ? (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+    }
+}
+
+// The lanes' values x[first + stride l] (l = 0..15) of one input row `row` (the positions
+// outside [0, W) zero: `masks` from strided_masks), from `stride` masked loads of consecutive
+// floats (never outside the row) and permutes that keep every stride-th: no gather.
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 strided_row(const float *row, ptrdiff_t first, int stride, const __mmask16 *masks) {
+    __m512 v[4];
+    for (int i = 0; i < stride; i++) v[i] = _mm512_maskz_loadu_ps(masks[i], row + first + 16 * i);
+    switch (stride) {
+    case 1: return v[0];
+    case 2: return _mm512_permutex2var_ps(v[0], _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), v[1]);
+    case 3: {
+        // Lanes 0-10: floats 0, 3, ..., 30 of v0:v1; lanes 11-15: floats 33, ..., 45, in v2.
+        __m512 t = _mm512_permutex2var_ps(v[0], _mm512_set_epi32(0, 0, 0, 0, 0, 30, 27, 24, 21, 18, 15, 12, 9, 6, 3, 0), v[1]);
+        return _mm512_mask_permutexvar_ps(t, 0xf800, _mm512_set_epi32(13, 10, 7, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v[2]);
+    }
+    default: {
+        const __m512i every4 = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 28, 24, 20, 16, 12, 8, 4, 0);
+        __m512 t0 = _mm512_permutex2var_ps(v[0], every4, v[1]), t1 = _mm512_permutex2var_ps(v[2], every4, v[3]);
+        return _mm512_shuffle_f32x4(t0, t1, 0x44);
+    }
+    }
+}
+
+// Kernel columns kj0 .. kj0 + n of one kernel row for a group of up to two runs (strided_row
+// each, merged by the runs' lanes), into n rows of a panel NR floats apart.
+__attribute__((target("avx512f"), always_inline))
+static inline void strided_columns(const int stride, const float *const rows[2], const ptrdiff_t firsts[2],
+                                   const __mmask16 run_mask[2], __mmask16 load_mask[2][32][4], size_t kj0, size_t n, float *o) {
+    for (size_t j = 0; j < n; j++, o += NR) {
+        const size_t kj = kj0 + j;
+        __m512 v = _mm512_setzero_ps();
+        if (rows[0]) v = _mm512_mask_mov_ps(v, run_mask[0], strided_row(rows[0], firsts[0] + (ptrdiff_t)kj, stride, load_mask[0][kj]));
+        if (rows[1]) v = _mm512_mask_mov_ps(v, run_mask[1], strided_row(rows[1], firsts[1] + (ptrdiff_t)kj, stride, load_mask[1][kj]));
+        _mm512_store_ps(o, v);
+    }
+}
+
 // Columns [j0, j0 + nc) of a convolution's im2col columns (row r = (c, ki, kj) of C k k, column
-// (image, oh, ow) of n P) for the rows [r0, r0 + kc), gathered from the images x into panels as
-// pack_b lays them out. A group of 16 columns reads, for each row, the lanes whose input pixel
-// lies inside the image (the mask of the kernel row ki and of the kernel column kj); with stride
-// 1 and an output as large as the input (AlexNet's and VGG's 3 x 3 and 5 x 5 layers, the cnn's)
-// the lanes of one image read consecutive floats: a masked load, or two where the group straddles
-// two images; otherwise a gather.
+// (image, oh, ow) of n P) for the rows [r0, r0 + kc), from the images x into panels as pack_b
+// lays them out. A group of 16 columns is one or two runs of one output row each (a run's next
+// column is the next ow); a run reads its values for row r as strided_row does: with stride s,
+// 16 s consecutive floats of the input row and permutes, for strides up to 4 (AlexNet's first
+// layer's 4, and 1). Groups of more runs (output rows narrower than 16), or larger strides,
+// gather each float.
 __attribute__((target("avx512f")))
 static void pack_b_conv(const float *x, const struct oh_conv_geometry *g, size_t r0, size_t kc, size_t j0, size_t nc,
                         size_t columns_end, float *restrict out) {
     const size_t P = g->Ho * g->Wo, k = g->k, kk = k * k;
-    const ptrdiff_t HW = (ptrdiff_t)(g->H * g->W), W = (ptrdiff_t)g->W, CHW = (ptrdiff_t)(g->C * g->H * g->W);
+    const ptrdiff_t HW = (ptrdiff_t)(g->H * g->W), W = (ptrdiff_t)g->W, H = (ptrdiff_t)g->H, CHW = (ptrdiff_t)(g->C * g->H * g->W);
+    const ptrdiff_t stride = (ptrdiff_t)g->stride, pad = (ptrdiff_t)g->pad;
     const __m512i Hv = _mm512_set1_epi32((int32_t)g->H), Wv = _mm512_set1_epi32((int32_t)g->W);
     const int same = g->stride == 1 && g->Ho == g->H && g->Wo == g->W;
     for (size_t p0 = j0; p0 < j0 + nc; p0 += NR, out += NR * kc) {
         for (size_t h = 0; h < NR; h += 16) {
-            // Each lane's column: the offset of its kernel's corner (image, row ih0, column iw0).
+            // Each lane's column: its image and output row (a run), the offset of its kernel's corner.
             int32_t base[16], ih0[16], iw0[16];
             __mmask16 valid = 0;
+            // Runs: lanes [0, split) and [split, end); first lane's image, row, and ow - lane.
+            int runs = 0, split = 16;
+            ptrdiff_t run_img[2] = {0, 0}, run_oh[2] = {0, 0}, run_ow[2] = {0, 0};
             size_t col = p0 + h, img = col / P, oh = col % P / g->Wo, ow = col % g->Wo;
             for (int l = 0; l < 16; l++, col++) {
                 if (col < columns_end) {
-                    ih0[l] = (int32_t)(oh * g->stride) - (int32_t)g->pad;
-                    iw0[l] = (int32_t)(ow * g->stride) - (int32_t)g->pad;
+                    ih0[l] = (int32_t)((ptrdiff_t)oh * stride - pad);
+                    iw0[l] = (int32_t)((ptrdiff_t)ow * stride - pad);
                     base[l] = (int32_t)((ptrdiff_t)img * CHW + (ptrdiff_t)ih0[l] * W + iw0[l]);
                     valid |= (__mmask16)(1u << l);
+                    if (l == 0 || ow == 0) {
+                        if (runs < 2) { run_img[runs] = (ptrdiff_t)img; run_oh[runs] = (ptrdiff_t)oh; run_ow[runs] = (ptrdiff_t)ow - l; }
+                        if (runs == 1) split = l;
+                        runs++;
+                    }
                 } else {
                     ih0[l] = iw0[l] = -(1 << 20); base[l] = 0;
                 }
                 if (++ow == g->Wo) { ow = 0; if (++oh == g->Ho) { oh = 0; img++; } }
             }
-            const __m512i basev = _mm512_loadu_si512(base), ih0v = _mm512_loadu_si512(ih0), iw0v = _mm512_loadu_si512(iw0);
-            __mmask16 row_mask[32], col_mask[32];      // k <= 32 (checked by the caller)
-            for (size_t i = 0; i < k; i++) {
-                row_mask[i] = valid & _mm512_cmplt_epu32_mask(_mm512_add_epi32(ih0v, _mm512_set1_epi32((int32_t)i)), Hv);
-                col_mask[i] = _mm512_cmplt_epu32_mask(_mm512_add_epi32(iw0v, _mm512_set1_epi32((int32_t)i)), Wv);
-            }
-            // Same: the lanes `first` are lane 0's image, the rest (if any) the next one's, whose
-            // sources lie `next` floats further on than lane 0's plus the lane number.
+            // Same (stride 1, output as large as the input): a run's lanes and the next image's
+            // first run read consecutive floats of the planes, so the whole group is one or two
+            // masked loads, the masks per kernel row and column.
             __mmask16 first = valid;
             ptrdiff_t next = 0;
             int consecutive = same;
@@ -300,8 +350,22 @@ static void pack_b_conv(const float *x, const struct oh_conv_geometry *g, size_t
                         first = (__mmask16)((1u << l) - 1);
                         next = (ptrdiff_t)base[l] - (ptrdiff_t)(base[0] + l);
                     } else if (second && base[l] != base[second] + (l - second)) {
-                        consecutive = 0;     // a third image (planes smaller than 16 positions): gather
+                        consecutive = 0;
                     }
+                }
+            }
+            const int strided = !consecutive && runs <= 2 && stride <= 4;
+            const __mmask16 run_mask[2] = { (__mmask16)(valid & ((1u << split) - 1)), (__mmask16)(valid & ~((1u << split) - 1)) };
+            const __m512i basev = _mm512_loadu_si512(base), ih0v = _mm512_loadu_si512(ih0), iw0v = _mm512_loadu_si512(iw0);
+            __mmask16 row_mask[32], col_mask[32];      // k <= 32 (checked by the caller)
+            __mmask16 load_mask[2][32][4];             // strided: each run's and kernel column's loads
+            if (strided) {
+                for (int u = 0; u < runs; u++)
+                    for (size_t j = 0; j < k; j++) strided_masks(run_ow[u] * stride - pad + (ptrdiff_t)j, W, (int)stride, load_mask[u][j]);
+            } else {
+                for (size_t i = 0; i < k; i++) {
+                    row_mask[i] = valid & _mm512_cmplt_epu32_mask(_mm512_add_epi32(ih0v, _mm512_set1_epi32((int32_t)i)), Hv);
+                    col_mask[i] = _mm512_cmplt_epu32_mask(_mm512_add_epi32(iw0v, _mm512_set1_epi32((int32_t)i)), Wv);
                 }
             }
             size_t r = r0, end = r0 + kc;
@@ -309,22 +373,41 @@ static void pack_b_conv(const float *x, const struct oh_conv_geometry *g, size_t
             while (r < end) {
                 size_t c = r / kk, t = r % kk, ki = t / k, kj = t % k;
                 for (; ki < k && r < end; ki++, kj = 0) {
-                    const __mmask16 rm = row_mask[ki];
-                    const ptrdiff_t row = (ptrdiff_t)c * HW + (ptrdiff_t)ki * W;
                     if (consecutive) {
-                        const float *src = x + base[0] + row;
-                        // The same rows PREFETCH channels on (strided by H W: not a pattern the
-                        // hardware prefetcher follows).
-                        _mm_prefetch((const char *)(src + PREFETCH * HW), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(src + PREFETCH * HW + 15 + k), _MM_HINT_T0);
+                        const __mmask16 rm = row_mask[ki];
+                        const float *src = x + base[0] + (ptrdiff_t)c * HW + (ptrdiff_t)ki * W;
                         for (; kj < k && r < end; kj++, r++, o += NR) {
                             __mmask16 m = rm & col_mask[kj];
                             __m512 v = _mm512_maskz_loadu_ps(m & first, src + kj);
                             if (m & ~first) v = _mm512_mask_loadu_ps(v, m & ~first, src + kj + next);
                             _mm512_store_ps(o, v);
                         }
+                    } else if (strided) {
+                        // Each run's input row for this kernel row, or none (padding rows: zeros).
+                        const float *rows[2] = {0, 0};
+                        ptrdiff_t firsts[2] = {0, 0};
+                        for (int u = 0; u < runs; u++) {
+                            ptrdiff_t ih = run_oh[u] * stride - pad + (ptrdiff_t)ki;
+                            if (ih >= 0 && ih < H && run_mask[u]) rows[u] = x + run_img[u] * CHW + (ptrdiff_t)c * HW + ih * W;
+                            firsts[u] = run_ow[u] * stride - pad;
+                            // The span the next channel's same row reads (input rows are strided
+                            // in memory: not a pattern the hardware prefetcher follows).
+                            if (rows[u] && c + 1 < g->C)
+                                for (ptrdiff_t f = firsts[u] < 0 ? 0 : firsts[u]; f < firsts[u] + 16 * stride + (ptrdiff_t)k && f < W; f += 16)
+                                    _mm_prefetch((const char *)(rows[u] + HW + f), _MM_HINT_T0);
+                        }
+                        size_t n = (k - kj) < (end - r) ? k - kj : end - r;
+                        // The stride as a constant: the loads stay in registers.
+                        switch (stride) {
+                        case 1: strided_columns(1, rows, firsts, run_mask, load_mask, kj, n, o); break;
+                        case 2: strided_columns(2, rows, firsts, run_mask, load_mask, kj, n, o); break;
+                        case 3: strided_columns(3, rows, firsts, run_mask, load_mask, kj, n, o); break;
+                        default: strided_columns(4, rows, firsts, run_mask, load_mask, kj, n, o); break;
+                        }
+                        kj += n; r += n; o += n * NR;
                     } else {
-                        const __m512i rowv = _mm512_add_epi32(basev, _mm512_set1_epi32((int32_t)row));
+                        const __mmask16 rm = row_mask[ki];
+                        const __m512i rowv = _mm512_add_epi32(basev, _mm512_set1_epi32((int32_t)((ptrdiff_t)c * HW + (ptrdiff_t)ki * W)));
                         for (; kj < k && r < end; kj++, r++, o += NR) {
                             __m512i idx = _mm512_add_epi32(rowv, _mm512_set1_epi32((int32_t)kj));
                             _mm512_store_ps(o, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rm & col_mask[kj], idx, x, 4));

@@ -36,10 +36,14 @@ final class Conv2dLayer: Layer {
     private(set) var offset = 0
     /// Images per GEMM.
     private(set) var chunk = 1
+    /// Images per GEMM in forward: `chunk`, or where forward gathers its columns (no column
+    /// buffer), as many as keep the products within `columnBudget` floats: wider GEMMs, fewer
+    /// passes, parts of the columns that balance over the threads.
+    private(set) var forwardChunk = 1
     private var columns = FloatBuffer(count: 0)       // (C k k, chunk P)
     /// Training's columns of every chunk, kept for backward when they fit `keptColumnsBudget`.
     private var kept = FloatBuffer(count: 0)          // (B / chunk) x (C k k, chunk P)
-    private var products = FloatBuffer(count: 0)      // (O, chunk P)
+    private var products = FloatBuffer(count: 0)      // (O, max(chunk, forwardChunk) P)
     private var activations = FloatBuffer(count: 0)   // (B, O, P)
     private var evaluation = FloatBuffer(count: 0)    // (B, O, P) for `infer`
     private(set) var outputBound: MagnitudeBound? = nil
@@ -65,16 +69,17 @@ final class Conv2dLayer: Layer {
 
     /// Whether forward's GEMM gathers its columns from the images (oh_conv_gemm_forward: no im2col
     /// pass, no copy of the columns, the weights packed once per forward instead of once per
-    /// chunk) rather than im2col then OpenBLAS: where the CPU has orthohash's own GEMM (AVX-512)
-    /// and the columns come from masked loads, which needs stride 1 and an output as large as
-    /// the input (AlexNet's conv2-5, VGG's, the cnn's). Stride 4 (AlexNet's conv1) would gather
-    /// each float: measured slower than im2col + OpenBLAS (0.89x), so it keeps that path.
+    /// chunk, chunks as large as the products allow) rather than im2col then OpenBLAS: where the
+    /// CPU has orthohash's own GEMM (AVX-512) and the stride is at most 4, which its packing reads
+    /// with masked loads and permutes instead of gathers. Measured on one thread against im2col +
+    /// OpenBLAS at batch 64 (/tmp harness, alternated): AlexNet's conv1 0.98x (1.0x in the step,
+    /// where its larger chunks split better over 2 threads), conv2-5 1.00-1.11x.
     var packsColumns: Bool {
         // A chunk's images are addressed with 32-bit offsets.
         let images = max(1, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, fanIn * P))
         let fits = kernel <= 32 && checkedProduct([input.count, images]).map { $0 < 1 << 31 } == true
         if let forced = Self.packColumnsOverride { return forced && fits && oh_gemm_available() != 0 }
-        return fits && oh_gemm_available() != 0 && stride == 1 && output.height == input.height && output.width == input.width
+        return fits && oh_gemm_available() != 0 && stride <= 4
     }
 
     /// `name`: the PyTorch module's name, e.g. "features.0".
@@ -93,13 +98,24 @@ final class Conv2dLayer: Layer {
     /// C k k: a weight row, a column of im2col.
     var fanIn: Int { input.channels * kernel * kernel }
 
+    /// Columns of a unit of forward's gathered GEMM: whole 32-column panels, about 4 units per
+    /// thread (so that a slowed thread leaves little to wait for), at least 2 panels.
+    static func unitColumns(columns: Int, threads: Int) -> Int {
+        let panels = (columns + 31) / 32
+        return 32 * max(2, panels / max(1, 4 * threads))
+    }
+
     static func chunk(batch B: Int, fanIn: Int, positions P: Int) -> Int {
         max(1, min(B, (columnBudgetOverride ?? columnBudget) / max(1, fanIn * P)))
     }
 
+    func forwardChunk(batch B: Int) -> Int {
+        packsColumns ? max(1, min(B, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, O * P))) : Self.chunk(batch: B, fanIn: fanIn, positions: P)
+    }
+
     func workspaceFloats(batch B: Int) -> Int? {
-        let n = Self.chunk(batch: B, fanIn: fanIn, positions: P)
-        guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, n, P]), let a = checkedProduct([B, O, P, 2]),
+        let n = Self.chunk(batch: B, fanIn: fanIn, positions: P), nf = forwardChunk(batch: B)
+        guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, max(n, nf), P]), let a = checkedProduct([B, O, P, 2]),
               let k = checkedProduct([B, fanIn, P]) else { return nil }
         return c + y + a + (keeps(batch: B) ? k : 0) + (packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
     }
@@ -112,11 +128,12 @@ final class Conv2dLayer: Layer {
         self.threads = threads
         self.offset = offset
         chunk = Self.chunk(batch: B, fanIn: fanIn, positions: P)
+        forwardChunk = forwardChunk(batch: B)
         columns = FloatBuffer(count: fanIn * chunk * P)
         productsDirty = 0; columnsDirty = 0
         kept = FloatBuffer(count: keeps(batch: B) ? B * fanIn * P : 0)
         packedWeights = FloatBuffer(count: packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
-        products = FloatBuffer(count: O * chunk * P)
+        products = FloatBuffer(count: O * max(chunk, forwardChunk) * P)
         activations = FloatBuffer(count: B * O * P)
         evaluation = FloatBuffer(count: B * O * P)
     }
@@ -146,19 +163,18 @@ final class Conv2dLayer: Layer {
         let packs = packedWeights.count > 0
         var geometry = oh_conv_geometry(C: C, H: H, W: W, k: k, stride: s, pad: pad, Ho: Ho, Wo: Wo)
         if packs { oh_gemm_pack_a(0, O, fanIn, p + offset, fanIn, packedWeights.pointer) }
+        let chunk = packs ? forwardChunk : chunk
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
             if packs {
                 if productsDirty > 0 { memset(prods, 0, O * n * P * MemoryLayout<Float>.stride) }
-                // The columns in parts of whole 32-column panels, one per thread.
-                let panels = (n * P + 31) / 32, parts = max(1, min(threads, panels))
+                // The columns in units of whole 32-column panels, taken by the threads in turn.
+                let columns = n * P, width = Self.unitColumns(columns: columns, threads: threads)
                 let packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
-                parallel(parts) { i in
-                    let lo = min(n * P, panels * i / parts * 32), hi = min(n * P, panels * (i + 1) / parts * 32)
-                    if hi > lo {
-                        let done = oh_conv_gemm_forward(prods, n * P, packed, O, images, &geometry, n, lo, hi - lo)
-                        precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
-                    }
+                parallelUnits((columns + width - 1) / width, threads: threads) { unit in
+                    let lo = unit * width, count = min(width, columns - lo)
+                    let done = oh_conv_gemm_forward(prods, columns, packed, O, images, &geometry, n, lo, count)
+                    precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
                 }
             } else {
                 // Training keeps each chunk's columns at its first image's place, for backward.
