@@ -17,7 +17,7 @@
 #include <immintrin.h>
 #endif
 
-#define MR 8
+#define MR 8         // oh_gemm_row_block in ohkernels.h
 #define NR 32
 #define KC 256
 #define MC 192      // 24 panels of A: MC x KC floats (192 KB) stay in L2 while B's panels pass
@@ -78,7 +78,7 @@ static inline void transpose16(__m512 r[16]) {
 // serves a last panel of at most 16 columns at half the work.
 __attribute__((target("avx512f"), always_inline))
 static inline void kernel_nv(const int NV, size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-                             size_t ldc, size_t mr, size_t nr) {
+                             size_t ldc, size_t mr, size_t nr, int overwrite) {
     __m512 acc[MR][2];
     for (size_t i = 0; i < MR; i++) {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
@@ -95,7 +95,16 @@ static inline void kernel_nv(const int NV, size_t kc, const float *restrict a, c
         }
         a += MR; b += NR;
     }
-    if (mr == MR && nr == 16 * NV) {
+    if (overwrite) {
+        // C = the products (the first k block of a GEMM into C's old content, beta 0).
+        __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+        __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xffff : (__mmask16)((1u << (nr - 16)) - 1);
+        for (size_t i = 0; i < mr; i++) {
+            float *ci = c + i * ldc;
+            _mm512_mask_storeu_ps(ci, m0, acc[i][0]);
+            if (NV == 2) _mm512_mask_storeu_ps(ci + 16, m1, acc[i][1]);
+        }
+    } else if (mr == MR && nr == 16 * NV) {
         for (int i = 0; i < MR; i++) {
             float *ci = c + i * ldc;
             _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
@@ -114,9 +123,9 @@ static inline void kernel_nv(const int NV, size_t kc, const float *restrict a, c
 
 __attribute__((target("avx512f")))
 static void kernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c, size_t ldc,
-                   size_t mr, size_t nr) {
-    if (nr > 16) kernel_nv(2, kc, a, b, c, ldc, mr, nr);
-    else kernel_nv(1, kc, a, b, c, ldc, mr, nr);
+                   size_t mr, size_t nr, int overwrite) {
+    if (nr > 16) kernel_nv(2, kc, a, b, c, ldc, mr, nr, overwrite);
+    else kernel_nv(1, kc, a, b, c, ldc, mr, nr, overwrite);
 }
 
 // op(A)'s rows [0, mc) and columns [0, kc) (a points at its first element) into panels of MR rows,
@@ -191,8 +200,9 @@ typedef void (*pack_b_block)(const void *context, size_t pc, size_t kc, size_t j
 // C's columns [n0, n1) += op(A) op(B), all of op(A) (m, k) packed as oh_gemm_pack_a lays it out,
 // op(B)'s blocks packed by `pack`.
 __attribute__((target("avx512f")))
-static void gemm_packed(const float *pa, size_t m, size_t n0, size_t n1, size_t k, pack_b_block pack, const void *context,
-                        float *c, size_t ldc) {
+static void gemm_packed(const float *pa, size_t m, size_t m0, size_t m1, size_t n0, size_t n1, size_t k, pack_b_block pack,
+                        const void *context, float *c, size_t ldc, int overwrite) {
+    // Rows [m0, m1) of C (m0 a multiple of MR) from A packed for all m rows.
     const size_t mpad = (m + MR - 1) / MR * MR;
     float *pb = packed_b;
     for (size_t jc = n0; jc < n1; jc += NC) {
@@ -200,13 +210,13 @@ static void gemm_packed(const float *pa, size_t m, size_t n0, size_t n1, size_t 
         for (size_t pc = 0; pc < k; pc += KC) {
             size_t kc = k - pc < KC ? k - pc : KC;
             pack(context, pc, kc, jc, nc, pb);
-            for (size_t ic = 0; ic < m; ic += MC) {
-                size_t mc = m - ic < MC ? m - ic : MC;
+            for (size_t ic = m0; ic < m1; ic += MC) {
+                size_t mc = m1 - ic < MC ? m1 - ic : MC;
                 const float *a = pa + pc * mpad + ic * kc;
                 for (size_t jr = 0; jr < nc; jr += NR)
                     for (size_t ir = 0; ir < mc; ir += MR)
                         kernel(kc, a + ir * kc, pb + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc,
-                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR);
+                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, overwrite && pc == 0);
             }
         }
     }
@@ -224,15 +234,15 @@ int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float 
     if (!oh_gemm_available() || !workspace(oh_gemm_packed_a_floats(m, k))) return 0;
     oh_gemm_pack_a(trans_a, m, k, a, lda, packed_a);
     struct matrix_b context = { b, ldb, trans_b };
-    gemm_packed(packed_a, m, 0, n, k, pack_b_matrix, &context, c, ldc);
+    gemm_packed(packed_a, m, 0, m, 0, n, k, pack_b_matrix, &context, c, ldc, 0);
     return 1;
 }
 
-int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
-                   float *c, size_t ldc) {
-    if (!oh_gemm_available() || !workspace(0)) return 0;
+int oh_gemm_packed(const float *packed, size_t m, size_t first_row, size_t rows, size_t n, size_t k, int trans_b,
+                   const float *b, size_t ldb, float *c, size_t ldc, int beta) {
+    if (!oh_gemm_available() || !workspace(0) || first_row % MR != 0 || first_row + rows > m) return 0;
     struct matrix_b context = { b, ldb, trans_b };
-    gemm_packed(packed, m, 0, n, k, pack_b_matrix, &context, c, ldc);
+    gemm_packed(packed, m, first_row, first_row + rows, 0, n, k, pack_b_matrix, &context, c, ldc, beta == 0 && k > 0);
     return 1;
 }
 
@@ -430,7 +440,7 @@ int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, 
                          const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns) {
     if (!oh_gemm_available() || !workspace(0) || images * g->C * g->H * g->W >= (size_t)1 << 31 || g->k > 32) return 0;
     struct conv_b context = { x, g, first_column + columns };
-    gemm_packed(packed_w, O, first_column, first_column + columns, g->C * g->k * g->k, pack_b_image, &context, c, ldc);
+    gemm_packed(packed_w, O, 0, O, first_column, first_column + columns, g->C * g->k * g->k, pack_b_image, &context, c, ldc, 0);
     return 1;
 }
 
@@ -440,8 +450,8 @@ int oh_gemm_available(void) { return 0; }
 int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
             const float *b, size_t ldb, float *c, size_t ldc) { return 0; }
 size_t oh_gemm_packed_a_floats(size_t m, size_t k) { return 0; }
-int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
-                   float *c, size_t ldc) { return 0; }
+int oh_gemm_packed(const float *packed, size_t m, size_t first_row, size_t rows, size_t n, size_t k, int trans_b,
+                   const float *b, size_t ldb, float *c, size_t ldc, int beta) { return 0; }
 void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out) {}
 int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, const float *x,
                          const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns) { return 0; }

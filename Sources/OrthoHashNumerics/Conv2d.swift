@@ -117,7 +117,7 @@ final class Conv2dLayer: Layer {
         let n = Self.chunk(batch: B, fanIn: fanIn, positions: P), nf = forwardChunk(batch: B)
         guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, max(n, nf), P]), let a = checkedProduct([B, O, P, 2]),
               let k = checkedProduct([B, fanIn, P]) else { return nil }
-        return c + y + a + (keeps(batch: B) ? k : 0) + (packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
+        return c + y + a + (keeps(batch: B) ? k : 0) + (packsColumns ? max(oh_gemm_packed_a_floats(O, fanIn), oh_gemm_packed_a_floats(fanIn, O)) : 0)
     }
 
     /// Whether training's forward keeps its columns for backward: when they fit the budget, and
@@ -132,7 +132,7 @@ final class Conv2dLayer: Layer {
         columns = FloatBuffer(count: fanIn * chunk * P)
         productsDirty = 0; columnsDirty = 0
         kept = FloatBuffer(count: keeps(batch: B) ? B * fanIn * P : 0)
-        packedWeights = FloatBuffer(count: packsColumns ? oh_gemm_packed_a_floats(O, fanIn) : 0)
+        packedWeights = FloatBuffer(count: packsColumns ? max(oh_gemm_packed_a_floats(O, fanIn), oh_gemm_packed_a_floats(fanIn, O)) : 0)
         products = FloatBuffer(count: O * max(chunk, forwardChunk) * P)
         activations = FloatBuffer(count: B * O * P)
         evaluation = FloatBuffer(count: B * O * P)
@@ -203,6 +203,10 @@ final class Conv2dLayer: Layer {
         let cols = columns.pointer, prods = products.pointer, y = activations.pointer, P = P, O = O, relu: Int32 = relu ? 1 : 0
         let dWeight = g + offset, dBias = g + offset + O * fanIn
         var dyTop: UInt32 = 0
+        // The input gradient's GEMM by orthohash's where forward's is (W^T packed once here, each
+        // chunk's columns overwritten: no clearing pass), else OpenBLAS's.
+        let packs = packedWeights.count > 0 && dx != nil
+        if packs { oh_gemm_pack_a(1, fanIn, O, p + offset, fanIn, packedWeights.pointer) }
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
             dyTop = max(dyTop, forEachPart(O, threads: threads) { r in
@@ -224,8 +228,29 @@ final class Conv2dLayer: Layer {
             BLAS.gemm(transA: false, transB: true, m: O, n: fanIn, k: n * P, prods, lda: n * P,
                       forwardColumns, ldb: n * P, beta: 1, dWeight, ldc: fanIn, split: split)
             if let dx {
-                BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
-                          prods, ldb: n * P, beta: columnsDirty == 0 ? 1 : 0, cols, ldc: n * P, split: split)
+                if packs {
+                    // Units of C's longer side: the columns (whole panels), or the rows (whole
+                    // 8-row panels of W^T: AlexNet's conv4-5, one 13 x 13 image per chunk).
+                    let columns = n * P, packed = UnsafePointer(packedWeights.pointer)
+                    if columns >= fanIn {
+                        let width = Self.unitColumns(columns: columns, threads: threads)
+                        parallelUnits((columns + width - 1) / width, threads: threads) { unit in
+                            let lo = unit * width, count = min(width, columns - lo)
+                            let done = oh_gemm_packed(packed, fanIn, 0, fanIn, count, O, 0, prods + lo, columns, cols + lo, columns, 0)
+                            precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
+                        }
+                    } else {
+                        let panels = (fanIn + oh_gemm_row_block - 1) / oh_gemm_row_block, per = max(1, panels / max(1, 4 * threads))
+                        parallelUnits((panels + per - 1) / per, threads: threads) { unit in
+                            let lo = unit * per * oh_gemm_row_block, count = min(per * oh_gemm_row_block, fanIn - lo)
+                            let done = oh_gemm_packed(packed, fanIn, lo, count, columns, O, 0, prods, columns, cols, columns, 0)
+                            precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
+                        }
+                    }
+                } else {
+                    BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
+                              prods, ldb: n * P, beta: columnsDirty == 0 ? 1 : 0, cols, ldc: n * P, split: split)
+                }
                 forEachPart(C, threads: threads) { r in
                     oh_col2im_add_clear(dx + first * CHW, cols, n * P, n, C, H, W, k, s, pad, Ho, Wo, r.lowerBound, r.count)
                     return 0

@@ -13,7 +13,8 @@ final class OwnGemmTests: XCTestCase {
 
     /// Every transpose, leading dimensions wider than the matrices, C added to (not overwritten),
     /// and sizes on both sides of the kernel's 8 x 32 tile and of the blocks (192 rows of A, 256
-    /// columns of B, 256 of k), packed by oh_gemm or beforehand (oh_gemm_pack_a + oh_gemm_packed).
+    /// columns of B, 256 of k), packed by oh_gemm or beforehand (oh_gemm_pack_a + oh_gemm_packed,
+    /// which also overwrites C: beta 0).
     func testGemmAgainstTripleLoop() {
         for (m, n, k) in [(1, 1, 1), (7, 33, 5), (8, 32, 256), (9, 31, 257), (17, 16, 3), (200, 300, 520), (37, 17, 600)] {
             for transA in [false, true] {
@@ -22,14 +23,19 @@ final class OwnGemmTests: XCTestCase {
                     let a = randomBuffer((transA ? k : m) * lda, seed: 1), b = randomBuffer((transB ? n : k) * ldb, seed: 2)
                     func aAt(_ i: Int, _ l: Int) -> Double { Double(transA ? a[l * lda + i] : a[i * lda + l]) }
                     func bAt(_ l: Int, _ j: Int) -> Double { Double(transB ? b[j * ldb + l] : b[l * ldb + j]) }
-                    for prepacked in [false, true] {
+                    // oh_gemm (adds), and prepacked with beta 1 (adds) and beta 0 (overwrites C, NaN before).
+                    for (prepacked, beta) in [(false, 1), (true, 1), (true, 0)] {
                         let c = FloatBuffer(count: m * ldc)
-                        for i in 0..<c.count { c[i] = Float(i % 7) - 3 }
+                        for i in 0..<c.count { c[i] = beta == 0 && i % ldc < n ? .nan : Float(i % 7) - 3 }
                         let old = c.array
                         if prepacked {
                             let packed = FloatBuffer(count: oh_gemm_packed_a_floats(m, k))
                             oh_gemm_pack_a(transA ? 1 : 0, m, k, a.pointer, lda, packed.pointer)
-                            XCTAssertEqual(oh_gemm_packed(packed.pointer, m, n, k, transB ? 1 : 0, b.pointer, ldb, c.pointer, ldc), 1)
+                            // In two calls of rows [0, cut) and [cut, m), cut a multiple of the panels' 8 rows.
+                            let cut = min(m, (m / 2) / oh_gemm_row_block * oh_gemm_row_block)
+                            for (lo, hi) in [(0, cut), (cut, m)] where hi > lo {
+                                XCTAssertEqual(oh_gemm_packed(packed.pointer, m, lo, hi - lo, n, k, transB ? 1 : 0, b.pointer, ldb, c.pointer, ldc, Int32(beta)), 1)
+                            }
                         } else {
                             XCTAssertEqual(oh_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc), 1)
                         }
@@ -40,7 +46,7 @@ final class OwnGemmTests: XCTestCase {
                                     XCTAssertEqual(c[i * ldc + j].bitPattern, old[i * ldc + j].bitPattern, "column past n touched")
                                     continue
                                 }
-                                var want = Double(old[i * ldc + j])
+                                var want = beta == 0 ? 0 : Double(old[i * ldc + j])
                                 for l in 0..<k { want += aAt(i, l) * bAt(l, j) }
                                 worst = max(worst, abs(Double(c[i * ldc + j]) - want))
                             }
@@ -48,7 +54,7 @@ final class OwnGemmTests: XCTestCase {
                         // Sums of up to 600 products of N(0, 1) values (magnitude ~25) in float32:
                         // rounding stays below 1e-4 x sqrt(k); a wrong index moves them by units.
                         XCTAssertLessThan(worst, 1e-4 * Double(k).squareRoot() + 1e-5,
-                                          "\(m)x\(n)x\(k) transA \(transA) transB \(transB) prepacked \(prepacked)")
+                                          "\(m)x\(n)x\(k) transA \(transA) transB \(transB) prepacked \(prepacked) beta \(beta)")
                     }
                 }
             }

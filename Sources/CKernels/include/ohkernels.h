@@ -73,9 +73,14 @@ size_t oh_gemm_packed_a_floats(size_t m, size_t k);
 /// Packs all of op(A) (m, k) as oh_gemm's kernel reads it: for a matrix that several GEMMs share
 /// (a convolution's weights, for every chunk of its images).
 void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out);
-/// oh_gemm with op(A) packed by oh_gemm_pack_a (`packed`, m x k).
-int oh_gemm_packed(const float *packed, size_t m, size_t n, size_t k, int trans_b, const float *b, size_t ldb,
-                   float *c, size_t ldc);
+/// Rows [first_row, first_row + rows) of C = op(A) op(B) + beta C, for beta 0 (C's old content,
+/// even NaN, not read) or 1, op(A) packed by oh_gemm_pack_a (`packed`, all m x k of it); c is C's
+/// row 0; otherwise as oh_gemm. first_row must be a multiple of oh_gemm_row_block (else 0 is
+/// returned, nothing done).
+int oh_gemm_packed(const float *packed, size_t m, size_t first_row, size_t rows, size_t n, size_t k, int trans_b,
+                   const float *b, size_t ldb, float *c, size_t ldc, int beta);
+/// The rows of op(A) in a packed panel (8).
+static const size_t oh_gemm_row_block = 8;
 /// A convolution's shape: C channels of H x W in, k x k kernel, stride, zero padding, Ho x Wo out.
 struct oh_conv_geometry { size_t C, H, W, k, stride, pad, Ho, Wo; };
 /// A convolution's forward GEMM with the columns gathered from the images instead of an im2col
