@@ -1,5 +1,6 @@
 // The one caller of BLAS.
 
+import CKernels
 import COpenBLAS
 #if canImport(Glibc)
 import Glibc
@@ -50,6 +51,10 @@ public enum BLAS {
     /// A C narrower than this on both sides, over a depth of at least `kSplitDepth` per thread,
     /// is split along k instead (`gemmSplitK`).
     static let kSplitSide = 128, kSplitDepth = 8192
+    /// Elements of op(B) from which a GEMM of at most 128 rows streams it (oh_gemm_small_rows):
+    /// 1M, a weight of 4 MB; below, packing it costs little and OpenBLAS is as fast or faster.
+    /// Tests lower it to reach that path with small matrices.
+    nonisolated(unsafe) static var streamedMinimum = 1 << 20
 
     /// C (m, n) small and k long (a first convolution's weight gradient: 32 x 25 over 41,552
     /// positions of the cnn's chunk): split along C, each thread would pack all of the long
@@ -134,6 +139,17 @@ public enum BLAS {
                 for r in 0..<m { memset(c + r * ldc, 0, n * MemoryLayout<Float>.stride) }
             }
             effectiveBeta = 1
+        }
+        // A batch through a large fully connected layer's forward (x W^T): orthohash's GEMM reads
+        // the weight where it lies, where OpenBLAS copies all of it into its packed panels first
+        // (151 MB for AlexNet's fc6). Measured on one thread, AlexNet's fc6 and fc7 at batch 64:
+        // 1.47-1.54x OpenBLAS; in the step at 2 threads fc6's forward 15-18 -> 10-12 ms. Not for
+        // backward's dy W (the weight's columns, 32 bytes from each row): 1.18-1.27x alone, but
+        // slower than OpenBLAS in the step at 2 threads.
+        if !transA && transB && alpha == 1 && m <= 128 && n * k >= Self.streamedMinimum && effectiveBeta == 1,
+           oh_gemm_small_rows(1, m, n, k, a, lda, b, ldb, c, ldc) == 1 {
+            if let clock { gemmNanoseconds &+= clock() - start }
+            return
         }
         cblas_sgemm(
             CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,

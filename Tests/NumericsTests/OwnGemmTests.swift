@@ -61,6 +61,51 @@ final class OwnGemmTests: XCTestCase {
         }
     }
 
+    /// The GEMM of few rows that reads B where it lies (a fully connected layer's weight): both
+    /// of B's layouts, n not a multiple of the kernel's 8 rows, k past the 256 of a block, C
+    /// added to; and through BLAS.gemm (x W^T, its route), beta 0 and 1, split over 2 threads.
+    func testSmallRowsGemmAgainstTripleLoop() {
+        for (m, n, k) in [(1, 8, 1), (5, 3, 7), (37, 53, 29), (64, 203, 300), (128, 16, 513)] {
+            for transB in [false, true] {
+                let lda = k + 1, ldb = (transB ? k : n) + 3, ldc = n + 2
+                let a = randomBuffer(m * lda, seed: 11), b = randomBuffer((transB ? n : k) * ldb, seed: 12)
+                let c = FloatBuffer(count: m * ldc)
+                for i in 0..<c.count { c[i] = Float(i % 5) - 2 }
+                let old = c.array
+                XCTAssertEqual(oh_gemm_small_rows(transB ? 1 : 0, m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc), 1)
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<ldc {
+                        if j >= n { XCTAssertEqual(c[i * ldc + j].bitPattern, old[i * ldc + j].bitPattern); continue }
+                        var want = Double(old[i * ldc + j])
+                        for l in 0..<k { want += Double(a[i * lda + l]) * Double(transB ? b[j * ldb + l] : b[l * ldb + j]) }
+                        worst = max(worst, abs(Double(c[i * ldc + j]) - want))
+                    }
+                }
+                XCTAssertLessThan(worst, 1e-4 * Double(k).squareRoot() + 1e-5, "\(m)x\(n)x\(k) transB \(transB)")
+            }
+        }
+        let big = FloatBuffer(count: 129 * 8)
+        XCTAssertEqual(oh_gemm_small_rows(1, 129, 8, 8, big.pointer, 8, big.pointer, 8, big.pointer, 8), 0, "more than 128 rows: refused")
+        let minimum = BLAS.streamedMinimum
+        BLAS.streamedMinimum = 1
+        defer { BLAS.streamedMinimum = minimum }
+        let (m, n, k) = (9, 70, 40)
+        let x = randomBuffer(m * k, seed: 13), w = randomBuffer(n * k, seed: 14)
+        for (beta, split) in [(Float(0), 1), (1, 1), (0, 2), (1, 2)] {
+            let y = FloatBuffer(count: m * n)
+            for i in 0..<y.count { y[i] = beta == 0 ? .nan : 1 }
+            BLAS.gemm(transA: false, transB: true, m: m, n: n, k: k, x.pointer, lda: k, w.pointer, ldb: k, beta: beta, y.pointer, ldc: n, split: split)
+            for i in 0..<m {
+                for j in 0..<n {
+                    var want = beta == 0 ? 0.0 : 1.0
+                    for l in 0..<k { want += Double(x[i * k + l]) * Double(w[j * k + l]) }
+                    XCTAssertEqual(Double(y[i * n + j]), want, accuracy: 1e-4, "beta \(beta) split \(split) (\(i), \(j))")
+                }
+            }
+        }
+    }
+
     /// The convolution GEMM whose columns come from the images: stride 1 with an output as large
     /// as the input (masked loads; planes of fewer than 16 positions, whose 16-column groups span
     /// three images, gather instead), and other strides and paddings (gathers); the columns in

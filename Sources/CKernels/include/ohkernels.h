@@ -68,6 +68,12 @@ int oh_gemm_available(void);
 int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
             const float *b, size_t ldb, float *c, size_t ldc);
 
+/// C (m, n) += A op(B) for few rows (m <= 128: a batch through a fully connected layer), op(B) =
+/// B^T (trans_b: B (n, k), x W^T) or B (B (k, n), dy W), B read where it lies, unpacked: it is
+/// the weight, too large to copy once per GEMM. Returns 0, having done nothing, where
+/// oh_gemm_available() is 0 or m > 128. One thread.
+int oh_gemm_small_rows(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                       float *c, size_t ldc);
 /// Floats of op(A) (m, k) packed by oh_gemm_pack_a (0 where oh_gemm_available() is 0).
 size_t oh_gemm_packed_a_floats(size_t m, size_t k);
 /// Packs all of op(A) (m, k) as oh_gemm's kernel reads it: for a matrix that several GEMMs share
