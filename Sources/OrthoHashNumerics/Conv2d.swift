@@ -209,14 +209,13 @@ final class Conv2dLayer: Layer {
         if packs { oh_gemm_pack_a(1, fanIn, O, p + offset, fanIn, packedWeights.pointer) }
         for first in Swift.stride(from: 0, to: B, by: chunk) {
             let n = min(chunk, B - first)
+            // The gradient's rows gathered, then their sums, by the thread that gathered them.
             dyTop = max(dyTop, forEachPart(O, threads: threads) { r in
-                oh_conv_gather_gradient(prods, n * P, dy + first * OP, y + first * OP, n, O, P, relu, r.lowerBound, r.count)
+                let top = oh_conv_gather_gradient(prods, n * P, dy + first * OP, y + first * OP, n, O, P, relu, r.lowerBound, r.count)
+                oh_row_sums_add(dBias + r.lowerBound, prods + r.lowerBound * n * P, r.count, n * P)
+                return top
             })
             productsDirty = max(productsDirty, O * n * P)
-            forEachPart(O, threads: threads) { r in
-                oh_row_sums_add(dBias + r.lowerBound, prods + r.lowerBound * n * P, r.count, n * P)
-                return 0
-            }
             let forwardColumns = kept.count > 0 ? UnsafePointer(kept.pointer + first * fanIn * P) : UnsafePointer(cols)
             if kept.count == 0 {
                 forEachPart(fanIn, threads: threads) { r in

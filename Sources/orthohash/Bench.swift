@@ -83,14 +83,16 @@ extension OrthoHashCommand {
                 say("bench: \(splits.train.rows) rows, backbone \(backbone.rawValue)\(backbone == .mlp ? " \(config.hidden)" : ""), \(nbit) bits, batch \(batchSize), \(steps) steps, \(dataParallel.ranks) rank(s), OpenBLAS kernel \(BLAS.kernel)")
                 say("ranks  threads  samples/s  ms/step  gemm share  all-reduce ms/step  bn-sync ms/step" + (waits ? "  wait ms/step" : ""))
                 let hosts = hostCount(dataParallel.collective)
-                var achieved: [(Int, Double)] = []
+                // Each run's images/s and the core's FMA peak measured right after it on as many threads
+                // (the machine's speed can drift between runs: the share compares like with like).
+                var achieved: [(Int, Double, Double)] = []
                 for t in threads {
                     BLAS.setThreads(t)
                     var options = TrainerOptions()
                     options.threads = t
                     options.measureWait = waits
                     let r = try Benchmark.training(config: config, data: splits, steps: steps, dataParallel: dataParallel, options: options)
-                    achieved.append((t, r.samplesPerSecond))
+                    achieved.append((t, r.samplesPerSecond, backbone.takesImages && dataParallel.rank == 0 ? Benchmark.fmaPeak(threads: t) : 0))
                     say(String(format: "%5ld  %7ld  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))
                         + (waits ? String(format: "  %12.2f", r.ms(.wait)) : ""))
@@ -125,12 +127,12 @@ extension OrthoHashCommand {
                 if dataParallel.ranks > 1 { say("gradients summed by \(dataParallel.gradientReduction)") }
                 if backbone.takesImages && dataParallel.rank == 0 {
                     // The share of the core's peak the step's GEMMs' work reaches: FLOPs per image from the model's shapes.
-                    let flops = config.model(for: splits).flopsPerRow, peak = Benchmark.fmaPeak()
-                    say(String(format: "model: %.2f GFLOP per training image (%.2f forward); the core's measured FMA peak: %.0f GFLOP/s",
-                               flops.training / 1e9, flops.forward / 1e9, peak))
-                    for (t, rate) in achieved {
+                    let flops = config.model(for: splits).flopsPerRow
+                    say(String(format: "model: %.2f GFLOP per training image (%.2f forward)", flops.training / 1e9, flops.forward / 1e9))
+                    for (t, rate, peak) in achieved {
                         let perCore = rate * flops.training / 1e9 / Double(t * dataParallel.ranks)
-                        say(String(format: "  %ld thread(s): %.0f GFLOP/s per core, %.0f%% of the peak", t, perCore, 100 * perCore / peak))
+                        say(String(format: "  %ld thread(s): %.0f GFLOP/s per core, %.0f%% of the core's FMA peak measured right after on %ld thread(s) at once, %.0f GFLOP/s",
+                                   t, perCore, 100 * perCore / peak, t, peak))
                     }
                     // The memory check's estimate (every buffer of the model and its step) beside what the process used.
                     let estimate = config.model(for: splits).floatsNeeded(batch: batchSize / dataParallel.ranks, moments: 2, arcMargin: false).map { 4 * Double($0) } ?? 0
