@@ -23,6 +23,17 @@ public enum BLAS {
 
     public static func resetTimer() { gemmNanoseconds = 0 }
 
+    /// Runs `body`, a GEMM made outside this wrapper (orthohash's own in CKernels, split over the
+    /// step's threads by the caller), counting its time as the wrapper counts its own: called
+    /// from the step's thread.
+    @inline(__always)
+    static func timed<T>(_ body: () -> T) -> T {
+        guard let clock else { return body() }
+        let start = clock()
+        defer { gemmNanoseconds &+= clock() - start }
+        return body()
+    }
+
     /// One GEMM's shape as the wrapper was asked for it (before any split over threads).
     public struct Shape: Hashable, Sendable {
         public var transA: Bool, transB: Bool, m: Int, n: Int, k: Int

@@ -171,11 +171,11 @@ final class Conv2dLayer: Layer {
                 // The columns in units of whole 32-column panels, taken by the threads in turn.
                 let columns = n * P, width = Self.unitColumns(columns: columns, threads: threads)
                 let packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
-                parallelUnits((columns + width - 1) / width, threads: threads) { unit in
+                BLAS.timed { parallelUnits((columns + width - 1) / width, threads: threads) { unit in
                     let lo = unit * width, count = min(width, columns - lo)
                     let done = oh_conv_gemm_forward(prods, columns, packed, O, images, &geometry, n, lo, count)
                     precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
-                }
+                } }
             } else {
                 // Training keeps each chunk's columns at its first image's place, for backward.
                 let cols = keeping ? kept.pointer + first * fanIn * P : scratch
@@ -233,18 +233,18 @@ final class Conv2dLayer: Layer {
                     let columns = n * P, packed = UnsafePointer(packedWeights.pointer)
                     if columns >= fanIn {
                         let width = Self.unitColumns(columns: columns, threads: threads)
-                        parallelUnits((columns + width - 1) / width, threads: threads) { unit in
+                        BLAS.timed { parallelUnits((columns + width - 1) / width, threads: threads) { unit in
                             let lo = unit * width, count = min(width, columns - lo)
                             let done = oh_gemm_packed(packed, fanIn, 0, fanIn, count, O, 0, prods + lo, columns, cols + lo, columns, 0)
                             precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
-                        }
+                        } }
                     } else {
                         let panels = (fanIn + oh_gemm_row_block - 1) / oh_gemm_row_block, per = max(1, panels / max(1, 4 * threads))
-                        parallelUnits((panels + per - 1) / per, threads: threads) { unit in
+                        BLAS.timed { parallelUnits((panels + per - 1) / per, threads: threads) { unit in
                             let lo = unit * per * oh_gemm_row_block, count = min(per * oh_gemm_row_block, fanIn - lo)
                             let done = oh_gemm_packed(packed, fanIn, lo, count, columns, O, 0, prods, columns, cols, columns, 0)
                             precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
-                        }
+                        } }
                     }
                 } else {
                     BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
