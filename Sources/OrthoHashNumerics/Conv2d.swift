@@ -75,8 +75,9 @@ final class Conv2dLayer: Layer {
     /// OpenBLAS at batch 64 (/tmp harness, alternated): AlexNet's conv1 0.98x (1.0x in the step,
     /// where its larger chunks split better over 2 threads), conv2-5 1.00-1.11x.
     var packsColumns: Bool {
-        // A chunk's images are addressed with 32-bit offsets.
-        let images = max(1, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, fanIn * P))
+        // A forward chunk's images (as many as fit the products' budget) are addressed with
+        // 32-bit offsets.
+        let images = max(1, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, O * P))
         let fits = kernel <= 32 && checkedProduct([input.count, images]).map { $0 < 1 << 31 } == true
         if let forced = Self.packColumnsOverride { return forced && fits && oh_gemm_available() != 0 }
         return fits && oh_gemm_available() != 0 && stride <= 4

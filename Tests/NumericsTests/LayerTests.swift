@@ -127,6 +127,18 @@ final class LayerTests: XCTestCase {
         }
     }
 
+    /// Forward gathers its columns only where the gathered GEMM can take the layer: not for
+    /// kernels wider than 32, nor for a chunk of images of 2^31 floats or more (32-bit offsets),
+    /// which take im2col + OpenBLAS instead; and never where the CPU has no AVX-512.
+    func testGatheredForwardOnlyWhereItFits() {
+        let huge = conv(SampleShape(channels: 1, height: 65_536, width: 32_768), outputs: 2, kernel: 3, padding: 1, relu: false)
+        XCTAssertFalse(huge.packsColumns, "2^31 input floats in one chunk")
+        let wide = conv(SampleShape(channels: 1, height: 40, width: 40), outputs: 2, kernel: 33, relu: false)
+        XCTAssertFalse(wide.packsColumns, "a 33 x 33 kernel")
+        let usual = conv(SampleShape(channels: 64, height: 27, width: 27), outputs: 192, kernel: 5, padding: 2, relu: true)
+        XCTAssertEqual(usual.packsColumns, oh_gemm_available() != 0, "AlexNet's conv2: gathered exactly where the CPU has AVX-512")
+    }
+
     /// The passes split over threads (and the GEMMs over the same threads) give what one thread
     /// gives: each element is computed the same way (the GEMMs' parts may add in another order).
     func testThreadsGiveTheSameResults() {
