@@ -201,8 +201,8 @@ static void pack_b(int trans, const float *b, size_t ldb, size_t kc, size_t nc, 
 // Packs op(B)'s rows [pc, pc + kc) and columns [jc, jc + nc) into panels (pack_b's layout).
 typedef void (*pack_b_block)(const void *context, size_t pc, size_t kc, size_t jc, size_t nc, float *out);
 
-// C's columns [n0, n1) += op(A) op(B), all of op(A) (m, k) packed as oh_gemm_pack_a lays it out,
-// op(B)'s blocks packed by `pack`.
+// C's rows [m0, m1) and columns [n0, n1) += op(A) op(B), all of op(A) (m, k) packed as
+// oh_gemm_pack_a lays it out, op(B)'s blocks packed by `pack`.
 __attribute__((target("avx512f")))
 static void gemm_packed(const float *pa, size_t m, size_t m0, size_t m1, size_t n0, size_t n1, size_t k, pack_b_block pack,
                         const void *context, float *c, size_t ldc, int overwrite) {
@@ -235,20 +235,19 @@ static void pack_b_matrix(const void *context, size_t pc, size_t kc, size_t jc, 
 
 // The micro-kernel for a GEMM whose large operand is read where it lies, unpacked (a fully
 // connected layer's weight, 151 MB for AlexNet's fc6: packing it would copy it once per GEMM):
-// C (MR rows, 32 columns, ldc apart) += A' (MR x kc) B' (kc x 32), A' element (i, p) at
-// a[i si + p sp] (si = lda, sp = 1: rows of W; si = 1, sp = lda: columns of W), B' a packed
-// panel. The lines 4 ahead in A' are prefetched (A' streams from memory once).
-__attribute__((target("avx512f"), always_inline))
-static inline void kernel_streamed(const ptrdiff_t si, const ptrdiff_t sp, size_t kc, const float *restrict a,
-                                   const float *restrict b, float *restrict c, size_t ldc) {
+// C (MR rows, 32 columns, ldc apart) += A' (MR x kc) B' (kc x 32), A' MR rows of W (lda apart),
+// B' a packed panel. Each row's line 4 ahead is prefetched (W streams from memory once).
+__attribute__((target("avx512f")))
+static void kernel_streamed(size_t kc, const float *restrict a, size_t lda, const float *restrict b, float *restrict c,
+                            size_t ldc) {
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) { acc[i][0] = _mm512_setzero_ps(); acc[i][1] = _mm512_setzero_ps(); }
     for (size_t p = 0; p < kc; p++) {
-        if (sp == 1 ? (p & 15) == 0 : 1)
-            for (int i = 0; i < (sp == 1 ? MR : 1); i++) _mm_prefetch((const char *)(a + i * si + (ptrdiff_t)(p + (sp == 1 ? 64 : 4)) * sp), _MM_HINT_T0);
+        if ((p & 15) == 0)
+            for (int i = 0; i < MR; i++) _mm_prefetch((const char *)(a + i * lda + p + 64), _MM_HINT_T0);
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         for (int i = 0; i < MR; i++) {
-            __m512 ai = _mm512_set1_ps(a[i * si + (ptrdiff_t)p * sp]);
+            __m512 ai = _mm512_set1_ps(a[i * lda + p]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
@@ -261,23 +260,18 @@ static inline void kernel_streamed(const ptrdiff_t si, const ptrdiff_t sp, size_
     }
 }
 
-// C^T (n x mpad, scratch) += A' B' over all of k, A' (n x k) read unpacked (kernel_streamed),
-// B' = A^T packed (k x mpad) in panels of 32 columns. n a multiple of MR.
+// C^T (n x mpad, scratch) += W B' over all of k, W (n x k, rows ldw apart) read in place, B' =
+// A^T packed (k x mpad) in panels of 32 columns. n a multiple of MR.
 __attribute__((target("avx512f")))
-static void gemm_streamed(int columns_of_w, size_t n, size_t mpad, size_t k, const float *w, size_t ldw,
-                          const float *packed, float *ct) {
-    const ptrdiff_t si = columns_of_w ? 1 : (ptrdiff_t)ldw, sp = columns_of_w ? (ptrdiff_t)ldw : 1;
-    const size_t block = 64;    // rows of A' (of W) per block: block x KC floats stay in L2 for the second panel
+static void gemm_streamed(size_t n, size_t mpad, size_t k, const float *w, size_t ldw, const float *packed, float *ct) {
+    const size_t block = 64;    // rows of W per block: block x KC floats stay in L2 for the next panel of B'
     for (size_t ic = 0; ic < n; ic += block) {
         size_t mc = n - ic < block ? n - ic : block;
         for (size_t pc = 0; pc < k; pc += KC) {
             size_t kc = k - pc < KC ? k - pc : KC;
             for (size_t jr = 0; jr < mpad; jr += NR)
-                for (size_t ir = ic; ir < ic + mc; ir += MR) {
-                    const float *a = w + (ptrdiff_t)ir * si + (ptrdiff_t)pc * sp;
-                    if (columns_of_w) kernel_streamed(1, sp, kc, a, packed + pc * mpad + jr * kc, ct + ir * mpad + jr, mpad);
-                    else kernel_streamed(si, 1, kc, a, packed + pc * mpad + jr * kc, ct + ir * mpad + jr, mpad);
-                }
+                for (size_t ir = ic; ir < ic + mc; ir += MR)
+                    kernel_streamed(kc, w + ir * ldw + pc, ldw, packed + pc * mpad + jr * kc, ct + ir * mpad + jr, mpad);
         }
     }
 }
@@ -285,7 +279,7 @@ static void gemm_streamed(int columns_of_w, size_t n, size_t mpad, size_t k, con
 static _Thread_local float *streamed_scratch;
 static _Thread_local size_t streamed_capacity;
 
-int oh_gemm_small_rows(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+int oh_gemm_small_rows(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                        float *c, size_t ldc) {
     const size_t mpad = (m + NR - 1) / NR * NR, npad = (n + MR - 1) / MR * MR;
     if (!oh_gemm_available() || m > 128 || !workspace(k * mpad)) return 0;
@@ -295,39 +289,28 @@ int oh_gemm_small_rows(int trans_b, size_t m, size_t n, size_t k, const float *a
         streamed_capacity = streamed_scratch ? npad * mpad : 0;
         if (!streamed_scratch) return 0;
     }
-    // B' = A^T (k x m) in panels of 32 of A's rows, a block of KC rows of k at a time, as the
-    // driver's packed B; C^T starts at zero.
+    // B' = A^T (k x m) in panels of 32 of A's rows, a block of KC rows of k at a time (in the
+    // buffer kept for packed A's); C^T starts at zero.
     for (size_t pc = 0; pc < k; pc += KC) {
         size_t kc = k - pc < KC ? k - pc : KC;
         pack_b(1, a + pc, lda, kc, m, packed_a + pc * mpad);
     }
     memset(streamed_scratch, 0, npad * mpad * sizeof(float));
-    // Rows of A' past n read W out of bounds: the last partial block of MR rows goes to a copy.
+    // The kernel reads MR rows of B at a time: the last n % MR rows (the layers' widths are
+    // multiples of 8, so none there) by plain loops.
     const size_t nfull = n / MR * MR;
-    if (nfull > 0) gemm_streamed(!trans_b, nfull, mpad, k, b, ldb, packed_a, streamed_scratch);
-    if (nfull < n) {
-        // op(B)'s last n - nfull (< 8) columns: plain loops (the layers' widths are multiples of 8).
-        for (size_t i = nfull; i < n; i++)
-            for (size_t j = 0; j < m; j++) {
-                float sum = 0.0f;
-                for (size_t p = 0; p < k; p++) sum += a[j * lda + p] * (trans_b ? b[i * ldb + p] : b[p * ldb + i]);
-                streamed_scratch[i * mpad + j] += sum;
-            }
-    }
+    if (nfull > 0) gemm_streamed(nfull, mpad, k, b, ldb, packed_a, streamed_scratch);
+    for (size_t i = nfull; i < n; i++)
+        for (size_t j = 0; j < m; j++) {
+            float sum = 0.0f;
+            for (size_t p = 0; p < k; p++) sum += a[j * lda + p] * b[i * ldb + p];
+            streamed_scratch[i * mpad + j] += sum;
+        }
     // C += (C^T)^T.
     for (size_t j = 0; j < m; j++) {
         float *row = c + j * ldc;
         for (size_t i = 0; i < n; i++) row[i] += streamed_scratch[i * mpad + j];
     }
-    return 1;
-}
-
-int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
-            const float *b, size_t ldb, float *c, size_t ldc) {
-    if (!oh_gemm_available() || !workspace(oh_gemm_packed_a_floats(m, k))) return 0;
-    oh_gemm_pack_a(trans_a, m, k, a, lda, packed_a);
-    struct matrix_b context = { b, ldb, trans_b };
-    gemm_packed(packed_a, m, 0, m, 0, n, k, pack_b_matrix, &context, c, ldc, 0);
     return 1;
 }
 
@@ -540,10 +523,8 @@ int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, 
 #else
 
 int oh_gemm_available(void) { return 0; }
-int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
-            const float *b, size_t ldb, float *c, size_t ldc) { return 0; }
 size_t oh_gemm_packed_a_floats(size_t m, size_t k) { return 0; }
-int oh_gemm_small_rows(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+int oh_gemm_small_rows(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                        float *c, size_t ldc) { return 0; }
 int oh_gemm_packed(const float *packed, size_t m, size_t first_row, size_t rows, size_t n, size_t k, int trans_b,
                    const float *b, size_t ldb, float *c, size_t ldc, int beta) { return 0; }

@@ -158,7 +158,7 @@ public enum BLAS {
         // backward's dy W (the weight's columns, 32 bytes from each row): 1.18-1.27x alone, but
         // slower than OpenBLAS in the step at 2 threads.
         if !transA && transB && alpha == 1 && m <= 128 && n * k >= Self.streamedMinimum && effectiveBeta == 1,
-           oh_gemm_small_rows(1, m, n, k, a, lda, b, ldb, c, ldc) == 1 {
+           oh_gemm_small_rows(m, n, k, a, lda, b, ldb, c, ldc) == 1 {
             if let clock { gemmNanoseconds &+= clock() - start }
             return
         }

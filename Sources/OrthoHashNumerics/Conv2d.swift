@@ -77,8 +77,7 @@ final class Conv2dLayer: Layer {
     var packsColumns: Bool {
         // A forward chunk's images (as many as fit the products' budget) are addressed with
         // 32-bit offsets.
-        let images = max(1, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, O * P))
-        let fits = kernel <= 32 && checkedProduct([input.count, images]).map { $0 < 1 << 31 } == true
+        let fits = kernel <= 32 && checkedProduct([input.count, Self.imagesWithin(O * P)]).map { $0 < 1 << 31 } == true
         if let forced = Self.packColumnsOverride { return forced && fits && oh_gemm_available() != 0 }
         return fits && oh_gemm_available() != 0 && stride <= 4
     }
@@ -99,26 +98,36 @@ final class Conv2dLayer: Layer {
     /// C k k: a weight row, a column of im2col.
     var fanIn: Int { input.channels * kernel * kernel }
 
-    /// Columns of a unit of forward's gathered GEMM: whole 32-column panels, about 4 units per
-    /// thread (so that a slowed thread leaves little to wait for), at least 2 panels.
-    static func unitColumns(columns: Int, threads: Int) -> Int {
-        let panels = (columns + 31) / 32
-        return 32 * max(2, panels / max(1, 4 * threads))
+    /// body(range) over [0, total) in ranges of whole panels of `panel` (orthohash's GEMM's 32
+    /// columns or 8 rows), about 4 per thread (so that a slowed thread leaves little to wait for)
+    /// and at least 2 panels each, taken by the step's threads in turn (`parallelUnits`), timed
+    /// as a GEMM.
+    func parallelPanels(_ total: Int, panel: Int, _ body: (Range<Int>) -> Void) {
+        let panels = (total + panel - 1) / panel, width = panel * max(2, panels / max(1, 4 * threads.count))
+        BLAS.timed {
+            parallelUnits((total + width - 1) / width, threads: threads.count) { unit in
+                body((unit * width)..<min(total, (unit + 1) * width))
+            }
+        }
     }
 
-    static func chunk(batch B: Int, fanIn: Int, positions P: Int) -> Int {
-        max(1, min(B, (columnBudgetOverride ?? columnBudget) / max(1, fanIn * P)))
-    }
+    /// Images of `floats` each that fit the budget of a chunk's columns or products (at least 1).
+    static func imagesWithin(_ floats: Int) -> Int { max(1, (columnBudgetOverride ?? columnBudget) / max(1, floats)) }
+
+    static func chunk(batch B: Int, fanIn: Int, positions P: Int) -> Int { max(1, min(B, imagesWithin(fanIn * P))) }
 
     func forwardChunk(batch B: Int) -> Int {
-        packsColumns ? max(1, min(B, (Self.columnBudgetOverride ?? Self.columnBudget) / max(1, O * P))) : Self.chunk(batch: B, fanIn: fanIn, positions: P)
+        packsColumns ? max(1, min(B, Self.imagesWithin(O * P))) : Self.chunk(batch: B, fanIn: fanIn, positions: P)
     }
+
+    /// Floats of the packed weights: W for forward's GEMM, W^T for backward's, in turn.
+    var packedWeightsFloats: Int { packsColumns ? max(oh_gemm_packed_a_floats(O, fanIn), oh_gemm_packed_a_floats(fanIn, O)) : 0 }
 
     func workspaceFloats(batch B: Int) -> Int? {
         let n = Self.chunk(batch: B, fanIn: fanIn, positions: P), nf = forwardChunk(batch: B)
         guard let c = checkedProduct([fanIn, n, P]), let y = checkedProduct([O, max(n, nf), P]), let a = checkedProduct([B, O, P, 2]),
               let k = checkedProduct([B, fanIn, P]) else { return nil }
-        return c + y + a + (keeps(batch: B) ? k : 0) + (packsColumns ? max(oh_gemm_packed_a_floats(O, fanIn), oh_gemm_packed_a_floats(fanIn, O)) : 0)
+        return c + y + a + (keeps(batch: B) ? k : 0) + packedWeightsFloats
     }
 
     /// Whether training's forward keeps its columns for backward: when they fit the budget, and
@@ -133,7 +142,7 @@ final class Conv2dLayer: Layer {
         columns = FloatBuffer(count: fanIn * chunk * P)
         productsDirty = 0; columnsDirty = 0
         kept = FloatBuffer(count: keeps(batch: B) ? B * fanIn * P : 0)
-        packedWeights = FloatBuffer(count: packsColumns ? max(oh_gemm_packed_a_floats(O, fanIn), oh_gemm_packed_a_floats(fanIn, O)) : 0)
+        packedWeights = FloatBuffer(count: packedWeightsFloats)
         products = FloatBuffer(count: O * max(chunk, forwardChunk) * P)
         activations = FloatBuffer(count: B * O * P)
         evaluation = FloatBuffer(count: B * O * P)
@@ -169,14 +178,11 @@ final class Conv2dLayer: Layer {
             let n = min(chunk, B - first)
             if packs {
                 if productsDirty > 0 { memset(prods, 0, O * n * P * MemoryLayout<Float>.stride) }
-                // The columns in units of whole 32-column panels, taken by the threads in turn.
-                let columns = n * P, width = Self.unitColumns(columns: columns, threads: threads)
-                let packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
-                BLAS.timed { parallelUnits((columns + width - 1) / width, threads: threads) { unit in
-                    let lo = unit * width, count = min(width, columns - lo)
-                    let done = oh_conv_gemm_forward(prods, columns, packed, O, images, &geometry, n, lo, count)
+                let columns = n * P, packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
+                parallelPanels(columns, panel: 32) { r in
+                    let done = oh_conv_gemm_forward(prods, columns, packed, O, images, &geometry, n, r.lowerBound, r.count)
                     precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
-                } }
+                }
             } else {
                 // Training keeps each chunk's columns at its first image's place, for backward.
                 let cols = keeping ? kept.pointer + first * fanIn * P : scratch
@@ -231,21 +237,12 @@ final class Conv2dLayer: Layer {
                 if packs {
                     // Units of C's longer side: the columns (whole panels), or the rows (whole
                     // 8-row panels of W^T: AlexNet's conv4-5, one 13 x 13 image per chunk).
-                    let columns = n * P, packed = UnsafePointer(packedWeights.pointer)
-                    if columns >= fanIn {
-                        let width = Self.unitColumns(columns: columns, threads: threads)
-                        BLAS.timed { parallelUnits((columns + width - 1) / width, threads: threads) { unit in
-                            let lo = unit * width, count = min(width, columns - lo)
-                            let done = oh_gemm_packed(packed, fanIn, 0, fanIn, count, O, 0, prods + lo, columns, cols + lo, columns, 0)
-                            precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
-                        } }
-                    } else {
-                        let panels = (fanIn + oh_gemm_row_block - 1) / oh_gemm_row_block, per = max(1, panels / max(1, 4 * threads))
-                        BLAS.timed { parallelUnits((panels + per - 1) / per, threads: threads) { unit in
-                            let lo = unit * per * oh_gemm_row_block, count = min(per * oh_gemm_row_block, fanIn - lo)
-                            let done = oh_gemm_packed(packed, fanIn, lo, count, columns, O, 0, prods, columns, cols, columns, 0)
-                            precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
-                        } }
+                    let columns = n * P, packed = UnsafePointer(packedWeights.pointer), byColumns = columns >= fanIn
+                    parallelPanels(byColumns ? columns : fanIn, panel: byColumns ? 32 : oh_gemm_row_block) { r in
+                        let done = byColumns
+                            ? oh_gemm_packed(packed, fanIn, 0, fanIn, r.count, O, 0, prods + r.lowerBound, columns, cols + r.lowerBound, columns, 0)
+                            : oh_gemm_packed(packed, fanIn, r.lowerBound, r.count, columns, O, 0, prods, columns, cols, columns, 0)
+                        precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
                     }
                 } else {
                     BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,

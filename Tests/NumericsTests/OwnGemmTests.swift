@@ -11,10 +11,10 @@ final class OwnGemmTests: XCTestCase {
         try XCTSkipIf(oh_gemm_available() == 0, "this CPU has no AVX-512: orthohash's own GEMM is not used here")
     }
 
-    /// Every transpose, leading dimensions wider than the matrices, C added to (not overwritten),
-    /// and sizes on both sides of the kernel's 8 x 32 tile and of the blocks (192 rows of A, 256
-    /// columns of B, 256 of k), packed by oh_gemm or beforehand (oh_gemm_pack_a + oh_gemm_packed,
-    /// which also overwrites C: beta 0).
+    /// Every transpose (op(A) by oh_gemm_pack_a, op(B) by oh_gemm_packed), leading dimensions
+    /// wider than the matrices, beta 1 (C added to) and 0 (C overwritten, NaN before), sizes on
+    /// both sides of the kernel's 8 x 32 tile and of the blocks (192 rows of A, 256 columns of
+    /// B, 256 of k), C's rows in two calls.
     func testGemmAgainstTripleLoop() {
         for (m, n, k) in [(1, 1, 1), (7, 33, 5), (8, 32, 256), (9, 31, 257), (17, 16, 3), (200, 300, 520), (37, 17, 600)] {
             for transA in [false, true] {
@@ -23,21 +23,16 @@ final class OwnGemmTests: XCTestCase {
                     let a = randomBuffer((transA ? k : m) * lda, seed: 1), b = randomBuffer((transB ? n : k) * ldb, seed: 2)
                     func aAt(_ i: Int, _ l: Int) -> Double { Double(transA ? a[l * lda + i] : a[i * lda + l]) }
                     func bAt(_ l: Int, _ j: Int) -> Double { Double(transB ? b[j * ldb + l] : b[l * ldb + j]) }
-                    // oh_gemm (adds), and prepacked with beta 1 (adds) and beta 0 (overwrites C, NaN before).
-                    for (prepacked, beta) in [(false, 1), (true, 1), (true, 0)] {
+                    let packed = FloatBuffer(count: oh_gemm_packed_a_floats(m, k))
+                    oh_gemm_pack_a(transA ? 1 : 0, m, k, a.pointer, lda, packed.pointer)
+                    for beta in [1, 0] {
                         let c = FloatBuffer(count: m * ldc)
                         for i in 0..<c.count { c[i] = beta == 0 && i % ldc < n ? .nan : Float(i % 7) - 3 }
                         let old = c.array
-                        if prepacked {
-                            let packed = FloatBuffer(count: oh_gemm_packed_a_floats(m, k))
-                            oh_gemm_pack_a(transA ? 1 : 0, m, k, a.pointer, lda, packed.pointer)
-                            // In two calls of rows [0, cut) and [cut, m), cut a multiple of the panels' 8 rows.
-                            let cut = min(m, (m / 2) / oh_gemm_row_block * oh_gemm_row_block)
-                            for (lo, hi) in [(0, cut), (cut, m)] where hi > lo {
-                                XCTAssertEqual(oh_gemm_packed(packed.pointer, m, lo, hi - lo, n, k, transB ? 1 : 0, b.pointer, ldb, c.pointer, ldc, Int32(beta)), 1)
-                            }
-                        } else {
-                            XCTAssertEqual(oh_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc), 1)
+                        // In two calls of rows [0, cut) and [cut, m), cut a multiple of the panels' 8 rows.
+                        let cut = min(m, (m / 2) / oh_gemm_row_block * oh_gemm_row_block)
+                        for (lo, hi) in [(0, cut), (cut, m)] where hi > lo {
+                            XCTAssertEqual(oh_gemm_packed(packed.pointer, m, lo, hi - lo, n, k, transB ? 1 : 0, b.pointer, ldb, c.pointer, ldc, Int32(beta)), 1)
                         }
                         var worst = 0.0
                         for i in 0..<m {
@@ -54,39 +49,37 @@ final class OwnGemmTests: XCTestCase {
                         // Sums of up to 600 products of N(0, 1) values (magnitude ~25) in float32:
                         // rounding stays below 1e-4 x sqrt(k); a wrong index moves them by units.
                         XCTAssertLessThan(worst, 1e-4 * Double(k).squareRoot() + 1e-5,
-                                          "\(m)x\(n)x\(k) transA \(transA) transB \(transB) prepacked \(prepacked) beta \(beta)")
+                                          "\(m)x\(n)x\(k) transA \(transA) transB \(transB) beta \(beta)")
                     }
                 }
             }
         }
     }
 
-    /// The GEMM of few rows that reads B where it lies (a fully connected layer's weight): both
-    /// of B's layouts, n not a multiple of the kernel's 8 rows, k past the 256 of a block, C
-    /// added to; and through BLAS.gemm (x W^T, its route), beta 0 and 1, split over 2 threads.
+    /// The GEMM of few rows that reads B where it lies (a fully connected layer's weight, x W^T):
+    /// n not a multiple of the kernel's 8 rows, k past the 256 of a block, C added to; and
+    /// through BLAS.gemm (its route), beta 0 and 1, split over 2 threads.
     func testSmallRowsGemmAgainstTripleLoop() {
         for (m, n, k) in [(1, 8, 1), (5, 3, 7), (37, 53, 29), (64, 203, 300), (128, 16, 513)] {
-            for transB in [false, true] {
-                let lda = k + 1, ldb = (transB ? k : n) + 3, ldc = n + 2
-                let a = randomBuffer(m * lda, seed: 11), b = randomBuffer((transB ? n : k) * ldb, seed: 12)
-                let c = FloatBuffer(count: m * ldc)
-                for i in 0..<c.count { c[i] = Float(i % 5) - 2 }
-                let old = c.array
-                XCTAssertEqual(oh_gemm_small_rows(transB ? 1 : 0, m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc), 1)
-                var worst = 0.0
-                for i in 0..<m {
-                    for j in 0..<ldc {
-                        if j >= n { XCTAssertEqual(c[i * ldc + j].bitPattern, old[i * ldc + j].bitPattern); continue }
-                        var want = Double(old[i * ldc + j])
-                        for l in 0..<k { want += Double(a[i * lda + l]) * Double(transB ? b[j * ldb + l] : b[l * ldb + j]) }
-                        worst = max(worst, abs(Double(c[i * ldc + j]) - want))
-                    }
+            let lda = k + 1, ldb = k + 3, ldc = n + 2
+            let a = randomBuffer(m * lda, seed: 11), b = randomBuffer(n * ldb, seed: 12)
+            let c = FloatBuffer(count: m * ldc)
+            for i in 0..<c.count { c[i] = Float(i % 5) - 2 }
+            let old = c.array
+            XCTAssertEqual(oh_gemm_small_rows(m, n, k, a.pointer, lda, b.pointer, ldb, c.pointer, ldc), 1)
+            var worst = 0.0
+            for i in 0..<m {
+                for j in 0..<ldc {
+                    if j >= n { XCTAssertEqual(c[i * ldc + j].bitPattern, old[i * ldc + j].bitPattern); continue }
+                    var want = Double(old[i * ldc + j])
+                    for l in 0..<k { want += Double(a[i * lda + l]) * Double(b[j * ldb + l]) }
+                    worst = max(worst, abs(Double(c[i * ldc + j]) - want))
                 }
-                XCTAssertLessThan(worst, 1e-4 * Double(k).squareRoot() + 1e-5, "\(m)x\(n)x\(k) transB \(transB)")
             }
+            XCTAssertLessThan(worst, 1e-4 * Double(k).squareRoot() + 1e-5, "\(m)x\(n)x\(k)")
         }
         let big = FloatBuffer(count: 129 * 8)
-        XCTAssertEqual(oh_gemm_small_rows(1, 129, 8, 8, big.pointer, 8, big.pointer, 8, big.pointer, 8), 0, "more than 128 rows: refused")
+        XCTAssertEqual(oh_gemm_small_rows(129, 8, 8, big.pointer, 8, big.pointer, 8, big.pointer, 8), 0, "more than 128 rows: refused")
         let minimum = BLAS.streamedMinimum
         BLAS.streamedMinimum = 1
         defer { BLAS.streamedMinimum = minimum }

@@ -59,30 +59,24 @@ int oh_half_to_float(float *dst, const uint16_t *src, size_t n);
 void oh_lookup_bytes(float *dst, const uint8_t *src, size_t n, const float *table);
 
 
-// orthohash's own GEMM (gemm.c), for AVX-512 CPUs; BLAS.swift chooses between it and OpenBLAS.
-/// 1 if oh_gemm runs on this CPU (AVX-512), else 0.
+// orthohash's own GEMM (gemm.c), for AVX-512 CPUs; BLAS.swift and Conv2d.swift choose between it and OpenBLAS.
+/// 1 if orthohash's GEMM runs on this CPU (AVX-512), else 0. Its functions return 0, having done
+/// nothing, where it is 0; each runs on one thread (callers split C over theirs). Row-major: A is
+/// (m, k), or (k, m) when trans_a, rows lda apart; B (k, n), or (n, k) when trans_b.
 int oh_gemm_available(void);
-/// C (m, n; rows ldc apart) += op(A) op(B), row-major, op(X) = X or (trans) its transpose: A is
-/// (m, k), or (k, m) when trans_a, rows lda apart; B (k, n), or (n, k) when trans_b. One thread.
-/// Returns 0, having done nothing, where oh_gemm_available() is 0.
-int oh_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda,
-            const float *b, size_t ldb, float *c, size_t ldc);
-
-/// C (m, n) += A op(B) for few rows (m <= 128: a batch through a fully connected layer), op(B) =
-/// B^T (trans_b: B (n, k), x W^T) or B (B (k, n), dy W), B read where it lies, unpacked: it is
-/// the weight, too large to copy once per GEMM. Returns 0, having done nothing, where
-/// oh_gemm_available() is 0 or m > 128. One thread.
-int oh_gemm_small_rows(int trans_b, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+/// C (m, n) += A B^T for few rows (m <= 128: a batch through a fully connected layer, x W^T), B
+/// (n, k) read where it lies, unpacked: it is the weight, too large to copy once per GEMM. 0
+/// also where m > 128.
+int oh_gemm_small_rows(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                        float *c, size_t ldc);
 /// Floats of op(A) (m, k) packed by oh_gemm_pack_a (0 where oh_gemm_available() is 0).
 size_t oh_gemm_packed_a_floats(size_t m, size_t k);
-/// Packs all of op(A) (m, k) as oh_gemm's kernel reads it: for a matrix that several GEMMs share
+/// Packs all of op(A) (m, k) as the GEMM's kernel reads it: for a matrix that several GEMMs share
 /// (a convolution's weights, for every chunk of its images).
 void oh_gemm_pack_a(int trans_a, size_t m, size_t k, const float *a, size_t lda, float *out);
 /// Rows [first_row, first_row + rows) of C = op(A) op(B) + beta C, for beta 0 (C's old content,
 /// even NaN, not read) or 1, op(A) packed by oh_gemm_pack_a (`packed`, all m x k of it); c is C's
-/// row 0; otherwise as oh_gemm. first_row must be a multiple of oh_gemm_row_block (else 0 is
-/// returned, nothing done).
+/// row 0. first_row must be a multiple of oh_gemm_row_block (else 0 is returned, nothing done).
 int oh_gemm_packed(const float *packed, size_t m, size_t first_row, size_t rows, size_t n, size_t k, int trans_b,
                    const float *b, size_t ldb, float *c, size_t ldc, int beta);
 /// The rows of op(A) in a packed panel (8).
