@@ -600,10 +600,19 @@ final class SlurmTests: XCTestCase {
     /// minutes before it may start again (Slurm's rule), which `releasing` cuts short.
     func waitForJob(_ id: String, releasing: Bool, timeout: Double) throws {
         let start = Date()
+        // The job's own record (scontrol), not squeue's listing: while the script requeues the
+        // job, squeue can list nothing for a moment, which read as "finished" and ended the wait
+        // before the requeued job ran (a CI run saw it). Finished: a final state, or no record.
+        let final = ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"]
         while Date().timeIntervalSince(start) < timeout {
-            let state = try shell("squeue -h -j \(id) -o '%T %r'").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            if state.isEmpty { return }
-            if releasing && state.contains("BeginTime") { _ = try shell("scontrol update JobId=\(id) StartTime=now") }
+            let record = try shell("scontrol show job \(id) -o 2>/dev/null").stdout
+            let fields = Dictionary(record.split(separator: " ").compactMap { field -> (String, String)? in
+                let parts = field.split(separator: "=", maxSplits: 1)
+                return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+            }, uniquingKeysWith: { first, _ in first })
+            guard let state = fields["JobState"] else { return }
+            if final.contains(state) { return }
+            if releasing && fields["Reason"] == "BeginTime" { _ = try shell("scontrol update JobId=\(id) StartTime=now") }
             sleep(2)
         }
         _ = try shell("scancel \(id)")
