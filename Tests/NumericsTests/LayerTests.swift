@@ -70,13 +70,14 @@ final class LayerTests: XCTestCase {
             (SampleShape(channels: 2, height: 4, width: 5), 2, 2, 1, 0, false),    // no padding, even kernel
         ]
         for (i, (input, O, k, s, p, relu)) in cases.enumerated() {
-            // Forward's columns gathered from the images by orthohash's GEMM (where the CPU has it),
-            // and im2col + OpenBLAS.
-            for packs in [false, true] {
-                Conv2dLayer.packColumnsOverride = packs
-                defer { Conv2dLayer.packColumnsOverride = nil }
+            // The direct kernels (forward, weight gradient and, at stride 1, input gradient), forward's
+            // columns gathered from the images by orthohash's GEMM, and im2col + OpenBLAS (the first
+            // two where the CPU has AVX-512).
+            for path in ConvPath.allCases {
+                path.set()
+                defer { ConvPath.reset() }
                 let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: p, relu: relu), B: 3, seed: UInt64(10 + i))
-                bench.assertGradients("conv \(input) -> \(O), \(k)x\(k)/\(s) pad \(p)\(relu ? " relu" : "")\(packs ? ", columns gathered" : "")",
+                bench.assertGradients("conv \(input) -> \(O), \(k)x\(k)/\(s) pad \(p)\(relu ? " relu" : ""), \(path)",
                                       h: relu ? 1e-3 : 1e-2, tolerance: relu ? 5e-3 : 2e-3)
             }
         }
@@ -110,19 +111,22 @@ final class LayerTests: XCTestCase {
                 return out
             }()
             let perImage = 2 * k * k * ((H + 2 * pad - k) / s + 1) * ((W + 2 * pad - k) / s + 1)
-            for (budget, keep, packs) in [(1, true, false), (2 * perImage + 1, true, false), (2 * perImage + 1, false, false), (1 << 20, true, false),
-                                          (1 << 20, false, false), (1, false, true), (2 * perImage + 1, false, true), (1 << 20, false, true)] {
+            let padded = 2 * (H + 2 * pad) * (W + 2 * pad)
+            for (budget, keep, path) in [(1, true, ConvPath.im2col), (2 * perImage + 1, true, .im2col), (2 * perImage + 1, false, .im2col),
+                                         (1 << 20, true, .im2col), (1 << 20, false, .im2col), (1, false, .gathered), (2 * perImage + 1, false, .gathered),
+                                         (1 << 20, false, .gathered), (1, false, .direct), (2 * padded + 1, false, .direct), (1 << 20, false, .direct)] {
                 // 1 image, 2 images, all 5 per GEMM; forward's columns kept for backward, or made
-                // again; or gathered from the images by orthohash's GEMM (where the CPU has it).
+                // again; or gathered from the images by orthohash's GEMM; or no columns, the direct
+                // kernels (the last two where the CPU has AVX-512).
                 Conv2dLayer.columnBudgetOverride = budget
                 let keptBudget = Conv2dLayer.keptColumnsBudget
                 Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
-                Conv2dLayer.packColumnsOverride = packs
-                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; Conv2dLayer.packColumnsOverride = nil }
+                path.set()
+                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; ConvPath.reset() }
                 let bench = Bench(conv(input, outputs: O, kernel: k, stride: s, padding: pad, relu: false), B: B, seed: 3)
                 let y = bench.layer.forward(bench.x.pointer, B: B, parameters: bench.parameters.pointer, randomness: nil)
-                for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), element \(i)") }
-                bench.assertGradients("conv \(H)x\(W) \(k)/\(s) pad \(pad) with a budget of \(budget) floats\(packs ? ", columns gathered" : keep ? "" : ", columns made again")")
+                for i in 0..<reference.count { XCTAssertEqual(y[i], reference[i], accuracy: 1e-5, "budget \(budget), \(path), element \(i)") }
+                bench.assertGradients("conv \(H)x\(W) \(k)/\(s) pad \(pad) with a budget of \(budget) floats, \(path)\(keep || path != .im2col ? "" : ", columns made again")")
             }
         }
     }
@@ -139,6 +143,31 @@ final class LayerTests: XCTestCase {
         XCTAssertEqual(usual.packsColumns, oh_gemm_available() != 0, "AlexNet's conv2: gathered exactly where the CPU has AVX-512")
     }
 
+    /// The direct kernels where they were measured faster, and where the layer allows them: forward
+    /// wherever the CPU has AVX-512 and an image's padded planes take 32-bit offsets; the weight
+    /// gradient for up to 128 outputs and 64 rows of C k k (AlexNet's conv1, the cnn's conv2, not
+    /// AlexNet's conv2-5 nor the cnn's conv1); the input gradient at stride 1 for up to 64 input
+    /// channels (AlexNet's conv2, the cnn's conv2, not AlexNet's conv3).
+    func testDirectKernelsWhereMeasuredFaster() {
+        let avx512 = oh_gemm_available() != 0
+        let alexnet1 = conv(SampleShape(channels: 3, height: 224, width: 224), outputs: 64, kernel: 11, stride: 4, padding: 2, relu: true)
+        let alexnet2 = conv(SampleShape(channels: 64, height: 27, width: 27), outputs: 192, kernel: 5, padding: 2, relu: true)
+        let alexnet3 = conv(SampleShape(channels: 192, height: 13, width: 13), outputs: 384, kernel: 3, padding: 1, relu: true)
+        let cnn1 = conv(SampleShape(channels: 1, height: 28, width: 28), outputs: 32, kernel: 5, padding: 2, relu: true)
+        let cnn2 = conv(SampleShape(channels: 32, height: 14, width: 14), outputs: 64, kernel: 5, padding: 2, relu: true)
+        for layer in [alexnet1, alexnet2, alexnet3, cnn1, cnn2] { XCTAssertEqual(layer.directForward, avx512) }
+        XCTAssertEqual([alexnet1, alexnet2, alexnet3, cnn1, cnn2].map(\.directWeightGradient), [avx512, false, false, false, avx512])
+        XCTAssertEqual([alexnet1, alexnet2, alexnet3, cnn1, cnn2].map(\.directInputGradient), [false, avx512, false, avx512, avx512])
+        let huge = conv(SampleShape(channels: 1, height: 65_536, width: 16_384), outputs: 2, kernel: 3, padding: 1, relu: false)
+        XCTAssertFalse(huge.directForward, "2^30 floats in one padded image: no 32-bit offsets for two")
+        Conv2dLayer.directOverride = true
+        defer { Conv2dLayer.directOverride = nil }
+        XCTAssertEqual(alexnet3.directWeightGradient, avx512, "forced")
+        XCTAssertFalse(alexnet1.directInputGradient, "stride 4: never")
+        XCTAssertFalse(conv(SampleShape(channels: 2, height: 9, width: 9), outputs: 3, kernel: 3, padding: 3, relu: false).directInputGradient,
+                       "padding over k - 1: never")
+    }
+
     /// The passes split over threads (and the GEMMs over the same threads) give what one thread
     /// gives: each element is computed the same way (the GEMMs' parts may add in another order).
     func testThreadsGiveTheSameResults() {
@@ -149,10 +178,14 @@ final class LayerTests: XCTestCase {
                       { self.conv(SampleShape(channels: 3, height: 7, width: 9), outputs: 10, kernel: 3, stride: 1, padding: 1, relu: true) },
                       { MaxPool2dLayer(input: SampleShape(channels: 3, height: 9, width: 8), kernel: 3, stride: 2) },
                       { LinearLayer(name: "fc", inputs: 30, outputs: 20) }] {
+            // Each convolution by the direct kernels everywhere (where the CPU has AVX-512), and by
+            // the measured choice.
+            for direct in [true, nil] as [Bool?] {
             var results: [([Float], [Float], [Float])] = []
             for threads in [LayerThreads(), LayerThreads(count: 3, splitGEMMs: true)] {
                 Conv2dLayer.columnBudgetOverride = 3 * 27 * 20    // chunks of 3 images of 7; 27 rows, 5 and 3 channels in unequal parts
-                defer { Conv2dLayer.columnBudgetOverride = nil }
+                Conv2dLayer.directOverride = direct
+                defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.directOverride = nil }
                 let bench = Bench(layer(), B: 7, seed: 60, threads: threads)
                 let y = bench.layer.infer(bench.x.pointer, B: 7, parameters: bench.parameters.pointer)
                 let out = Array(UnsafeBufferPointer(start: y, count: 7 * bench.layer.output.count))
@@ -162,6 +195,7 @@ final class LayerTests: XCTestCase {
             for (a, b) in zip([results[0].0, results[0].1, results[0].2], [results[1].0, results[1].1, results[1].2]) {
                 XCTAssertEqual(a.count, b.count)
                 for i in 0..<a.count { XCTAssertEqual(a[i], b[i], accuracy: 1e-5 * max(1, abs(a[i]))) }
+            }
             }
         }
     }
@@ -364,13 +398,14 @@ final class LayerTests: XCTestCase {
         let B = 6
         let x = randomBuffer(B * config.inputDim, seed: 17)
         let labels: [Int32] = [0, 1, 2, 3, 0, 1]
-        for (budget, keep, packs) in [(nil, true, false), (nil, false, false), (4 * 50 * 64, true, false), (4 * 50 * 64, false, false),
-                                      (nil, false, true), (4 * 50 * 64, false, true)] as [(Int?, Bool, Bool)] {
+        for (budget, keep, path) in [(nil, true, ConvPath.im2col), (nil, false, .im2col), (4 * 50 * 64, true, .im2col), (4 * 50 * 64, false, .im2col),
+                                     (nil, false, .gathered), (4 * 50 * 64, false, .gathered), (nil, false, .direct), (4 * 100, false, .direct)]
+                as [(Int?, Bool, ConvPath)] {
             Conv2dLayer.columnBudgetOverride = budget
             let keptBudget = Conv2dLayer.keptColumnsBudget
             Conv2dLayer.keptColumnsBudget = keep ? keptBudget : 0
-            Conv2dLayer.packColumnsOverride = packs
-            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; Conv2dLayer.packColumnsOverride = nil }
+            path.set()
+            defer { Conv2dLayer.columnBudgetOverride = nil; Conv2dLayer.keptColumnsBudget = keptBudget; ConvPath.reset() }
             let model = HashModel(config: config, loss: LossConfig(), codebook: try! Codebook.generate(method: .B, classes: 4, bits: 6, seed: 3),
                                   batchSize: B)
             model.resetParameters(seed: 5)
@@ -380,7 +415,7 @@ final class LayerTests: XCTestCase {
                 return (loss, model.gradients.array)
             }
             let first = step()
-            let what = "budget \(budget.map(String.init) ?? "default"), columns \(packs ? "gathered" : keep ? "kept" : "made again")"
+            let what = "budget \(budget.map(String.init) ?? "default"), \(path)\(path != .im2col ? "" : keep ? ", columns kept" : ", columns made again")"
             for rows in [5, 1, 6] {
                 let codes = FloatBuffer(count: rows * 6)
                 model.encode(x.pointer, rows: rows, into: codes.pointer)
@@ -503,5 +538,30 @@ final class LayerTests: XCTestCase {
             store.update(with: optimizer, lr: opt.lr)
         }
         XCTAssertLessThan(losses.last!, losses.first!, "\(losses)")
+    }
+}
+
+/// A convolution's way through its GEMMs, as tests force it: im2col + OpenBLAS; forward's columns
+/// gathered from the images by orthohash's GEMM; the direct kernels, no columns (the last two
+/// where the CPU has AVX-512; elsewhere they fall back to the first).
+enum ConvPath: CaseIterable, CustomStringConvertible {
+    case im2col, gathered, direct
+
+    func set() {
+        Conv2dLayer.directOverride = self == .direct
+        Conv2dLayer.packColumnsOverride = self == .gathered
+    }
+
+    static func reset() {
+        Conv2dLayer.directOverride = nil
+        Conv2dLayer.packColumnsOverride = nil
+    }
+
+    var description: String {
+        switch self {
+        case .im2col: "im2col + OpenBLAS"
+        case .gathered: "columns gathered"
+        case .direct: "direct kernels"
+        }
     }
 }

@@ -91,6 +91,45 @@ struct oh_conv_geometry { size_t C, H, W, k, stride, pad, Ho, Wo; };
 int oh_conv_gemm_forward(float *c, size_t ldc, const float *packed_w, size_t O, const float *x,
                          const struct oh_conv_geometry *g, size_t images, size_t first_column, size_t columns);
 
+// Direct convolution (directconv.c), for AVX-512 CPUs (oh_gemm_available()): the convolution's
+// products from zero-padded planes, no columns. g is the convolution's geometry (its input C x H x W
+// unpadded); xpad its n input images padded by g->pad on each side (oh_pad_planes).
+/// Floats of weights packed for the direct kernels: panels of 32 outputs, K x 32 floats each.
+size_t oh_direct_packed_floats(size_t outputs, size_t K);
+/// Packs the panels [first_panel, first_panel + panels) of W (O, C, k, k): for forward (outputs O,
+/// K = C k k, B[(c, ki, kj)][o] = W[o, c, ki, kj]) or, `flipped`, for the input gradient as a
+/// convolution of the padded output gradient (outputs C, K = O k k, B[(o, ki, kj)][c] =
+/// W[o, c, k-1-ki, k-1-kj]).
+void oh_direct_pack_weights(float *out, const float *w, size_t O, size_t C, size_t k, int flipped, size_t first_panel,
+                            size_t panels);
+/// dst (planes, H + 2 pad, W + 2 pad) = planes of src padded with zeros, for the planes [first,
+/// first + count); plane i is channel i % channels of image i / channels, at src + image
+/// image_stride + channel channel_stride.
+void oh_pad_planes(float *dst, const float *src, size_t channels, size_t image_stride, size_t channel_stride, size_t H,
+                   size_t W, size_t pad, size_t first, size_t count);
+/// dst = src (rows, columns; lds apart) transposed into panels of 32 rows (panel i / 32 at
+/// dst + (i / 32) columns 32, column j's 32 floats at + 32 j; rows past the last zero), for src's
+/// columns [first, first + count): the output gradient position-major, as
+/// oh_direct_conv_weight_gradient reads it. AVX-512 only (as the direct kernels).
+void oh_transpose_panels(float *dst, const float *src, size_t lds, size_t rows, size_t columns, size_t first, size_t count);
+/// dst (rows, columns; ldd apart) += src^T (src: columns x rows, lds apart), then those floats of
+/// src = 0, for dst's rows [first, first + count). AVX-512 only.
+void oh_transpose_add_clear(float *dst, size_t ldd, float *src, size_t lds, size_t columns, size_t first, size_t count);
+/// y (n, O, P) = conv(x) (+ bias, then ReLU when `relu`; or y += conv(x) when `accumulate`, with
+/// bias NULL), for the units [first_unit, first_unit + units) of ceil(O / 32) panels x ceil(n P / 8)
+/// tiles (unit = panel x tiles + tile); `packed` from oh_direct_pack_weights. One thread; sets
+/// *largest to the largest magnitude written (as oh_max_magnitude_bits) and returns 1; 0, having
+/// done nothing, where oh_gemm_available() is 0 (or its table of offsets cannot be allocated).
+int oh_direct_conv_forward(float *y, const float *xpad, const float *packed, const float *bias, size_t O,
+                           const struct oh_conv_geometry *g, size_t images, int relu, int accumulate,
+                           size_t first_unit, size_t units, uint32_t *largest);
+/// dwt (C k k, O; W's gradient transposed) += the products of the padded input's windows and dyt
+/// (the output gradient position-major, in panels of 32 outputs: oh_transpose_panels), for the units [first_unit, first_unit + units)
+/// of ceil(C k k / 8) row tiles x ceil(O / 32) panels (unit = panel x tiles + tile). One thread;
+/// 0, having done nothing, where oh_gemm_available() is 0 (or its tables cannot be allocated).
+int oh_direct_conv_weight_gradient(float *dwt, const float *xpad, const float *dyt, size_t O, const struct oh_conv_geometry *g,
+                                   size_t images, size_t first_unit, size_t units);
+
 // Convolution and pooling over NCHW (conv.c). n images, C channels, H x W in, k x k kernel,
 // Ho x Wo out, P = Ho x Wo, O output channels.
 /// col (C k k, n P) from x (n, C, H, W): row (c, ki, kj), column (image, oh, ow) holds
