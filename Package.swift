@@ -60,6 +60,6 @@ let package = Package(
         // Runs the built `orthohash` binary end to end (it depends on the tool so that it is built).
         .testTarget(name: "CLITests", dependencies: ["orthohash", "OrthoHashTraining", "OrthoHashFormats", "OrthoHashNumerics", "TestSupport"]),
         // Runs `mpirun -np N orthohash ...` as a subprocess.
-        .testTarget(name: "MPITests", dependencies: ["orthohash", "OrthoHashTraining", "OrthoHashFormats", "OrthoHashNumerics", "TestSupport"]),
+        .testTarget(name: "MPITests", dependencies: ["orthohash", "OrthoHashTraining", "OrthoHashFormats", "OrthoHashNumerics", "OrthoHashMPI", "TestSupport"]),
     ]
 )

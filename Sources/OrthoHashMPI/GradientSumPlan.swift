@@ -114,6 +114,43 @@ public struct GradientSumPlan: Equatable, Sendable {
     }
 }
 
+/// How the ranges the backward pass finishes become the gradient worker's buckets (with
+/// overlap). The pass hands over whole layers, from the last to the first, each range just below
+/// the one before; a bucket gathers them until it holds at least `floats` elements, and a range
+/// larger than that (AlexNet's fc6: 151 MB) is split into near-equal pieces of at most `floats`,
+/// begun from the top down. The pass's last range (the one starting at element 0) ends the last
+/// bucket. `floats` 0: one bucket per range, as handed over (runs stored before buckets had a size).
+/// Each element is summed in one bucket, so with 2 ranks (one addition per element) every
+/// bucket size gives the same bits.
+public struct GradientBuckets: Equatable, Sendable {
+    public let floats: Int
+    /// The ranges handed over and not yet begun: one range, just above the next one's.
+    public private(set) var pending: Range<Int>? = nil
+
+    public init(bytes: Int) { floats = max(0, bytes / 4) }
+
+    /// At most the buckets of a buffer of `count` elements whose pass hands over `ranges` ranges.
+    public func maximumBuckets(count: Int, ranges: Int) -> Int { floats == 0 ? ranges : ranges + count / floats + 1 }
+
+    /// Takes the pass's next `range`; `begin` gets each bucket that is complete, in order.
+    public mutating func add(_ range: Range<Int>, begin: (Range<Int>) -> Void) {
+        guard !range.isEmpty else { return }
+        if let p = pending, p.lowerBound != range.upperBound { flush(begin: begin) }
+        pending = range.lowerBound..<(pending?.upperBound ?? range.upperBound)
+        if floats == 0 || pending!.count >= floats || range.lowerBound == 0 { flush(begin: begin) }
+    }
+
+    /// Begins what is pending: in near-equal pieces of at most `floats`, from the top down.
+    public mutating func flush(begin: (Range<Int>) -> Void) {
+        guard let p = pending else { return }
+        pending = nil
+        let pieces = floats == 0 ? 1 : (p.count + floats - 1) / floats
+        for i in stride(from: pieces - 1, through: 0, by: -1) {
+            begin((p.lowerBound + p.count * i / pieces)..<(p.lowerBound + p.count * (i + 1) / pieces))
+        }
+    }
+}
+
 /// The node's shared-memory window as the job uses it: allocated the first time a store asks
 /// for it, then lent to one store at a time. Open MPI backs it with a file in
 /// osc_sm_backing_directory (/dev/shm); a container's small /dev/shm (Docker's default is 64 MB)

@@ -30,11 +30,9 @@ public final class MPIDataParallel: DataParallel {
         var plan = GradientSumPlan(path: .of(ranks: mpi.ranks, window: lent != nil), count: count, node: window.node)
         plan.precision = precision
         self.plan = plan
-        // At most one bucket per tensor (the backward pass hands over whole layers).
-        buckets.reserveCapacity(layout.tensors.count)
-        bucketStarts = [Double](repeating: 0, count: layout.tensors.count)
-        bucketEnds = bucketStarts
-        if overlapsBackward { ohmpi_worker_reserve(Int32(layout.tensors.count)) }
+        // The backward pass hands over at most one range per tensor (whole layers).
+        rangesPerStep = layout.tensors.count
+        reserveBuckets(count: count)
         let store: ParameterStore
         if let lent {
             // The window goes back when both buffers are gone.
@@ -66,6 +64,7 @@ public final class MPIDataParallel: DataParallel {
         let plan = currentPlan(gradients)
         lastBuckets.removeAll(keepingCapacity: true)
         guard plan.path != .none else { return plan.shard }
+        bucketPolicy.flush { begin(gradients, $0, plan: plan) }
         guard !buckets.isEmpty else {
             plan.sumWhole(gradients.pointer, what: "all-reduce of \(gradients.count) float32 (gradients)")
             return plan.shard
@@ -99,10 +98,32 @@ public final class MPIDataParallel: DataParallel {
     public func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {
         let plan = currentPlan(gradients)
         guard plan.path != .none, !range.isEmpty else { return }
-        precondition(buckets.count < bucketStarts.count, "more gradient buckets in a step than the layout has tensors")
-        buckets.append(range)
-        var sum = plan.sum(of: range, in: gradients.pointer)
+        bucketPolicy.add(range) { begin(gradients, $0, plan: plan) }
+    }
+
+    private func begin(_ gradients: FloatBuffer, _ bucket: Range<Int>, plan: GradientSumPlan) {
+        precondition(buckets.count < bucketStarts.count, "more gradient buckets in a step than the policy allows")
+        buckets.append(bucket)
+        var sum = plan.sum(of: bucket, in: gradients.pointer)
         ohmpi_worker_begin(&sum)
+    }
+
+    /// How the backward pass's ranges become buckets (`--gradient-bucket-mb`); set before the store is made.
+    private var bucketPolicy = GradientBuckets(bytes: 0)
+    private var rangesPerStep = 0
+    public func setGradientBuckets(bytes: Int) {
+        precondition(buckets.isEmpty && bucketPolicy.pending == nil, "the bucket size changed during a step")
+        bucketPolicy = GradientBuckets(bytes: bytes)
+        if let plan { reserveBuckets(count: plan.count) }
+    }
+
+    /// Room for the most buckets a step of the newest store can have: nothing allocated per step.
+    private func reserveBuckets(count: Int) {
+        let most = bucketPolicy.maximumBuckets(count: count, ranges: rangesPerStep)
+        buckets.reserveCapacity(most)
+        bucketStarts = [Double](repeating: 0, count: most)
+        bucketEnds = bucketStarts
+        if overlapsBackward { ohmpi_worker_reserve(Int32(most)) }
     }
 
     public func gatherParameterShards(_ parameters: FloatBuffer) {

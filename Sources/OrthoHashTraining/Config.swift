@@ -64,6 +64,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var headProducts: HeadProducts? = HeadProducts.available
     public var gradientOverlap: GradientOverlap? = .off
     public var gradientSum: GradientPrecision? = .float32
+    /// The size of the buckets of the gradient sums with overlap (GradientBuckets), in MB; nil in
+    /// runs stored before buckets had a size: one bucket per layer.
+    public var gradientBucketMB: Double? = TrainConfig.defaultGradientBucketMB
+    /// Chosen by measurement: README's AlexNet across hosts.
+    public static let defaultGradientBucketMB = 25.0
+    /// The buckets' size in bytes (0: one per layer).
+    public var gradientBucketBytes: Int { gradientBucketMB.map { Int(($0 * 1_048_576).rounded()) } ?? 0 }
     /// The step's path with the defaults of the time for runs stored before it was.
     public var stepPath: (head: HeadPath, products: HeadProducts, overlap: GradientOverlap, gradientSum: GradientPrecision) {
         (head ?? .fused, headProducts ?? HeadProducts.available, gradientOverlap ?? .off, gradientSum ?? .float32)

@@ -29,6 +29,9 @@ public protocol DataParallel: AnyObject {
     var overlapsBackward: Bool { get }
     /// The precision of gradient sums that cross the network (`--gradient-sum`); every rank sets the same.
     func setGradientPrecision(_ precision: GradientPrecision)
+    /// The size of the buckets the backward pass's ranges are merged and split into with overlap
+    /// (`--gradient-bucket-mb`; 0: one per layer); every rank sets the same, between steps.
+    func setGradientBuckets(bytes: Int)
     /// Starts summing `range` of `gradients` in the background: the backward pass has finished
     /// those elements. Every rank begins the same ranges in the same order (the backward's:
     /// hash layer first), and together they cover the buffer; `reduceGradients` then waits.
@@ -83,6 +86,7 @@ public struct SummedStep: Equatable {
 public extension DataParallel {
     var overlapsBackward: Bool { false }
     func setGradientPrecision(_ precision: GradientPrecision) {}
+    func setGradientBuckets(bytes: Int) {}
     func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}
     var lastBuckets: [(start: UInt64, end: UInt64, bytes: Int)] { [] }
     var rank: Int { collective.rank }

@@ -206,6 +206,7 @@ public final class Trainer {
     /// The schedule: epochs of steps, and at the end of each the metrics, evaluation and checkpoints.
     func train() throws -> Summary? {
         dataParallel.setGradientPrecision(config.stepPath.gradientSum)
+        dataParallel.setGradientBuckets(bytes: config.gradientBucketBytes)
         log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))

@@ -359,6 +359,8 @@ final class CLITests: XCTestCase {
             (args + ["--backbone", "mlp", "--hidden", "9223372036854775807,9223372036854775807"], "more parameters than can be counted"),
             (replacing("--nbit", "100000"), "--nbit must be at most 65535"),
             (args + ["--threads", "0"], "--threads must be at least 1"),
+            (args + ["--gradient-bucket-mb=-1"], "--gradient-bucket-mb must be between 0 and 1048576"),
+            (args + ["--gradient-bucket-mb", "nan"], "--gradient-bucket-mb must be between 0 and 1048576"),
             (args + ["--weight-decay=-1"], "--weight-decay must be at least 0"),
             (args + ["--backbone-lr-scale=-1"], "--backbone-lr-scale must be at least 0"),
             (args + ["--adam-eps", "0"], "--adam-eps must be positive"),

@@ -14,12 +14,14 @@ final class FailureClassTests: XCTestCase {
         try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
     }
 
-    /// The step's path (--head, --head-products, --gradient-sum, --gradient-overlap) is stored
+    /// The step's path (--head, --head-products, --gradient-sum, --gradient-overlap,
+    /// --gradient-bucket-mb) is stored
     /// with the run: a resume with no flags continues with it, and one that changes it is refused
     /// like the other settings that shape the run.
     func testStepPathIsStoredAndKept() throws {
         let dir = tempDir()
-        let args = try writeData(dir) + ["--epochs", "3", "--head", "logits", "--head-products", "blas", "--gradient-sum", "bf16"]
+        let args = try writeData(dir) + ["--epochs", "3", "--head", "logits", "--head-products", "blas", "--gradient-sum", "bf16",
+                                         "--gradient-bucket-mb", "4"]
         for run in ["a", "b"] {
             let cut = try orthohash(["train"] + args + ["--run-dir", "\(dir)/\(run)"], environment: ["ORTHOHASH_TEST_STOP_AFTER_STEPS": "10"])
             XCTAssertEqual(cut.status, 0, cut.stderr)
@@ -29,11 +31,13 @@ final class FailureClassTests: XCTestCase {
         XCTAssertEqual(stored["headProducts"] as? String, "blas")
         XCTAssertEqual(stored["gradientSum"] as? String, "bf16")
         XCTAssertEqual(stored["gradientOverlap"] as? String, "off")
+        XCTAssertEqual(stored["gradientBucketMB"] as? Double, 4)
         let resumed = try orthohash(["train", "--run-dir", dir + "/a", "--resume", "--quiet"])
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         XCTAssertEqual(try readJSON(dir + "/a/config.json")["head"] as? String, "logits")
         assertFails(try orthohash(["train", "--run-dir", dir + "/b", "--resume", "--head", "fused"]), "differs in: head")
         assertFails(try orthohash(["train", "--run-dir", dir + "/b", "--resume", "--gradient-sum", "float32"]), "differs in: gradientSum")
+        assertFails(try orthohash(["train", "--run-dir", dir + "/b", "--resume", "--gradient-bucket-mb", "25"]), "differs in: gradientBucketMB")
     }
 
     /// A flag given on resume replaces the stored setting even when it names the default: a run

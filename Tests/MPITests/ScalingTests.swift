@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import OrthoHashFormats
+import OrthoHashMPI
 import OrthoHashTraining
 import TestSupport
 
@@ -170,20 +171,31 @@ final class OverlapTests: XCTestCase {
     /// after it (off, the default): on the node's shared-memory path each element is added in the
     /// same order, so the losses and the parameters are the same bits; --verify checks after
     /// every step that the ranks hold the same parameters. 2 and 3 ranks (3 shards of 3 buckets,
-    /// most buckets split between shards).
+    /// most buckets split between shards), with a bucket per layer (`--gradient-bucket-mb 0`),
+    /// with buckets of 0.002 MB (524 floats: the hash layer's 416 merged with the next layer's 792
+    /// and split into 3, the first layer's 544 into 2), and with the default 25 MB (all merged into
+    /// one bucket at the pass's end).
     func testOverlapIsBitwiseOnSharedMemory() throws {
         let dir = tempDir()
         let args = try writeData(dir) + ["--hidden", "32,24", "--verify"]
         for np in [2, 3] {
             var batch = args
             batch[batch.firstIndex(of: "--batch-size")! + 1] = np == 3 ? "96" : "64"
-            let on = try mpirun(np: np, batch + ["--run-dir", dir + "/on\(np)", "--gradient-overlap", "on"])
-            XCTAssertEqual(on.status, 0, on.stderr)
             let off = try mpirun(np: np, batch + ["--run-dir", dir + "/off\(np)", "--gradient-overlap", "off"])
             XCTAssertEqual(off.status, 0, off.stderr)
-            XCTAssertEqual(try gradientReduction(dir + "/on\(np)"), "shared memory within each node (\(np) ranks)")
-            XCTAssertEqual(try stepLosses(dir + "/on\(np)"), try stepLosses(dir + "/off\(np)"), "\(np) ranks")
-            XCTAssertEqual(try finalParameters(dir + "/on\(np)"), try finalParameters(dir + "/off\(np)"), "\(np) ranks")
+            for mb in ["0", "0.002", "25"] {
+                let run = dir + "/on\(np)-\(mb)"
+                let on = try mpirun(np: np, batch + ["--run-dir", run, "--gradient-overlap", "on", "--gradient-bucket-mb", mb,
+                                                     "--timeline", run + ".json"])
+                XCTAssertEqual(on.status, 0, on.stderr)
+                XCTAssertEqual(try gradientReduction(run), "shared memory within each node (\(np) ranks)")
+                XCTAssertEqual(try stepLosses(run), try stepLosses(dir + "/off\(np)"), "\(np) ranks, \(mb) MB buckets")
+                XCTAssertEqual(try finalParameters(run), try finalParameters(dir + "/off\(np)"), "\(np) ranks, \(mb) MB buckets")
+                // Rank 0's buckets per step: the 3 layers'; 3 + 2 pieces; one.
+                let buckets = try validTrace(run + ".json").filter { $0["name"] as? String == "gradient bucket sum" && $0["pid"] as? Int == 0 }
+                let steps = try stepLosses(run).count
+                XCTAssertEqual(buckets.count, steps * ["0": 3, "0.002": 5, "25": 1][mb]!, "\(np) ranks, \(mb) MB buckets")
+            }
         }
     }
 
@@ -205,6 +217,10 @@ final class OverlapTests: XCTestCase {
             XCTAssertEqual(try gradientReduction(dir + "/on\(np)"), "MPI_Allreduce")
             if np == 2 {
                 XCTAssertEqual(try finalParameters(dir + "/on2"), try finalParameters(dir + "/off2"))
+                // Layers split and merged into buckets of 0.002 MB: a + b still.
+                let split = try mpirun(np: np, batch + ["--run-dir", dir + "/split2", "--gradient-overlap", "on", "--gradient-bucket-mb", "0.002"], env: env)
+                XCTAssertEqual(split.status, 0, split.stderr)
+                XCTAssertEqual(try finalParameters(dir + "/split2"), try finalParameters(dir + "/off2"))
             } else {
                 for (a, b) in zip(try stepLosses(dir + "/on3"), try stepLosses(dir + "/off3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
                 assertClose(try finalParameters(dir + "/on3"), try finalParameters(dir + "/off3"), "3 ranks, buckets vs one sum")
@@ -264,25 +280,56 @@ final class OverlapTests: XCTestCase {
     }
 
     /// The timeline shows the buckets on the rank's second track, in the backward's order (hash
-    /// layer first: the highest offsets), their bytes adding up to the gradients'.
+    /// layer first: the highest offsets), their bytes adding up to the gradients': one per layer
+    /// (`--gradient-bucket-mb 0`), or layers merged and split into buckets of at most 0.002 MB.
     func testTimelineShowsTheBuckets() throws {
         let dir = tempDir()
         let args = try writeData(dir) + ["--hidden", "32,24"]
-        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run", "--timeline", dir + "/t.json", "--gradient-overlap", "on"])
+        // 16 features -> 32 -> 24 -> 16 bits: hash (24 x 16 + 2 x 16 = 416), fc1 (24 x 33 = 792),
+        // fc0 (32 x 17 = 544). Buckets of 524 floats: hash + fc1 (1,208) in 3, fc0 in 2.
+        for (mb, expected) in [("0", [416, 792, 544]), ("0.002", [403, 403, 402, 272, 272])] {
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/run" + mb, "--timeline", dir + "/t\(mb).json", "--gradient-overlap", "on",
+                                            "--gradient-bucket-mb", mb])
         XCTAssertEqual(job.status, 0, job.stderr)
-        let events = try validTrace(dir + "/t.json")
-        let parameters = try finalParameters(dir + "/run").count
+        let events = try validTrace(dir + "/t\(mb).json")
+        let parameters = try finalParameters(dir + "/run" + mb).count
         for rank in 0..<2 {
             let buckets = events.filter { $0["name"] as? String == "gradient bucket sum" && $0["pid"] as? Int == rank }
-            XCTAssertEqual(buckets.count, 24 * 3, "3 layers' buckets per step")
+            XCTAssertEqual(buckets.count, 24 * expected.count, "\(expected.count) buckets per step")
             for b in buckets { XCTAssertEqual(b["tid"] as? Int, 1) }
             let five = buckets.filter { ($0["args"] as? [String: Any])?["step"] as? Int == 5 }
             let bytes = five.map { ($0["args"] as! [String: Any])["bytes"] as! Int }
             XCTAssertEqual(bytes.reduce(0, +), 4 * parameters)
-            // 16 features -> 32 -> 24 -> 16 bits: hash (24 x 16 + 2 x 16), fc1 (24 x 33), fc0 (32 x 17).
-            XCTAssertEqual(bytes, [4 * (24 * 16 + 32), 4 * 24 * 33, 4 * 32 * 17])
+            XCTAssertEqual(bytes, expected.map { 4 * $0 })
             let starts = five.map { $0["ts"] as! Double }
             XCTAssertEqual(starts, starts.sorted())
+        }
+        }
+    }
+
+    /// The policy alone: ranges handed over from the top down, merged until a bucket reaches
+    /// the size, larger ones split into near-equal pieces from the top down, the pass's last range
+    /// (from element 0) closing the last bucket; together the buckets cover the buffer once.
+    func testBucketsMergeAndSplit() {
+        func buckets(_ ranges: [Range<Int>], floats: Int) -> [Range<Int>] {
+            var policy = GradientBuckets(bytes: 4 * floats), out: [Range<Int>] = []
+            for r in ranges { policy.add(r) { out.append($0) } }
+            policy.flush { out.append($0) }
+            return out
+        }
+        let layers = [1000..<1010, 900..<1000, 100..<900, 90..<100, 0..<90]
+        XCTAssertEqual(buckets(layers, floats: 0), layers, "0: one per range")
+        XCTAssertEqual(buckets(layers, floats: 100), [955..<1010, 900..<955] + stride(from: 800, through: 100, by: -100).map { $0..<($0 + 100) } + [0..<100])
+        XCTAssertEqual(buckets(layers, floats: 2000), [0..<1010], "all merged, closed by the range from 0")
+        // A range that does not continue the pending one closes it first.
+        XCTAssertEqual(buckets([50..<60, 10..<20, 0..<10], floats: 100), [50..<60, 0..<20])
+        for floats in [1, 7, 64, 333] {
+            let b = buckets(layers, floats: floats)
+            XCTAssertEqual(b.map(\.count).reduce(0, +), 1010)
+            XCTAssertTrue(b.allSatisfy { $0.count <= floats }, "\(floats)")
+            XCTAssertEqual(b.first?.upperBound, 1010)
+            XCTAssertEqual(zip(b, b.dropFirst()).allSatisfy { $0.0.lowerBound == $0.1.upperBound }, true)
+            XCTAssertLessThanOrEqual(b.count, GradientBuckets(bytes: 4 * floats).maximumBuckets(count: 1010, ranges: layers.count))
         }
     }
 }

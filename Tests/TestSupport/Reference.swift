@@ -26,7 +26,7 @@ public func normalisedCheckpoint(_ path: String) throws -> Data {
     c.trainFeatures = base(c.trainFeatures); c.trainLabels = base(c.trainLabels)
     c.queryFeatures = base(c.queryFeatures); c.queryLabels = base(c.queryLabels)
     c.dbFeatures = base(c.dbFeatures); c.dbLabels = base(c.dbLabels)
-    c.head = nil; c.headProducts = nil; c.gradientOverlap = nil; c.gradientSum = nil
+    c.head = nil; c.headProducts = nil; c.gradientOverlap = nil; c.gradientSum = nil; c.gradientBucketMB = nil
     ck.state.config = c
     ck.state.trainData = nil; ck.state.finalLoss = nil
     return ck.serialized()
