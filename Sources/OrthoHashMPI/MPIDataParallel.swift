@@ -86,6 +86,8 @@ public final class MPIDataParallel: DataParallel {
     private var buckets: [Range<Int>] = []
     private var bucketStarts: [Double] = [], bucketEnds: [Double] = []
 
+    public var nodes: Int { window.node.nodes }
+
     /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
     public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_worker_available() != 0 }
 

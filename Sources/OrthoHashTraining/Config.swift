@@ -62,7 +62,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     // (fused, the CPU's products, overlap off, float32), which `stepPath` resolves.
     public var head: HeadPath? = .fused
     public var headProducts: HeadProducts? = HeadProducts.available
-    public var gradientOverlap: GradientOverlap? = .off
+    public var gradientOverlap: GradientOverlap? = .auto
     public var gradientSum: GradientPrecision? = .float32
     /// The size of the buckets of the gradient sums with overlap (GradientBuckets), in MB; nil in
     /// runs stored before buckets had a size: one bucket per layer.

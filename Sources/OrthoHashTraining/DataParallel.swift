@@ -27,6 +27,8 @@ public protocol DataParallel: AnyObject {
     func reduceGradients(_ gradients: FloatBuffer) -> Range<Int>
     /// Whether buckets of the gradients can be summed while the backward pass still runs.
     var overlapsBackward: Bool { get }
+    /// The nodes the job spans (hosts; 1 in one process).
+    var nodes: Int { get }
     /// The precision of gradient sums that cross the network (`--gradient-sum`); every rank sets the same.
     func setGradientPrecision(_ precision: GradientPrecision)
     /// The size of the buckets the backward pass's ranges are merged and split into with overlap
@@ -52,14 +54,30 @@ public enum GradientPrecision: String, CaseIterable, Codable, Sendable {
     case float32, bf16
 }
 
-/// Whether the gradients are summed while the backward pass runs (`--gradient-overlap`). Off by
-/// default: on the machines measured so far, where the cores that compute also move the bytes,
-/// the buckets' sums ran slower than one sum after the backward pass (docs/SCALING.md).
+/// Whether the gradients are summed while the backward pass runs (`--gradient-overlap`). `auto`
+/// (the default) follows the measurements (docs/SCALING.md, README): on for AlexNet and VGG-16
+/// when the job spans nodes, where a step computes for a second or more and the large fully
+/// connected layers' gradients (most of the bytes) are final first, so their sum runs behind the
+/// convolutions' backward pass (AlexNet on 2 namespace hosts at 10 and 25 Gb/s: 0.90-0.95x one
+/// host against 0.86-0.93x without); off otherwise: on one node (the window's sums are memory
+/// copies), and for the small models, whose sums cost the cores more than they hide (the MLP
+/// across hosts: 0.87-0.98x of no overlap).
 public enum GradientOverlap: String, CaseIterable, Codable, Sendable {
-    case on, off
+    case on, off, auto
 
-    /// Whether a step on `dataParallel` overlaps.
-    public func applies(to dataParallel: DataParallel) -> Bool { self == .on && dataParallel.overlapsBackward }
+    /// Whether a step on `dataParallel` with `backbone` overlaps.
+    public func applies(to dataParallel: DataParallel, backbone: BackboneKind) -> Bool {
+        dataParallel.overlapsBackward && resolved(nodes: dataParallel.nodes, backbone: backbone)
+    }
+
+    /// What `auto` means for a job of `nodes` nodes training `backbone`; on and off as they say.
+    public func resolved(nodes: Int, backbone: BackboneKind) -> Bool {
+        switch self {
+        case .on: return true
+        case .off: return false
+        case .auto: return nodes > 1 && [.alexnet, .vgg16].contains(backbone)
+        }
+    }
 }
 
 /// One step's figures over all ranks, and what this rank updates.
@@ -85,6 +103,7 @@ public struct SummedStep: Equatable {
 
 public extension DataParallel {
     var overlapsBackward: Bool { false }
+    var nodes: Int { 1 }
     func setGradientPrecision(_ precision: GradientPrecision) {}
     func setGradientBuckets(bytes: Int) {}
     func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}

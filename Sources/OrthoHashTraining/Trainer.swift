@@ -210,7 +210,12 @@ public final class Trainer {
         log.info(Progress.start(rows: data.train.rows, stepsPerEpoch: loader.stepsPerEpoch, globalBatch: config.batchSize,
                                 ranks: dataParallel.ranks, localBatch: loader.localBatch, nbit: config.nbit, classes: data.classes,
                                 parameters: model.parameterCount, threads: threads))
-        if dataParallel.ranks > 1 { log.info("gradients summed by \(dataParallel.gradientReduction)") }
+        if dataParallel.ranks > 1 {
+            let overlap = config.stepPath.overlap
+            let on = overlap.applies(to: dataParallel, backbone: model.config.backbone)
+            let why = overlap == .auto ? " (--gradient-overlap auto: \(on ? "on" : "off") for \(model.config.backbone.rawValue) on \(dataParallel.nodes) node\(dataParallel.nodes == 1 ? "" : "s"))" : ""
+            log.info("gradients summed by \(dataParallel.gradientReduction), \(on ? "during the backward pass in buckets of \(config.gradientBucketMB ?? 0) MB" : "after the backward pass")\(why)")
+        }
         collective.setActivity("training")
         if timeline.recording {
             collective.barrier()
@@ -272,7 +277,7 @@ public final class Trainer {
         // in the background as soon as they are final. The injected fault (tests) changes the
         // first element, which the last bucket holds, before that bucket is handed over.
         spikedThisStep = false
-        let overlap = config.stepPath.overlap.applies(to: dataParallel)
+        let overlap = config.stepPath.overlap.applies(to: dataParallel, backbone: model.config.backbone)
         let gradients = t.measure(.backward) { model.backward(batch.input, bucketReady: overlap ? handBucketOver : nil) }
         if !overlap { spikedThisStep = faults.afterBackward(model.gradients, step: step) }
         if options.measureWait { t.measure(.wait) { collective.barrier() } }

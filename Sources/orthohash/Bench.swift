@@ -116,7 +116,7 @@ extension OrthoHashCommand {
                             ("samples_per_s", fixed(r.samplesPerSecond, 1)), ("ms_step", fixed(r.millisecondsPerStep)),
                             ("ms_step_p50", fixed(r.p50Milliseconds)), ("ms_step_p95", fixed(r.p95Milliseconds)),
                             ("compute_ms", fixed(r.computeMilliseconds)), ("gradient_sum_ms", fixed(r.gradientSumMilliseconds)),
-                            ("overlap", config.stepPath.overlap.applies(to: dataParallel) ? "yes" : "no"), ("gradient_precision", config.stepPath.gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
+                            ("overlap", config.stepPath.overlap.applies(to: dataParallel, backbone: config.model(for: splits).backbone) ? "yes" : "no"), ("gradient_precision", config.stepPath.gradientSum.rawValue), ("background_sum_ms", fixed(r.ms(.bucketSum))),
                             ("bn_sync_ms", fixed(r.ms(.bnSync))), ("bn_sync_calls", fixed(r.bnSyncCalls, 1)), ("wait_ms", fixed(r.ms(.wait))),
                             ("forward_ms", fixed(r.ms(.forward) - r.ms(.bnSync))), ("backward_ms", fixed(r.ms(.backward))),
                             ("update_ms", fixed(r.ms(.update))), ("data_ms", fixed(r.ms(.data))), ("gemm_share", fixed(r.gemmShare, 3)),

@@ -264,7 +264,7 @@ struct StepPathOptions: ParsableArguments {
     var head: HeadPath?
     @Option(help: "How the fused head multiplies by the codebook: lookup (table lookups over its signs; the default where the CPU has AVX-512) or blas (OpenBLAS GEMMs of its unit rows; the default elsewhere). They differ only in the order of float32 sums.")
     var headProducts: HeadProducts?
-    @Option(help: "Under MPI: on sums each layer's gradients over the ranks while the backward pass computes the layers below it (a background thread; the same bits on the shared-memory path); off (the default) sums them once after the backward pass, which measured faster where the cores that compute also carry the network's traffic (docs/SCALING.md).")
+    @Option(help: "Under MPI: on sums the gradients over the ranks in buckets while the backward pass computes the layers below them (a background thread; the same bits on the shared-memory path); off sums them once after the backward pass; auto (the default) is on for AlexNet and VGG-16 across nodes and off otherwise, as measured (docs/SCALING.md). The log says which.")
     var gradientOverlap: GradientOverlap?
     @Option(help: "Under MPI: float32 (the default), or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
     var gradientSum: GradientPrecision?

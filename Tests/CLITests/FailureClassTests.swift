@@ -30,7 +30,7 @@ final class FailureClassTests: XCTestCase {
         XCTAssertEqual(stored["head"] as? String, "logits")
         XCTAssertEqual(stored["headProducts"] as? String, "blas")
         XCTAssertEqual(stored["gradientSum"] as? String, "bf16")
-        XCTAssertEqual(stored["gradientOverlap"] as? String, "off")
+        XCTAssertEqual(stored["gradientOverlap"] as? String, "auto")
         XCTAssertEqual(stored["gradientBucketMB"] as? Double, 4)
         let resumed = try orthohash(["train", "--run-dir", dir + "/a", "--resume", "--quiet"])
         XCTAssertEqual(resumed.status, 0, resumed.stderr)

@@ -255,6 +255,20 @@ final class OverlapTests: XCTestCase {
             XCTAssertEqual(off3.status, 0, off3.stderr)
             for (a, b) in zip(try stepLosses(dir + "/on3"), try stepLosses(dir + "/off3")) { XCTAssertEqual(a, b, accuracy: 1e-4 * abs(b)) }
             assertClose(try finalParameters(dir + "/on3"), try finalParameters(dir + "/off3"), "3 hosts, buckets vs one sum")
+            // The default (auto): on for AlexNet across hosts, off for the MLP; the log says so.
+            let alexnet = ["train", "--dataset", "generated", "--backbone", "alexnet", "--image-size", "63", "--train-limit", "32",
+                           "--query-limit", "8", "--classes", "4", "--nbit", "16", "--batch-size", "16", "--epochs", "1",
+                           "--checkpoint-every", "0", "--threads", "1", "--run-dir", dir + "/auto-alexnet", "--timeline", dir + "/auto.json"]
+            let auto = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 2, mapBy: "node", alexnet)
+            XCTAssertEqual(auto.status, 0, auto.stderr)
+            XCTAssertTrue(auto.stdout.contains("during the backward pass in buckets of 25.0 MB (--gradient-overlap auto: on for alexnet on 2 nodes)"), auto.stdout)
+            XCTAssertFalse(try validTrace(dir + "/auto.json").filter { $0["name"] as? String == "gradient bucket sum" }.isEmpty)
+            var mlp = args.filter { $0 != "--quiet" }
+            mlp[mlp.firstIndex(of: "--epochs")! + 1] = "1"
+            let autoOff = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 2, mapBy: "node",
+                                               mlp + ["--run-dir", dir + "/auto-mlp"])
+            XCTAssertEqual(autoOff.status, 0, autoOff.stderr)
+            XCTAssertTrue(autoOff.stdout.contains("after the backward pass (--gradient-overlap auto: off for mlp on 2 nodes)"), autoOff.stdout)
         }
     }
 

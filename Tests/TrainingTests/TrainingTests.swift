@@ -53,6 +53,21 @@ final class CheckpointTests: XCTestCase {
 
 
 final class TrainingTests: XCTestCase {
+    /// --gradient-overlap auto: on only for AlexNet and VGG-16 on more than one node (where it was
+    /// measured faster); on and off mean what they say everywhere.
+    func testGradientOverlapAuto() {
+        for backbone in BackboneKind.allCases {
+            for nodes in [1, 2, 64] {
+                XCTAssertEqual(GradientOverlap.auto.resolved(nodes: nodes, backbone: backbone), nodes > 1 && (backbone == .alexnet || backbone == .vgg16),
+                               "\(backbone) on \(nodes) nodes")
+                XCTAssertTrue(GradientOverlap.on.resolved(nodes: nodes, backbone: backbone))
+                XCTAssertFalse(GradientOverlap.off.resolved(nodes: nodes, backbone: backbone))
+            }
+        }
+        XCTAssertFalse(GradientOverlap.auto.applies(to: OneProcess(), backbone: .alexnet), "one process: nothing to overlap")
+        XCTAssertEqual(TrainConfig().gradientOverlap, .auto, "the default of new runs")
+    }
+
     @discardableResult
     func train(_ config: TrainConfig, dir: String, resume: Bool = false, stopAfter: Int? = nil) throws -> Trainer {
         var options = TrainerOptions.quiet
