@@ -46,15 +46,7 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 export NETNS_PREFIX=axh OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 hostfiles/netns-hosts.sh up 2
 trap 'hostfiles/netns-hosts.sh down; rm -rf "$work"' EXIT
-shape() {
-  for i in 1 2; do
-    ip netns exec "axhh$i" tc qdisc del dev mpi0 root 2>/dev/null || true
-    if [[ "$1" =~ ^[0-9]+$ ]]; then
-      local burst=$(( $1 * 125000 > 262144 ? $1 * 125000 : 262144 ))
-      ip netns exec "axhh$i" tc qdisc add dev mpi0 root tbf rate "${1}gbit" burst "$burst" latency 50ms
-    fi
-  done
-}
+shape() { hostfiles/netns-hosts.sh shape "$1"; }
 # One bench run: where ("local" or a link rate), then bench arguments.
 run() {
   local where=$1; shift

@@ -127,14 +127,7 @@ launch() {
 # other link name (none, local, shm) unshapes them.
 shape() {
   [ "$mode_hosts" = netns ] || return 0
-  for i in 1 2; do
-    ip netns exec "osch$i" tc qdisc del dev mpi0 root 2>/dev/null || true
-    if [[ "$1" =~ ^[0-9]+$ ]]; then
-      # A burst of 1 ms at the rate (at least 256 KB): the rate holds for long transfers.
-      local burst=$(( $1 * 125000 > 262144 ? $1 * 125000 : 262144 ))
-      ip netns exec "osch$i" tc qdisc add dev mpi0 root tbf rate "${1}gbit" burst "$burst" latency 50ms
-    fi
-  done
+  hostfiles/netns-hosts.sh shape "$1"
 }
 
 # Configurations: nodes x ranks per node x link. One host: 1, 2 (and 4 on the full grid) ranks;
