@@ -105,9 +105,11 @@ final class Conv2dLayer: Layer {
     }
     /// Whether backward's weight gradient is direct (oh_direct_conv_weight_gradient: no im2col, no
     /// OpenBLAS; the output gradient transposed to position-major first): where forward is, for
-    /// up to 128 output channels. Measured as above against im2col + OpenBLAS: AlexNet's conv1
-    /// (64 outputs) 1.63x, the cnn's conv1 and conv2 (32, 64) 1.1x and 1.35x; AlexNet's conv2-5
-    /// (192-384) 0.89-1.08x before the transposition's cost, so they stay on OpenBLAS.
+    /// up to 128 output channels and at least 64 rows of C k k. Measured as above against im2col +
+    /// OpenBLAS: AlexNet's conv1 (64 outputs) 1.63x, the cnn's conv2 (64) 1.35x; AlexNet's conv2-5
+    /// (192-384) 0.89-1.08x before the transposition's cost, so they stay on OpenBLAS, as does
+    /// the cnn's conv1 (25 rows: 1.1x alone, slower in the step, where its transposition and its
+    /// 4 row tiles of 8, the last 1/8 full, cost more).
     var directWeightGradient: Bool { directForward && (Self.directOverride ?? (O <= 128 && fanIn >= 64)) }
     /// Whether backward's input gradient is direct: the convolution of the padded output gradient
     /// with the flipped kernel (stride 1 only, padding at most k - 1), where forward is, for up to
