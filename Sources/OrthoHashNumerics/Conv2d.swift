@@ -158,23 +158,15 @@ final class Conv2dLayer: Layer {
     /// C k k: a weight row, a column of im2col.
     var fanIn: Int { input.channels * kernel * kernel }
 
-    /// body(range) over [0, total) in ranges of whole panels of `panel` (orthohash's GEMM's 32
-    /// columns or 8 rows), about 4 per thread (so that a slowed thread leaves little to wait for)
-    /// and at least 2 panels each, taken by the step's threads in turn (`parallelUnits`), timed
-    /// as a GEMM.
-    func parallelPanels(_ total: Int, panel: Int, _ body: (Range<Int>) -> Void) {
-        let panels = (total + panel - 1) / panel, width = panel * max(2, panels / max(1, 4 * threads.count))
-        BLAS.timed {
-            parallelUnits((total + width - 1) / width, threads: threads.count) { unit in
-                body((unit * width)..<min(total, (unit + 1) * width))
-            }
-        }
-    }
-
-    /// body(range) over [0, total) units in about 4 ranges per thread, taken by the step's threads
-    /// in turn, timed as a GEMM; returns the largest of body's results (magnitudes' bits).
-    func parallelRanges(_ total: Int, _ body: (Range<Int>) -> UInt32) -> UInt32 {
-        let width = max(1, (total + 4 * threads.count - 1) / (4 * threads.count)), count = (total + width - 1) / width
+    /// body(range) over [0, total) in ranges of whole granules (orthohash's GEMM's panels of 32
+    /// columns or 8 rows; the direct kernels' tiles: 1), about 4 per thread (so that a slowed
+    /// thread leaves little to wait for) and at least `minimum` granules each, taken by the step's
+    /// threads in turn (`parallelUnits`), timed as a GEMM; returns the largest of body's results
+    /// (magnitudes' bits).
+    @discardableResult
+    func parallelRanges(_ total: Int, granule: Int = 1, minimum: Int = 1, _ body: (Range<Int>) -> UInt32) -> UInt32 {
+        let granules = (total + granule - 1) / granule, width = granule * max(minimum, granules / max(1, 4 * threads.count))
+        let count = (total + width - 1) / width
         return BLAS.timed {
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: max(1, count)) { tops in
                 tops.initialize(repeating: 0)
@@ -317,9 +309,10 @@ final class Conv2dLayer: Layer {
             if packs {
                 if productsDirty > 0 { memset(prods, 0, O * n * P * MemoryLayout<Float>.stride) }
                 let columns = n * P, packed = UnsafePointer(packedWeights.pointer), images = x + first * CHW
-                parallelPanels(columns, panel: 32) { r in
+                parallelRanges(columns, granule: 32, minimum: 2) { r in
                     let done = oh_conv_gemm_forward(prods, columns, packed, O, images, &geometry, n, r.lowerBound, r.count)
                     precondition(done == 1, "conv: oh_conv_gemm_forward refused a layer packsColumns chose")
+                    return 0
                 }
             } else {
                 // Training keeps each chunk's columns at its first image's place, for backward.
@@ -376,7 +369,7 @@ final class Conv2dLayer: Layer {
                     oh_transpose_panels(dyT, prods, n * P, O, n * P, r.lowerBound, r.count)
                     return 0
                 }
-                _ = parallelRanges((fanIn + 7) / 8 * Self.directPanels(O)) { r in
+                parallelRanges((fanIn + 7) / 8 * Self.directPanels(O)) { r in
                     let done = oh_direct_conv_weight_gradient(dWT, planes, dyT, O, &geometry, n, r.lowerBound, r.count)
                     precondition(done == 1, "conv: oh_direct_conv_weight_gradient refused a layer directWeightGradient chose")
                     return 0
@@ -404,7 +397,7 @@ final class Conv2dLayer: Layer {
                     }
                     var flipped = oh_conv_geometry(C: O, H: Ho, W: Wo, k: k, stride: 1, pad: gp, Ho: H, Wo: W)
                     let packed = UnsafePointer(packedWeights.pointer)
-                    _ = parallelRanges(Self.directPanels(C) * ((n * H * W + 7) / 8)) { r in
+                    parallelRanges(Self.directPanels(C) * ((n * H * W + 7) / 8)) { r in
                         var largest: UInt32 = 0
                         let done = oh_direct_conv_forward(dx + first * CHW, planes, packed, nil, C, &flipped, n, 0, 1, r.lowerBound, r.count, &largest)
                         precondition(done == 1, "conv: oh_direct_conv_forward refused a layer directInputGradient chose")
@@ -416,11 +409,12 @@ final class Conv2dLayer: Layer {
                     // Units of C's longer side: the columns (whole panels), or the rows (whole
                     // 8-row panels of W^T: AlexNet's conv4-5, one 13 x 13 image per chunk).
                     let columns = n * P, packed = UnsafePointer(packedWeights.pointer), byColumns = columns >= fanIn
-                    parallelPanels(byColumns ? columns : fanIn, panel: byColumns ? 32 : oh_gemm_row_block) { r in
+                    parallelRanges(byColumns ? columns : fanIn, granule: byColumns ? 32 : oh_gemm_row_block, minimum: 2) { r in
                         let done = byColumns
                             ? oh_gemm_packed(packed, fanIn, 0, fanIn, r.count, O, 0, prods + r.lowerBound, columns, cols + r.lowerBound, columns, 0)
                             : oh_gemm_packed(packed, fanIn, r.lowerBound, r.count, columns, O, 0, prods, columns, cols, columns, 0)
                         precondition(done == 1, "conv: oh_gemm_packed refused a layer packsColumns chose")
+                        return 0
                     }
                 } else {
                     BLAS.gemm(transA: true, transB: false, m: fanIn, n: n * P, k: O, p + offset, lda: fanIn,
