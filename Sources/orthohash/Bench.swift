@@ -14,7 +14,8 @@ extension OrthoHashCommand {
         @Option(help: "Hidden widths (default: 1024,1024).", transform: Parse.positiveIntegers("--hidden")) var hidden: [Int] = [1024, 1024]
         @Option(help: "Bits.") var nbit: Int = 64
         @Option(help: "Global batch size.") var batchSize: Int = 256
-        @Option(help: "Timed steps per setting (after 5 warm-up steps).") var steps: Int = 100
+        @Option(help: "Timed steps per setting (after --warmup untimed ones).") var steps: Int = 100
+        @Option(help: "Untimed steps before the timed ones (default 5; deploy/scaling.sh runs AlexNet with 2).") var warmup: Int = 5
         @Option(help: "Thread counts to compare (default: 1,2).", transform: Parse.positiveIntegers("--threads")) var threads: [Int] = [1, 2]
         @Flag(help: "Also time each GEMM of the step.") var gemms = false
         @Flag(help: "Also print each backbone layer's forward and backward time per step (and GFLOP/s per core where it has GEMMs).")
@@ -45,6 +46,7 @@ extension OrthoHashCommand {
 
         func validate() throws {
             guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+            guard warmup >= 1 else { throw ValidationError("--warmup must be at least 1, got \(warmup)") }
             if let csv {
                 try OutputFile.check(csv, flag: "--csv")
                 // Rows go under the file's header: one whose first columns are not this table's
@@ -91,7 +93,7 @@ extension OrthoHashCommand {
                     var options = TrainerOptions()
                     options.threads = t
                     options.measureWait = waits
-                    let r = try Benchmark.training(config: config, data: splits, steps: steps, dataParallel: dataParallel, options: options)
+                    let r = try Benchmark.training(config: config, data: splits, steps: steps, warmup: warmup, dataParallel: dataParallel, options: options)
                     achieved.append((t, r.samplesPerSecond, backbone.takesImages && dataParallel.rank == 0 ? Benchmark.fmaPeak(threads: t) : 0))
                     say(String(format: "%5ld  %7ld  %9.0f  %7.2f  %9.1f%%  %18.2f  %15.2f", dataParallel.ranks, t, r.samplesPerSecond,
                                r.millisecondsPerStep, 100 * r.gemmShare, r.gradientSumMilliseconds, r.ms(.bnSync))

@@ -390,6 +390,7 @@ final class CLITests: XCTestCase {
             (["bench", "--label", "novalue"], "--label takes KEY=VALUE"),
             (["bench", "--allreduce", "--allreduce-max", "2"], "--allreduce-max must be at least 4 bytes"),
             (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
+            (["bench", "--warmup", "0"], "--warmup must be at least 1, got 0"),
         ]
         for (arguments, fragment) in cases {
             assertFails(try orthohash(arguments), fragment)

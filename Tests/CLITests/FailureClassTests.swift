@@ -199,11 +199,13 @@ final class FailureClassTests: XCTestCase {
     /// a temporary file a killed writer left beside an output goes with the next write of it.
     func testScriptsEnvironmentAndLeftovers() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-        for (script, arguments, message) in [("launch.sh", ["--nodes", "0", "--", "--epochs", "1"], "launch: --nodes must be a positive integer, got '0'"),
-                                             ("launch.sh", ["--ranks-per-node"], "launch: --ranks-per-node needs a value"),
-                                             ("launch.sh", ["--hostfile", "/nonexistent", "--"], "launch: --hostfile /nonexistent: no such readable file"),
-                                             ("scaling.sh", ["--grid"], "scaling: --grid needs a value")] {
-            let r = try shell("exec \"$0\" " + arguments.joined(separator: " ") + "", program: root + "/deploy/" + script)
+        for (script, environment, arguments, message) in [
+            ("launch.sh", "", ["--nodes", "0", "--", "--epochs", "1"], "launch: --nodes must be a positive integer, got '0'"),
+            ("launch.sh", "", ["--ranks-per-node"], "launch: --ranks-per-node needs a value"),
+            ("launch.sh", "", ["--hostfile", "/nonexistent", "--"], "launch: --hostfile /nonexistent: no such readable file"),
+            ("scaling.sh", "", ["--grid"], "scaling: --grid needs a value"),
+            ("scaling.sh", "WORKLOADS='fmnist resnet'", [], "scaling: WORKLOADS: unknown workload 'resnet' (fmnist, gldv2head, cnn, alexnet)")] {
+            let r = try shell("exec env \(environment) \"$0\" " + arguments.joined(separator: " "), program: root + "/deploy/" + script)
             XCTAssertEqual(r.status, 2, "\(script) \(arguments): \(r.stderr)")
             XCTAssertEqual(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines), message)
         }
