@@ -53,9 +53,39 @@ MPI_Comm ohmpi_group(const ohmpi_comms *comms, int group) {
     }
 }
 
+// Open MPI's TCP transport sends a message above btl_tcp_eager_limit (64 KB by default) with a
+// rendezvous: the receiver's "clear to send" comes back over the same links, queued behind what
+// that direction carries. A gradient bucket's all-reduce sends both ways at once, so at 1 Gb/s
+// each handshake waited behind megabytes and the sums ran at half the link's rate; sent eagerly
+// they run at its rate (docs/SCALING.md, "The 1 Gb/s buckets"). Messages up to a bucket
+// (--gradient-bucket-mb's default, 4 MB) and their headers go eagerly. Only where the job set
+// none of the three (mpirun --mca or OMPI_MCA_*): they must agree (rndv <= eager).
+#define OHMPI_TCP_EAGER_BYTES "4259840"
+static void ohmpi_tcp_defaults(void) {
+    const char *vars[] = {"OMPI_MCA_btl_tcp_eager_limit", "OMPI_MCA_btl_tcp_rndv_eager_limit", "OMPI_MCA_btl_tcp_max_send_size", NULL};
+    for (int i = 0; vars[i]; i++) if (getenv(vars[i])) return;
+    for (int i = 0; vars[i]; i++) setenv(vars[i], OHMPI_TCP_EAGER_BYTES, 0);
+}
+
+long long ohmpi_tcp_eager_limit(void) {
+    int provided = 0, index = 0, count = 0;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) return -1;
+    long long result = -1;
+    MPI_T_cvar_handle handle;
+    if (MPI_T_cvar_get_index("btl_tcp_eager_limit", &index) == MPI_SUCCESS &&
+        MPI_T_cvar_handle_alloc(index, NULL, &handle, &count) == MPI_SUCCESS) {
+        unsigned long long value[4] = {0};     // a size_t (MPI_UNSIGNED_LONG); room for any scalar
+        if (count == 1 && MPI_T_cvar_read(handle, value) == MPI_SUCCESS) result = (long long)value[0];
+        MPI_T_cvar_handle_free(&handle);
+    }
+    MPI_T_finalize();
+    return result;
+}
+
 int ohmpi_init(void) {
     const char *what = "start-up";
     int provided = 0;
+    ohmpi_tcp_defaults();
     ohmpi_check(MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread", what);
     // Errors come back as codes, which ohmpi_check turns into an abort with a message.
     ohmpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", what);

@@ -87,6 +87,16 @@ public final class MPIDataParallel: DataParallel {
     private var bucketStarts: [Double] = [], bucketEnds: [Double] = []
 
     public var nodes: Int { window.node.nodes }
+    public var ranksOnNode: Int { window.node.nodeSize }
+
+    /// Across nodes: the largest message Open MPI's TCP transport sends without a rendezvous
+    /// (the shim's default, 4 MB and headers, unless the job set it: ohmpi_init).
+    public var transportNote: String? {
+        let limit = ohmpi_tcp_eager_limit()
+        guard nodes > 1, limit >= 0 else { return nil }
+        return String(format: "Open MPI's TCP transport sends messages of up to %.2f MB without a rendezvous (btl_tcp_eager_limit; docs/SCALING.md)",
+                      Double(limit) / 1_048_576)
+    }
 
     /// Whether a background worker sums buckets while the backward pass runs (MPI_THREAD_MULTIPLE).
     public var overlapsBackward: Bool { mpi.ranks > 1 && ohmpi_worker_available() != 0 }

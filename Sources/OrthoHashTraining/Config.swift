@@ -67,8 +67,10 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// The size of the buckets of the gradient sums with overlap (GradientBuckets), in MB; nil in
     /// runs stored before buckets had a size: one bucket per layer.
     public var gradientBucketMB: Double? = TrainConfig.defaultGradientBucketMB
-    /// Chosen by measurement: README's AlexNet across hosts.
-    public static let defaultGradientBucketMB = 25.0
+    /// Chosen by measurement (docs/SCALING.md, AlexNet across hosts): 4 MB buckets sent without
+    /// Open MPI's rendezvous (the shim's TCP eager limit) run at a 1 Gb/s link's rate, 25 MB
+    /// ones (PyTorch DDP's) at half of it; at 10 Gb/s they are at least as fast.
+    public static let defaultGradientBucketMB = 4.0
     /// The buckets' size in bytes (0: one per layer).
     public var gradientBucketBytes: Int { gradientBucketMB.map { Int(($0 * 1_048_576).rounded()) } ?? 0 }
     /// The step's path with the defaults of the time for runs stored before it was.

@@ -29,6 +29,10 @@ public protocol DataParallel: AnyObject {
     var overlapsBackward: Bool { get }
     /// The nodes the job spans (hosts; 1 in one process).
     var nodes: Int { get }
+    /// The ranks on this rank's node (1 in one process): they share its memory.
+    var ranksOnNode: Int { get }
+    /// A line for the log on how the network transport is set up (nil: nothing to say).
+    var transportNote: String? { get }
     /// The precision of gradient sums that cross the network (`--gradient-sum`); every rank sets the same.
     func setGradientPrecision(_ precision: GradientPrecision)
     /// The size of the buckets the backward pass's ranges are merged and split into with overlap
@@ -104,6 +108,8 @@ public struct SummedStep: Equatable {
 public extension DataParallel {
     var overlapsBackward: Bool { false }
     var nodes: Int { 1 }
+    var ranksOnNode: Int { 1 }
+    var transportNote: String? { nil }
     func setGradientPrecision(_ precision: GradientPrecision) {}
     func setGradientBuckets(bytes: Int) {}
     func beginGradientBucket(_ gradients: FloatBuffer, _ range: Range<Int>) {}

@@ -89,8 +89,12 @@ public final class Trainer {
             throw OrthoHashError("--batch-size \(config.batchSize) is not divisible by the \(dataParallel.ranks) ranks",
                                  hint: "the global batch is split evenly; choose a multiple of \(dataParallel.ranks)")
         }
-        try checkMemory(modelConfig, batch: config.batchSize / dataParallel.ranks, moments: config.optimizer.kind == .adam ? 2 : 1,
-                        arcMargin: config.loss.marginType == .arc)
+        // Before anything is allocated; said once where every rank's node is short alike.
+        let (model, ranks) = (modelConfig, dataParallel.ranks)
+        try dataParallel.collective.agree {
+            try checkMemory(model, batch: config.batchSize / ranks, moments: config.optimizer.kind == .adam ? 2 : 1,
+                            arcMargin: config.loss.marginType == .arc, ranksOnNode: dataParallel.ranksOnNode)
+        }
     }
 
     var modelConfig: ModelConfig {
@@ -215,7 +219,9 @@ public final class Trainer {
             let on = overlap.applies(to: dataParallel, backbone: model.config.backbone)
             let why = overlap == .auto ? " (--gradient-overlap auto: \(on ? "on" : "off") for \(model.config.backbone.rawValue) on \(dataParallel.nodes) node\(dataParallel.nodes == 1 ? "" : "s"))" : ""
             log.info("gradients summed by \(dataParallel.gradientReduction), \(on ? "during the backward pass in buckets of \(config.gradientBucketMB ?? 0) MB" : "after the backward pass")\(why)")
+            if let note = dataParallel.transportNote { log.info(note) }
         }
+        if collective.isCoordinator { checkCheckpointSpace() }
         collective.setActivity("training")
         if timeline.recording {
             collective.barrier()
@@ -439,6 +445,35 @@ public final class Trainer {
         return try writeSummary(try evaluate())
     }
 
+    /// What the checkpoints take on disk, said where each is large (100 MB or more: an image
+    /// backbone's, AlexNet's 0.69 GB with Adam), and a warning where the run directory's file
+    /// system has less room than the step checkpoints kept, the best and one being written
+    /// (before its rename replaces the oldest) can take. A warning, not an error: room may be
+    /// made before it is needed, and a write that finds none fails cleanly anyway.
+    func checkCheckpointSpace() {
+        let moments = config.optimizer.kind == .adam ? 2 : 1
+        let each = 4 * Double(model.parameterCount) * Double(1 + moments)
+        let dir = runDir.checkpoints.path
+        let most = config.keepCheckpoints > 0 ? Double(config.keepCheckpoints + 2) * each : nil
+        if each >= 100e6 {
+            log.info(String(format: "checkpoints: about %.2f GB each (parameters and %ld optimizer moment%@); ", each / 1e9, moments, moments == 1 ? "" : "s")
+                     + (most.map { String(format: "--keep-checkpoints %ld, the best and one being written take up to %.2f GB in %@", config.keepCheckpoints, $0 / 1e9, dir) }
+                        ?? "--keep-checkpoints 0 keeps every one"))
+        }
+        var fs = statvfs()
+        guard let most, statvfs(runDir.path, &fs) == 0 else { return }
+        let free = Double(fs.f_bavail) * Double(fs.f_frsize)
+        // Checkpoints already there (a resumed run) are replaced, not added to.
+        let existing = (runDir.checkpoints.stepCheckpoints() + [runDir.checkpoints.bestPath]).reduce(0.0) { sum, file in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int).flatMap { $0 }.map(Double.init) ?? 0)
+        }
+        if free + existing < most {
+            let size = { (bytes: Double) in bytes >= 1e9 ? String(format: "%.2f GB", bytes / 1e9) : String(format: "%.1f MB", bytes / 1e6) }
+            log.warn("\(runDir.path) has \(size(free)) free, less than the \(size(most)) its checkpoints can take (\(config.keepCheckpoints) kept by "
+                     + "--keep-checkpoints, the best, one being written; about \(size(each)) each)")
+        }
+    }
+
     /// Rank 0 writes the training state (every rank calls it: the optimizer's moments may have
     /// to be gathered first). Without a path: a step checkpoint, and old ones pruned.
     func writeCheckpoint(to path: String? = nil) throws {
@@ -520,11 +555,17 @@ struct Checksum {
 
 /// Refuses a model whose buffers cannot fit in this machine's memory (a flag such as --hidden or
 /// --nbit, or the data's classes, asked for more), before anything is allocated.
-public func checkMemory(_ model: ModelConfig, batch: Int, moments: Int, arcMargin: Bool) throws {
+///
+/// The ranks of a node (`ranksOnNode`) each hold these buffers in the node's memory: with the
+/// node's shared-memory window, each rank's parameters and gradients are its segment of the
+/// window (in /dev/shm, which is memory too), which the estimate already counts once per rank;
+/// the pages of the other ranks' segments a rank reads show in its resident size but are not
+/// more memory. So the node needs `ranksOnNode` times one rank's buffers.
+public func checkMemory(_ model: ModelConfig, batch: Int, moments: Int, arcMargin: Bool, ranksOnNode: Int = 1) throws {
     let physical = Double(ProcessInfo.processInfo.physicalMemory)
     let what = "\(model.backbone.rawValue)\(model.backbone == .mlp ? " \(model.hidden)" : ""), \(model.inputDim)-d inputs, "
         + "\(model.nbit) bits, \(model.classes) classes, \(batch) rows per batch"
-    let hint = "fewer or narrower --hidden layers, fewer --nbit, or a smaller --batch-size"
+    var hint = "fewer or narrower --hidden layers, fewer --nbit, or a smaller --batch-size"
     guard let floats = model.floatsNeeded(batch: batch, moments: moments, arcMargin: arcMargin) else {
         throw OrthoHashError("the model (\(what)) has more parameters than can be counted", hint: hint)
     }
@@ -532,6 +573,11 @@ public func checkMemory(_ model: ModelConfig, batch: Int, moments: Int, arcMargi
     guard bytes <= physical else {
         throw OrthoHashError(String(format: "the model (%@) needs %.1f GB for its buffers, more than this machine's %.1f GB",
                                     what, bytes / 1e9, physical / 1e9), hint: hint)
+    }
+    hint += ", or fewer ranks per node (mpirun's --map-by ppr:N:node, deploy/launch.sh --ranks-per-node)"
+    guard bytes * Double(ranksOnNode) <= physical else {
+        throw OrthoHashError(String(format: "the model (%@) needs %.1f GB for its buffers on each of this node's %ld ranks, %.1f GB in all, more than the node's %.1f GB",
+                                    what, bytes / 1e9, ranksOnNode, bytes * Double(ranksOnNode) / 1e9, physical / 1e9), hint: hint)
     }
 }
 

@@ -268,7 +268,7 @@ struct StepPathOptions: ParsableArguments {
     var gradientOverlap: GradientOverlap?
     @Option(help: "Under MPI: float32 (the default), or bf16 to round gradient sums that cross the network to bfloat16 (half the bytes, for slow links; sums within a node stay float32). Its accuracy cost: README.")
     var gradientSum: GradientPrecision?
-    @Option(help: "Under MPI with --gradient-overlap on: the size in MB of the buckets the backward pass's layers are merged into, large layers split (default 25; 0: one bucket per layer). With more than 2 ranks across nodes it can change the order of the sums.")
+    @Option(help: "Under MPI with --gradient-overlap on: the size in MB of the buckets the backward pass's layers are merged into, large layers split (default 4; 0: one bucket per layer). With more than 2 ranks across nodes it can change the order of the sums.")
     var gradientBucketMB: Double?
 
     func validate() throws {

@@ -194,6 +194,22 @@ final class FailureClassTests: XCTestCase {
         XCTAssertTrue(inspect.stdout.contains("checkpoints (newest first"), inspect.stdout)
     }
 
+    /// A run directory on a file system with less room than its checkpoints can take (3 kept, the
+    /// best, one being written: 5 x 3.3 MB here, on a 10 MB tmpfs) is warned of at the start; the
+    /// run goes on (it needs 2 files at most) and ends well.
+    func testCheckpointSpaceWarning() throws {
+        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root") }
+        let dir = tempDir(), small = tempDir()
+        guard try shell("mount -t tmpfs -o size=10m tmpfs '\(small)'", program: "/bin/true").status == 0 else { throw XCTSkip("no tmpfs mount here") }
+        defer { _ = try? shell("umount '\(small)'", program: "/bin/true") }
+        let run = try orthohash(["train"] + (try writeData(dir)) + ["--backbone", "mlp", "--hidden", "512,512", "--epochs", "1", "--run-dir", small + "/r"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let warnings = run.stderr.split(separator: "\n").filter { $0.hasPrefix("warning: ") }
+        XCTAssertEqual(warnings.count, 1, run.stderr)
+        XCTAssertTrue(warnings.first?.contains("\(small)/r has ") == true, run.stderr)
+        XCTAssertTrue(warnings.first?.contains(" MB its checkpoints can take (3 kept by --keep-checkpoints, the best, one being written; about 3.") == true, run.stderr)
+    }
+
     /// The launch scripts check their arguments (launch.sh --nodes 0 printed 0 ranks and
     /// started 2); an OPENBLAS_NUM_THREADS that is not a positive integer is said, not ignored;
     /// a temporary file a killed writer left beside an output goes with the next write of it.

@@ -204,6 +204,45 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// AlexNet, whose 57M parameters make a checkpoint of 0.68 GB with Adam's moments at any image
+    /// size (63 x 63 here): stopped after step 5 of 8 and resumed, byte-identical with the same 2
+    /// ranks and within the tolerance above on 1; the run directory keeps --keep-checkpoints step
+    /// checkpoints (and no temporary file of a write) however many were written.
+    func testAlexNetResumeAcrossRankCounts() throws {
+        let dir = tempDir()
+        let args = ["train", "--dataset", "generated", "--backbone", "alexnet", "--image-size", "63", "--train-limit", "64",
+                    "--query-limit", "16", "--classes", "4", "--nbit", "16", "--batch-size", "16", "--epochs", "2", "--lr", "1e-3",
+                    "--checkpoint-every-steps", "3", "--keep-checkpoints", "2", "--threads", "1", "--quiet", "--log-steps"]
+        let full = try mpirun(np: 2, args.filter { $0 != "--quiet" } + ["--run-dir", dir + "/full", "--progress-every", "0"])
+        XCTAssertEqual(full.status, 0, full.stderr)
+        XCTAssertTrue(full.stdout.contains("checkpoints: about 0.68 GB each (parameters and 2 optimizer moments); --keep-checkpoints 2, "
+                                           + "the best and one being written take up to 2.74 GB in \(dir)/full/checkpoints"), full.stdout)
+        let target = try finalParameters(dir + "/full")
+        // torchvision's AlexNet features and classifier[0:6], then the hash layer (4096 x 16 and BatchNorm's 2 x 16).
+        XCTAssertEqual(target.count, 57_003_840 + 4096 * 16 + 2 * 16)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/full/checkpoints")
+        XCTAssertEqual(files.filter { $0.hasPrefix("step") }.count, 2, "\(files)")
+        XCTAssertTrue(files.allSatisfy { !$0.contains(".tmp") }, "\(files)")
+        for f in files {
+            let size = try FileManager.default.attributesOfItem(atPath: dir + "/full/checkpoints/" + f)[.size] as! Int
+            XCTAssertGreaterThan(size, 3 * 4 * 57_000_000, "\(f): parameters and two moments")
+        }
+        for (first, second) in [(2, 2), (2, 1)] {
+            let run = dir + "/cut\(first)to\(second)"
+            let cut = try mpirun(np: first, args + ["--run-dir", run], env: ["ORTHOHASH_TEST_STOP_AFTER_STEPS": "5"])
+            XCTAssertEqual(cut.status, 0, cut.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/summary.json"))
+            let resumed = try mpirun(np: second, args + ["--run-dir", run, "--resume"])
+            XCTAssertEqual(resumed.status, 0, resumed.stderr)
+            if first == second {
+                XCTAssertEqual(try stepLosses(run).suffix(3), try stepLosses(dir + "/full").suffix(3))
+                XCTAssertEqual(try finalParameters(run), target, "same ranks: byte-identical")
+            } else {
+                assertClose(try finalParameters(run), target, "\(first) -> \(second) ranks")
+            }
+        }
+    }
+
     /// Ranks on one node sum gradients through a shared-memory window. With 2 ranks each sum
     /// is one addition either way, so the run is byte-identical to MPI_Allreduce's (switched on
     /// with ORTHOHASH_SHARED_MEMORY_REDUCE=0); with 3 ranks the addition order differs, so within
@@ -396,6 +435,28 @@ final class MPITests: XCTestCase {
                        ["error: \(dir)/missing.npy: no such file"], both.stderr)
     }
 
+    /// The memory check counts the node's ranks: a model whose buffers fit this machine once but
+    /// not twice (an MLP of two hidden layers of W, about 16 W^2 bytes with Adam's moments, sized
+    /// to 3/4 of the memory) is refused on 2 ranks of one node before anything is allocated, said
+    /// once with both figures; the same model passes the check for one rank.
+    func testMemoryCheckCountsTheNodesRanks() throws {
+        let physical = Double(ProcessInfo.processInfo.physicalMemory)
+        let width = Int((0.75 * physical / 16).squareRoot())
+        var args = try writeData(tempDir())
+        args[args.firstIndex(of: "--hidden")! + 1] = "\(width),\(width)"
+        let dir = tempDir()
+        let job = try mpirun(np: 2, args + ["--run-dir", dir + "/r"])
+        XCTAssertEqual(job.status, 1, job.stderr)
+        let errors = job.stderr.split(separator: "\n").filter { $0.contains("error:") }
+        XCTAssertEqual(errors.count, 1, job.stderr)
+        XCTAssertTrue(errors.first?.contains("for its buffers on each of this node's 2 ranks") == true, job.stderr)
+        XCTAssertTrue(errors.first?.contains("fewer ranks per node") == true, job.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/r/checkpoints"))
+        let model = ModelConfig(inputDim: 16, backbone: .mlp, hidden: [width, width], nbit: 16, classes: 4)
+        XCTAssertNoThrow(try checkMemory(model, batch: 32, moments: 2, arcMargin: false, ranksOnNode: 1))
+        XCTAssertThrowsError(try checkMemory(model, batch: 32, moments: 2, arcMargin: false, ranksOnNode: 2))
+    }
+
     /// Gradients finite on every rank whose sum overflows (3e38 on each of 2 ranks) are found
     /// before the update; a large sum that stays finite (1e30) is read the same way and the run
     /// goes on.
@@ -474,8 +535,9 @@ func shell(_ command: String, env: [String: String] = [:]) throws -> Job {
 
 /// `mpirun` from the first of the namespace hosts `prefix`h1... (hostfiles/netns-hosts.sh) over
 /// the hosts of `hostfile`: hostfiles/netns-launcher.sh maps host hN to its namespace.
-func onNamespaceHosts(prefix: String, hostfile: String, np: Int, mapBy: String, _ runArgs: [String]) throws -> Job {
-    let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np),
+func onNamespaceHosts(prefix: String, hostfile: String, np: Int, mapBy: String, _ runArgs: [String], mca: [String] = []) throws -> Job {
+    let settings = stride(from: 0, to: mca.count - 1, by: 2).flatMap { ["--mca", mca[$0], mca[$0 + 1]] }
+    let command = ["ip", "netns", "exec", "\(prefix)h1", "mpirun", "--hostfile", hostfile, "-np", String(np)] + settings + [
                    "--map-by", mapBy, "--mca", "plm_rsh_agent", "\(packageRoot)/hostfiles/netns-launcher.sh",
                    "--mca", "plm_rsh_no_tree_spawn", "1", "--mca", "oob_tcp_if_include", "198.51.100.0/24",
                    "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "198.51.100.0/24",

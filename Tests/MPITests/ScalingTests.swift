@@ -173,7 +173,7 @@ final class OverlapTests: XCTestCase {
     /// every step that the ranks hold the same parameters. 2 and 3 ranks (3 shards of 3 buckets,
     /// most buckets split between shards), with a bucket per layer (`--gradient-bucket-mb 0`),
     /// with buckets of 0.002 MB (524 floats: the hash layer's 416 merged with the next layer's 792
-    /// and split into 3, the first layer's 544 into 2), and with the default 25 MB (all merged into
+    /// and split into 3, the first layer's 544 into 2), and with 25 MB (all merged into
     /// one bucket at the pass's end).
     func testOverlapIsBitwiseOnSharedMemory() throws {
         let dir = tempDir()
@@ -261,13 +261,16 @@ final class OverlapTests: XCTestCase {
                            "--checkpoint-every", "0", "--threads", "1", "--run-dir", dir + "/auto-alexnet", "--timeline", dir + "/auto.json"]
             let auto = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 2, mapBy: "node", alexnet)
             XCTAssertEqual(auto.status, 0, auto.stderr)
-            XCTAssertTrue(auto.stdout.contains("during the backward pass in buckets of 25.0 MB (--gradient-overlap auto: on for alexnet on 2 nodes)"), auto.stdout)
+            XCTAssertTrue(auto.stdout.contains("during the backward pass in buckets of 4.0 MB (--gradient-overlap auto: on for alexnet on 2 nodes)"), auto.stdout)
+            XCTAssertTrue(auto.stdout.contains("Open MPI's TCP transport sends messages of up to 4.06 MB without a rendezvous"), auto.stdout)
             XCTAssertFalse(try validTrace(dir + "/auto.json").filter { $0["name"] as? String == "gradient bucket sum" }.isEmpty)
             var mlp = args.filter { $0 != "--quiet" }
             mlp[mlp.firstIndex(of: "--epochs")! + 1] = "1"
+            // A job's own setting of the eager limit wins over the shim's.
             let autoOff = try onNamespaceHosts(prefix: prefix, hostfile: "\(packageRoot)/hostfiles/netns-test", np: 2, mapBy: "node",
-                                               mlp + ["--run-dir", dir + "/auto-mlp"])
+                                               mlp + ["--run-dir", dir + "/auto-mlp"], mca: ["btl_tcp_eager_limit", "65536"])
             XCTAssertEqual(autoOff.status, 0, autoOff.stderr)
+            XCTAssertTrue(autoOff.stdout.contains("Open MPI's TCP transport sends messages of up to 0.06 MB without a rendezvous"), autoOff.stdout)
             XCTAssertTrue(autoOff.stdout.contains("after the backward pass (--gradient-overlap auto: off for mlp on 2 nodes)"), autoOff.stdout)
         }
     }

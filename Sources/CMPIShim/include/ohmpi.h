@@ -15,8 +15,13 @@ int ohmpi_launched(void);
 /// MPI_Init_thread; duplicates COMM_WORLD for collectives and for the watchdog's notes; splits
 /// it into nodes and across nodes; starts the watchdog thread and the gradient worker when the
 /// library offers MPI_THREAD_MULTIPLE (otherwise collectives are non-blocking and polled against
-/// the deadline, and there is no worker). Returns 0 (failures abort).
+/// the deadline, and there is no worker). Before it, Open MPI's TCP transport is told to send
+/// messages up to OHMPI_TCP_EAGER_BYTES eagerly, unless the job set any of those settings.
+/// Returns 0 (failures abort).
 int ohmpi_init(void);
+/// Open MPI's btl_tcp_eager_limit as this process's library has it (MPI_T), in bytes; -1 where
+/// it has no such setting (not Open MPI, or no TCP transport).
+long long ohmpi_tcp_eager_limit(void);
 void ohmpi_finalize(void);
 int ohmpi_rank(void);
 int ohmpi_size(void);
