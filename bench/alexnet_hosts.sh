@@ -16,7 +16,7 @@
 #   on:  max(T1 + c G / 1e9, T1 - B1 + G / rate)  (the sum hidden behind the backward pass at best).
 #
 # ROUNDS (default 2) alternate the configurations; STEPS (default 8) timed steps per run, after 5
-# warm-up; LINKS (default "25 10 1"); BUCKETS (default 25) the --gradient-bucket-mb values tried
+# warm-up; LINKS (default "25 10 1"); BUCKETS (default 4) the --gradient-bucket-mb values tried
 # with overlap; OUT (default runs/alexnet_hosts) gets the CSV. Root only. Takes ~6 minutes a round.
 #
 #   bash bench/alexnet_hosts.sh
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-2}
 steps=${STEPS:-8}
 links=${LINKS:-25 10 1}
-buckets=${BUCKETS:-25}
+buckets=${BUCKETS:-4}
 out=${OUT:-runs/alexnet_hosts}
 [ "$(id -u)" -eq 0 ] || { echo "alexnet_hosts: namespace hosts need root" >&2; exit 1; }
 swift build -c release 2>&1 | tail -1

@@ -86,7 +86,7 @@ def layer_table(workload):
     return None
 
 
-BUCKET_BYTES = 25 << 20   # --gradient-bucket-mb's default
+BUCKET_BYTES = 4 << 20    # --gradient-bucket-mb's default
 
 
 def buckets(workload):
