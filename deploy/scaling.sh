@@ -247,7 +247,7 @@ done
 echo "scaling: compute sweep done ($(( $(date +%s) - started )) s)"
 
 # All-reduce sweeps: shared memory on one host, TCP between namespace hosts at each link.
-sweep_max=$(( 64 << 20 ))
+sweep_max=$(( 256 << 20 ))   # past AlexNet's 229 MB
 launch 1 2 shm bench --allreduce --allreduce-max "$sweep_max" --csv "$sweeps" --label link=shm >/dev/null
 if [ "$mode_hosts" = netns ] || [ "${#hosts[@]}" -ge 2 ]; then
   for l in $links; do

@@ -120,10 +120,27 @@ def fit(points):
     return max(alpha, 1e-7), max(beta, 1e-13)
 
 
-fits = {}
+def fit_tcp(points):
+    """alpha from the fit above (the small sums weigh most), beta from the sums of 256 KB and
+    more (the median of (t - alpha) / n): a relative fit over 4 B to 4 MB would let the many
+    latency-bound sizes tilt the bandwidth."""
+    alpha, beta = fit(points)
+    large_ = [(t - alpha) / n for n, t in points if n >= 256 << 10]
+    return alpha, (statistics.median(large_) if large_ else beta)
+
+
+# Over TCP, Open MPI sends messages up to its eager limit (the shim's 4 MB + 64 KB) at once and
+# larger ones after a rendezvous, whose handshake can queue behind the other direction's data.
+# A 2-rank all-reduce's messages are half its buffer, so sums up to 8 MB go without one (the
+# sweep: 4 MB at a 1 Gb/s link's rate, 16 MB at half of it). The two sizes get fits of their own
+# (the larger where the sweep reached beyond).
+EAGER_BYTES = 8 << 20
+points = {}
 for r in sweeps:
-    fits.setdefault((r["link"], r["path"]), []).append((r["bytes"], r["seconds"]))
-fits = {k: fit(v) for k, v in fits.items()}
+    points.setdefault((r["link"], r["path"]), []).append((r["bytes"], r["seconds"]))
+fits = {k: fit(v) if k[0] == "shm" else fit_tcp([p for p in v if p[0] <= EAGER_BYTES] or v) for k, v in points.items()}
+large = {k[0]: fit([p for p in v if p[0] > EAGER_BYTES]) for k, v in points.items()
+         if k[0] != "shm" and k[1] == "mpi" and sum(p[0] > EAGER_BYTES for p in v) >= 2}
 node_path = fits.get(("shm", "shared"), (5e-6, 5e-11))
 node_mpi = fits.get(("shm", "mpi"), (2e-6, 3e-10))
 tcp_links = {k[0]: v for k, v in fits.items() if k[0] not in ("shm",) and k[1] == "mpi"}
@@ -136,13 +153,14 @@ eta = [8 / (float(l) * 1e9) / b for l, (a, b) in tcp_links.items() if l.isdigit(
 eta_wire = statistics.median(eta) if eta else 0.9
 
 
-def link_params(link, measured=True):
-    """alpha, beta of one link: as measured where it was (the points measured here), else the
-    unshaped TCP latency and the rate at the measured wire efficiency. Predictions use the
-    latter at every rate: the namespace hosts' unshaped veth tops out where this machine's two
-    cores do (about 10 Gb/s), which says nothing of a real NIC's."""
+def link_params(link, measured=True, n=0):
+    """alpha, beta of one link for a sum of n bytes: as measured where it was (the points
+    measured here; beyond the eager limit the large sums' own fit), else the unshaped TCP
+    latency and the rate at the measured wire efficiency. Predictions use the latter at every
+    rate: the namespace hosts' unshaped veth tops out where this machine's two cores do (about
+    10 Gb/s), which says nothing of a real NIC's."""
     if measured and link in tcp_links:
-        return tcp_links[link]
+        return large[link] if n > EAGER_BYTES and link in large else tcp_links[link]
     if link in ("shm", "local"):
         return node_mpi
     return software[0], 8 / (float(link) * 1e9 * eta_wire)
@@ -166,8 +184,9 @@ def gradient_sum(n, nodes, per_node, link, measured=True, bf16=False):
     if per_node > 1:
         t += node_path[0] + node_path[1] * n
     if nodes > 1:
-        a, b = link_params(link, measured)
-        t += allreduce(n / per_node * (0.5 if bf16 else 1), nodes, a, b * per_node)
+        m = n / per_node * (0.5 if bf16 else 1)
+        a, b = link_params(link, measured, m)
+        t += allreduce(m, nodes, a, b * per_node)
     return t
 
 
@@ -495,8 +514,13 @@ if sweeps:
     for (l, path), (a, b) in sorted(fits.items()):
         pts = sorted((r["bytes"], r["seconds"]) for r in sweeps if r["link"] == l and r["path"] == path)
         xs = np.array([p[0] for p in pts])
+        eager_xs = xs if l == "shm" else xs[xs <= EAGER_BYTES]
         line = ax.loglog(xs, [p[1] for p in pts], "o", ms=3, label=f"{label_link(l)}, {path}: a={a * 1e6:.1f} us, {8 / b / 1e9:.2f} Gb/s")
-        ax.loglog(xs, a + b * xs, "-", lw=0.8, color=line[0].get_color())
+        ax.loglog(eager_xs, a + b * eager_xs, "-", lw=0.8, color=line[0].get_color())
+        if path == "mpi" and l in large:
+            a2, b2 = large[l]
+            big = xs[xs > EAGER_BYTES]
+            ax.loglog(big, a2 + b2 * big, "--", lw=0.8, color=line[0].get_color(), label=f"  beyond {EAGER_BYTES >> 20} MB: {8 / b2 / 1e9:.2f} Gb/s")
     ax.set_xlabel("bytes summed (float32)")
     ax.set_ylabel("seconds per all-reduce, 2 ranks")
     ax.legend(fontsize=6)
@@ -568,7 +592,8 @@ if variant_errors:
 lines += ["## Fits", "", f"- node shared-memory path (2 ranks): alpha {node_path[0] * 1e6:.2f} us, {1 / node_path[1] / 1e9:.2f} GB/s",
           f"- MPI_Allreduce within the node: alpha {node_mpi[0] * 1e6:.2f} us, {1 / node_mpi[1] / 1e9:.2f} GB/s"]
 for l, (a, b) in sorted(tcp_links.items()):
-    lines.append(f"- TCP between namespace hosts, {label_link(l)}: alpha {a * 1e6:.1f} us, {8 / b / 1e9:.2f} Gb/s")
+    lines.append(f"- TCP between namespace hosts, {label_link(l)}: alpha {a * 1e6:.1f} us, {8 / b / 1e9:.2f} Gb/s up to {EAGER_BYTES >> 20} MB"
+                 + (f", {8 / large[l][1] / 1e9:.2f} Gb/s beyond (a rendezvous per message)" if l in large else ""))
 if eta:
     lines.append(f"- wire efficiency (the rate's time per byte over the fitted one, at shaped links below half the unshaped "
                  f"veth's {ceiling / 1e9:.1f} Gb/s): {eta_wire:.2f}; predictions at 10, 25 and 100 Gb/s use it")
@@ -595,7 +620,7 @@ if "alexnet" in models:
     lines += ["", f"## AlexNet predicted: nodes of {spec['per_node']} ranks x {spec['threads']} threads", "",
               f"Each thread computes at this machine's one-thread speed x {thread_efficiency('alexnet'):.2f} (the 2-thread efficiency measured "
               f"here). Strong: global batch {spec['global']}; weak: {spec['weak']} images per rank. Step time in ms and efficiency against one "
-              "node; `bound`: the node count from which communication (the step less the rank's compute) takes longer than the compute.", "",
+              "node without overlap (with it, one node also hides its shared-window sum); `bound`: the node count from which communication (the step less the rank's compute) takes longer than the compute.", "",
               "| mode | link | sums | 1 node | 8 nodes | 64 nodes | 256 nodes | bound from |", "|---|---|---|---|---|---|---|---|"]
     for mode in ("strong", "weak"):
         for link in ("10", "25", "100"):
@@ -611,15 +636,16 @@ if "alexnet" in models:
     lines += ["", "ImageNet100's training (5,000 steps of the global batch 256) on nodes of 64 cores: 2 ranks x 32 threads a node, "
               "1 rank x 64 threads where the batch leaves fewer images than ranks; evaluations apart.", "",
               "| nodes | ranks x threads | images per rank | link | sums | step ms | training hours |", "|---|---|---|---|---|---|---|"]
-    for nodes in (8, 64, 256):
+    for nodes in (1, 8, 64, 256):
         per_node = 2 if 2 * nodes <= spec["global"] else 1
         threads = 64 // per_node
         sp = threads * thread_efficiency("alexnet")
         batch = spec["global"] / (nodes * per_node)
-        for link in ("10", "25", "100"):
-            for bf16 in (False, True):
-                t = step_time("alexnet", batch, nodes, per_node, link, overlap=True, bf16=bf16, speed=sp)
-                lines.append(f"| {nodes} | {nodes * per_node} x {threads} | {batch:g} | {link} Gb/s | overlap, {'bf16' if bf16 else 'float32'} | "
+        for link in ("10", "25", "100") if nodes > 1 else ("local",):
+            for bf16 in (False, True) if nodes > 1 else (False,):
+                t = step_time("alexnet", batch, nodes, per_node, link, overlap=nodes > 1, bf16=bf16, speed=sp)
+                lines.append(f"| {nodes} | {nodes * per_node} x {threads} | {batch:g} | {link + ' Gb/s' if nodes > 1 else 'none'} | "
+                             f"{('overlap, ' + ('bf16' if bf16 else 'float32')) if nodes > 1 else 'shared window'} | "
                              f"{1e3 * t:.0f} | {5000 * t / 3600:.2f} |")
 others = sorted(k for k in variants if k[5] != "default")
 if others:
