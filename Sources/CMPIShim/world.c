@@ -57,7 +57,7 @@ MPI_Comm ohmpi_group(const ohmpi_comms *comms, int group) {
 // rendezvous: the receiver's "clear to send" comes back over the same links, queued behind what
 // that direction carries. A gradient bucket's all-reduce sends both ways at once, so at 1 Gb/s
 // each handshake waited behind megabytes and the sums ran at half the link's rate; sent eagerly
-// they run at its rate (docs/SCALING.md, "The 1 Gb/s buckets"). Messages up to a bucket
+// they run at its rate (docs/SCALING.md, "AlexNet across hosts"). Messages up to a bucket
 // (--gradient-bucket-mb's default, 4 MB) and their headers go eagerly. Only where the job set
 // none of the three (mpirun --mca or OMPI_MCA_*): they must agree (rndv <= eager).
 #define OHMPI_TCP_EAGER_BYTES "4259840"

@@ -446,7 +446,7 @@ public final class Trainer {
     }
 
     /// What the checkpoints take on disk, said where each is large (100 MB or more: an image
-    /// backbone's, AlexNet's 0.69 GB with Adam), and a warning where the run directory's file
+    /// backbone's, AlexNet's 0.68 GB with Adam), and a warning where the run directory's file
     /// system has less room than the step checkpoints kept, the best and one being written
     /// (before its rename replaces the oldest) can take. A warning, not an error: room may be
     /// made before it is needed, and a write that finds none fails cleanly anyway.
